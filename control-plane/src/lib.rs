@@ -1,1 +1,13 @@
-//! placeholder
+//! The Lanewatch control plane: agent gateway (gRPC), capture storage (database and blobs) and
+//! the operator API (GraphQL over HTTP). `main.rs` composes these modules.
+
+pub mod blob;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod gateway;
+pub mod graphql;
+pub mod http;
+pub mod ingest;
+pub mod metrics;

@@ -1,1 +1,206 @@
-fn main(){}
+//! `lanewatch-control`: the control plane's composition root. Reads top to bottom: tracing,
+//! arguments, config, database, blob store, servers, ready file, signal, drain, exit.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lanewatch_control_plane::blob::BlobStore;
+use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
+use lanewatch_control_plane::db::Db;
+use lanewatch_control_plane::gateway::Gateway;
+use lanewatch_control_plane::graphql::{self, ApiContext};
+use lanewatch_control_plane::http::{self, AppState};
+use lanewatch_control_plane::metrics::Metrics;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Lanewatch control plane: agent gateway, capture storage and operator API.
+#[derive(Debug, Parser)]
+#[command(name = "lanewatch-control", version)]
+struct Args {
+    /// TOML config file; embedded demo defaults when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Written (atomically) with the bound addresses once both listeners are up.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Overrides grpc.listen.
+    #[arg(long)]
+    grpc_listen: Option<String>,
+    /// Overrides http.listen.
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Overrides database.url.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Overrides the blob store with a local directory.
+    #[arg(long)]
+    blob_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let args = Args::parse();
+    let env = Env {
+        aws_access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
+        aws_secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+    };
+    let config = match load_config(&args, &env) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, args.ready_file)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "control plane failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+fn load_config(args: &Args, env: &Env) -> Result<Config, String> {
+    let overrides = Overrides {
+        grpc_listen: args.grpc_listen.clone(),
+        http_listen: args.http_listen.clone(),
+        database_url: args.database_url.clone(),
+        blob_dir: args.blob_dir.clone(),
+    };
+    match &args.config {
+        None => Config::embedded(&overrides, env)
+            .map_err(|e| format!("invalid control-plane config <embedded defaults>: {e}")),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read control-plane config {}: {e}", path.display()))?;
+            Config::parse(&text, &overrides, env)
+                .map_err(|e| format!("invalid control-plane config {}: {e}", path.display()))
+        }
+    }
+}
+
+async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting control plane");
+    let db = Db::connect(&config.database.url).await.context("cannot open the database")?;
+    db.mark_all_offline().await.context("cannot reset agent liveness")?;
+    let blobs = BlobStore::open(&config.blob).await.context("cannot open the blob store")?;
+    tracing::info!(store = %blobs.describe(), "blob store open");
+    let metrics = Metrics::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let grpc_listener = TcpListener::bind(config.grpc.listen)
+        .await
+        .with_context(|| format!("cannot bind grpc listener {}", config.grpc.listen))?;
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot bind http listener {}", config.http.listen))?;
+    let grpc_addr = grpc_listener.local_addr().context("grpc listener address")?;
+    let http_addr = http_listener.local_addr().context("http listener address")?;
+
+    let gateway =
+        Gateway::new(db.clone(), blobs.clone(), config.limits, metrics.clone(), shutdown_rx.clone());
+    let mut grpc_server = tonic::transport::Server::builder();
+    match &config.grpc.tls {
+        Some(tls) => grpc_server = grpc_server.tls_config(server_tls(tls)?).context("invalid grpc.tls")?,
+        None => tracing::warn!(
+            addr = %grpc_addr,
+            "grpc is PLAINTEXT (loopback only); configure grpc.tls before exposing the gateway"
+        ),
+    }
+    let grpc_task =
+        tokio::spawn(grpc_server.add_service(gateway.clone().into_service()).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener),
+            stopped(shutdown_rx.clone()),
+        ));
+
+    let public_url = config.http.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let schema = graphql::schema(ApiContext { db: db.clone(), gateway, public_url });
+    let app = http::router(AppState { schema, db, blobs, metrics });
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, app).with_graceful_shutdown(stopped(shutdown_rx.clone())).into_future(),
+    );
+
+    tracing::info!(%grpc_addr, %http_addr, "control plane listening");
+    if let Some(path) = &ready_file {
+        write_ready_file(path, grpc_addr, http_addr).context("cannot write the ready file")?;
+    }
+
+    wait_for_signal().await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining sessions and requests");
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        let (grpc, http) = tokio::join!(grpc_task, http_task);
+        if let Ok(Err(e)) = grpc {
+            tracing::warn!(error = %e, "grpc server ended with an error");
+        }
+        if let Ok(Err(e)) = http {
+            tracing::warn!(error = %e, "http server ended with an error");
+        }
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; bye"),
+        Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; stopping the rest"),
+    }
+    Ok(())
+}
+
+fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read =
+        |p: &Path| std::fs::read(p).with_context(|| format!("cannot read grpc.tls file {}", p.display()));
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert_path)?, read(&tls.key_path)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_path {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+        r = tokio::signal::ctrl_c() => {
+            r.context("cannot listen for SIGINT")?;
+            tracing::info!(signal = "SIGINT", "signal received");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `{"grpc_addr": .., "http_addr": ..}` to a temp file beside `path`, then renames it.
+fn write_ready_file(path: &Path, grpc_addr: SocketAddr, http_addr: SocketAddr) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "grpc_addr": grpc_addr.to_string(), "http_addr": http_addr.to_string() });
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, body.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

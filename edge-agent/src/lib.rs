@@ -1,1 +1,17 @@
-//! placeholder
+//! Lanewatch edge agent: senses vehicles at one highway site, captures camera images of them,
+//! buffers the captures durably and uploads them to the control plane.
+//!
+//! Pipeline: sense → detect → trigger → acquire (per camera) → buffer → uplink, every stage a
+//! supervised component connected by bounded channels. See `pipeline` for the wiring.
+
+pub mod buffer;
+pub mod config;
+pub mod domain;
+pub mod supervisor;
+pub mod acquire;
+pub mod detect;
+pub mod pipeline;
+pub mod sim;
+pub mod sources;
+pub mod trigger;
+pub mod uplink;

@@ -1,1 +1,479 @@
-//! placeholder
+//! The end-to-end harness: starts the real `lanewatch-control` and `lanewatch-agent` binaries on
+//! port 0 with a fresh database and blob store, and gives tests typed handles to drive them.
+//!
+//! Everything here talks to 127.0.0.1 only, every wait is bounded, and every process it starts is
+//! killed when its handle drops, so a failing test never leaves servers behind.
+//!
+//! Binaries are looked up next to the test executable (`target/<profile>/`), or in
+//! `LANEWATCH_BIN_DIR`; build them first with `cargo build --workspace --bins` (the test command
+//! in the README does).
+
+pub mod grpc;
+pub mod services;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub use services::{Postgres, SeaweedFs};
+
+/// How long any single wait in the harness may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Where the workspace's binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LANEWATCH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+/// The path of one of the workspace's binaries, with a clear failure when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found; build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// The workspace root (for fixtures and tools installed by the setup script).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A child process that is killed when dropped, with its output captured to files.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Result<Self> {
+        let stdout_path = log_dir.join(format!("{name}.stdout.log"));
+        let stderr_path = log_dir.join(format!("{name}.stderr.log"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path)?)
+            .stderr(std::fs::File::create(&stderr_path)?)
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        Ok(Self { name: name.to_owned(), child: Some(child), stdout_path, stderr_path })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(-1)
+    }
+
+    /// Stderr so far, for assertions and failure messages.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Whether the process has exited, without waiting.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait(within)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        }
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, within: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_status() {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {within:?}; stderr:\n{}", self.name, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a JSON file written (atomically) by a starting binary.
+pub fn wait_ready_file(path: &Path, proc: &mut Proc) -> Result<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return serde_json::from_str(&text).context("ready file is JSON");
+        }
+        if let Some(status) = proc.try_status() {
+            bail!("{} exited with {status} before it was ready; stderr:\n{}", proc.name, proc.stderr());
+        }
+        if Instant::now() > deadline {
+            bail!("{} not ready within {WAIT:?}; stderr:\n{}", proc.name, proc.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Where the control plane keeps metadata.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// A fresh SQLite file in the control plane's temp dir (the embedded default).
+    Sqlite,
+    /// A database URL, e.g. from [`Postgres::fresh_database`].
+    Url(String),
+}
+
+/// Where the control plane keeps images.
+#[derive(Clone, Debug)]
+pub enum Blob {
+    /// A directory in the control plane's temp dir (the embedded default).
+    Local,
+    /// An S3 server, e.g. [`SeaweedFs`].
+    S3 { endpoint: String, bucket: String, access_key: String, secret_key: String },
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub proc: Proc,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub dir: TempDir,
+    http: reqwest::Client,
+}
+
+impl ControlPlane {
+    pub async fn start(db: Db, blob: Blob) -> Result<Self> {
+        Self::start_with(db, blob, "").await
+    }
+
+    /// Starts with extra TOML appended to the generated config (e.g. a `[limits]` table).
+    pub async fn start_with(db: Db, blob: Blob, extra_toml: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("lanewatch-cp-").tempdir()?;
+        let db_url = match db {
+            Db::Sqlite => format!("sqlite://{}/lanewatch.db?mode=rwc", dir.path().display()),
+            Db::Url(url) => url,
+        };
+        let blob_toml = match &blob {
+            Blob::Local => format!("kind = \"local\"\ndir = {:?}\n", dir.path().join("blobs")),
+            Blob::S3 { endpoint, bucket, access_key, secret_key } => format!(
+                "kind = \"s3\"\nbucket = {bucket:?}\nendpoint_url = {endpoint:?}\nregion = \"us-east-1\"\n\
+                 force_path_style = true\ncreate_bucket = true\naccess_key_id = {access_key:?}\n\
+                 secret_access_key = {secret_key:?}\n"
+            ),
+        };
+        let config = format!(
+            "version = 1\nshutdown_grace_secs = 5\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = {db_url:?}\n\n[blob]\n{blob_toml}\n\
+             [limits]\nheartbeat_interval_ms = 500\nagent_offline_after_secs = 3\n{extra_toml}"
+        );
+        let config_path = dir.path().join("control.toml");
+        std::fs::write(&config_path, config)?;
+        let ready = dir.path().join("ready.json");
+        let mut proc = Proc::spawn(
+            "lanewatch-control",
+            Command::new(bin("lanewatch-control"))
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--ready-file")
+                .arg(&ready)
+                .env("RUST_LOG", "info"),
+            dir.path(),
+        )?;
+        let ready = tokio::task::block_in_place(|| wait_ready_file(&ready, &mut proc))?;
+        let addr = |key: &str| -> Result<SocketAddr> {
+            ready[key]
+                .as_str()
+                .ok_or_else(|| anyhow!("ready file lacks {key}: {ready}"))?
+                .parse()
+                .context("ready file address")
+        };
+        Ok(Self {
+            grpc_addr: addr("grpc_addr")?,
+            http_addr: addr("http_addr")?,
+            proc,
+            dir,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+        })
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    /// Runs a GraphQL query and returns `data`, failing on any GraphQL error.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Result<Value> {
+        let body = self.graphql_raw(query, variables).await?;
+        if let Some(errors) = body.get("errors") {
+            bail!("graphql errors: {errors}");
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// Runs a GraphQL query and returns the whole response body (`data` and `errors`).
+    pub async fn graphql_raw(&self, query: &str, variables: Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(self.http_url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?;
+        response.json().await.context("graphql response is JSON")
+    }
+
+    pub async fn get(&self, url: &str) -> Result<reqwest::Response> {
+        Ok(self.http.get(url).send().await?)
+    }
+
+    /// All captures, newest first, following the connection's pages.
+    pub async fn all_captures(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let data = self
+                .graphql(
+                    "query($after: String) { captures(first: 100, after: $after) {
+                        edges { cursor node { id agentId site lane capturedAt vehicleClass
+                          occupancy { status occupants } imageUrl imageSha256 imageBytes } }
+                        pageInfo { hasNextPage endCursor } } }",
+                    json!({ "after": after }),
+                )
+                .await?;
+            let conn = &data["captures"];
+            for edge in conn["edges"].as_array().cloned().unwrap_or_default() {
+                out.push(edge["node"].clone());
+            }
+            if conn["pageInfo"]["hasNextPage"].as_bool() != Some(true) {
+                return Ok(out);
+            }
+            after = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+        }
+    }
+
+    /// Polls `check` until it yields a value, bounded by [`WAIT`].
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>>>,
+    {
+        let deadline = Instant::now() + WAIT;
+        let mut last_err = String::new();
+        loop {
+            match check().await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) => last_err = format!("{e:#}"),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for {what} (last error: {last_err}); control plane stderr:\n{}",
+                    tail(&self.proc.stderr(), 4000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// How a test agent's camera gets frames.
+#[derive(Clone, Debug)]
+pub enum CameraSource {
+    /// The simulator renders the scene.
+    Simulator,
+    /// Image files are replayed unchanged.
+    Replay(PathBuf),
+}
+
+/// Builds and starts a `lanewatch-agent` against a control plane.
+pub struct AgentBuilder {
+    agent_id: String,
+    site_id: String,
+    control_url: String,
+    lanes: u32,
+    flow: u32,
+    camera: CameraSource,
+    extra_toml: String,
+}
+
+impl AgentBuilder {
+    pub fn new(cp: &ControlPlane, site: &str) -> Self {
+        Self {
+            agent_id: format!("agent-{site}"),
+            site_id: site.to_owned(),
+            control_url: cp.grpc_url(),
+            lanes: 2,
+            flow: 2000,
+            camera: CameraSource::Simulator,
+            extra_toml: String::new(),
+        }
+    }
+
+    pub fn camera(mut self, camera: CameraSource) -> Self {
+        self.camera = camera;
+        self
+    }
+
+    pub fn flow(mut self, veh_h_per_lane: u32) -> Self {
+        self.flow = veh_h_per_lane;
+        self
+    }
+
+    pub fn extra_toml(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self
+    }
+
+    /// The config file text this builder produces (also used by config tests).
+    pub fn config_toml(&self, data_dir: &Path) -> String {
+        let source = match &self.camera {
+            CameraSource::Simulator => "kind = \"simulator\"\n".to_owned(),
+            CameraSource::Replay(path) => format!("kind = \"file_replay\"\npath = {path:?}\n"),
+        };
+        let lanes: Vec<String> = (0..self.lanes).map(|l| l.to_string()).collect();
+        format!(
+            "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
+             [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\
+             reconnect_max_ms = 1000\n\n[buffer]\npath = {:?}\n\n[site]\nlanes = {}\n\n\
+             [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n\n\
+             [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n\n\
+             [cameras.source]\n{source}\n{}",
+            self.agent_id,
+            self.site_id,
+            self.control_url,
+            data_dir.join("buffer.redb"),
+            self.lanes,
+            self.flow,
+            lanes.join(", "),
+            self.extra_toml,
+        )
+    }
+
+    pub fn start(self) -> Result<Agent> {
+        let dir = tempfile::Builder::new().prefix("lanewatch-agent-").tempdir()?;
+        Agent::start_in(self, dir)
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    pub id: String,
+    pub proc: Proc,
+    pub dir: TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Agent {
+    fn start_in(builder: AgentBuilder, dir: TempDir) -> Result<Self> {
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, builder.config_toml(dir.path()))?;
+        let proc = Self::spawn(&builder.agent_id, &config_path, dir.path())?;
+        let mut agent = Agent { id: builder.agent_id, proc, dir, config_path };
+        wait_ready_file(&agent.dir.path().join("ready.json"), &mut agent.proc)?;
+        Ok(agent)
+    }
+
+    fn spawn(id: &str, config: &Path, dir: &Path) -> Result<Proc> {
+        let ready = dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        Proc::spawn(
+            id,
+            Command::new(bin("lanewatch-agent"))
+                .arg("--config")
+                .arg(config)
+                .arg("--ready-file")
+                .arg(&ready)
+                .env("RUST_LOG", "info"),
+            dir,
+        )
+    }
+
+    /// Starts the agent again on the same config and buffer (after a stop or a kill).
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path())?;
+        wait_ready_file(&self.dir.path().join("ready.json"), &mut self.proc)?;
+        Ok(())
+    }
+}
+
+/// Runs `lanewatch-agent` (or another binary) to completion on a config, returning status and stderr.
+pub fn run_to_exit(binary: &str, args: &[&str], within: Duration) -> Result<(ExitStatus, String)> {
+    let (status, _stdout, stderr) = run_to_exit_with_stdout(binary, args, within)?;
+    Ok((status, stderr))
+}
+
+/// Like [`run_to_exit`], also returning stdout.
+pub fn run_to_exit_with_stdout(
+    binary: &str,
+    args: &[&str],
+    within: Duration,
+) -> Result<(ExitStatus, String, String)> {
+    let dir = tempfile::tempdir()?;
+    let mut proc = Proc::spawn(binary, Command::new(bin(binary)).args(args), dir.path())?;
+    let status = proc.wait(within)?;
+    let stdout = std::fs::read_to_string(&proc.stdout_path).unwrap_or_default();
+    Ok((status, stdout, proc.stderr()))
+}
+
+/// Writes `text` to a new temp file and returns it (kept alive by the returned handle).
+pub fn temp_file(name: &str, text: &str) -> Result<(TempDir, PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)?.write_all(text.as_bytes())?;
+    Ok((dir, path))
+}
+
+/// A real JPEG of `width`×`height` noise: noise defeats compression, so the file is large
+/// (about 3 MB at 1600×1200 and quality 95) and exercises chunked upload.
+pub fn noise_jpeg(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let img = image::RgbImage::from_fn(width, height, |_, _| image::Rgb(rng.random()));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(&img)
+        .expect("jpeg encoding");
+    out
+}
+
+/// SHA-256 as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The last `n` bytes of a log, on a char boundary.
+pub fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}

@@ -1,0 +1,581 @@
+//! Control-plane configuration: the typed TOML file, command-line overrides, and validation
+//! that runs once at start-up and names the offending field.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The only configuration file version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A configuration problem, naming the field (dotted path) and why it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+pub struct ConfigError {
+    pub field: String,
+    pub why: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, why: impl Into<String>) -> Self {
+        Self { field: field.into(), why: why.into() }
+    }
+}
+
+/// Values from the process environment, read once by `main` and passed in.
+#[derive(Clone, Default)]
+pub struct Env {
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("aws_access_key_id", &self.aws_access_key_id.as_ref().map(|_| "<redacted>"))
+            .field("aws_secret_access_key", &self.aws_secret_access_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Command-line overrides, applied on top of the file before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub grpc_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub database_url: Option<String>,
+    pub blob_dir: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shutdown_grace_secs: u64,
+    pub grpc: GrpcConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub blob: BlobConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Absolute base URL without a trailing slash; `None` means `http://<bound http addr>`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig").field("url", &redact_url(&self.url)).finish()
+    }
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum BlobConfig {
+    Local { dir: PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub force_path_style: bool,
+    pub create_bucket: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("create_bucket", &self.create_bucket)
+            .field("access_key_id", &"<redacted>")
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_chunk_bytes: u32,
+    pub max_image_bytes: u64,
+    pub heartbeat_interval_ms: u32,
+    pub agent_offline_after_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1_048_576,
+            max_chunk_bytes: 262_144,
+            max_image_bytes: 33_554_432,
+            heartbeat_interval_ms: 5_000,
+            agent_offline_after_secs: 15,
+        }
+    }
+}
+
+// ---- the file as written (serde), converted into `Config` by `validate` ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    version: Option<u32>,
+    #[serde(default = "default_grace")]
+    shutdown_grace_secs: u64,
+    #[serde(default)]
+    grpc: FileGrpc,
+    #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
+    database: FileDatabase,
+    #[serde(default)]
+    blob: FileBlob,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGrpc {
+    #[serde(default = "default_grpc_listen")]
+    listen: String,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
+}
+
+impl Default for FileGrpc {
+    fn default() -> Self {
+        Self { listen: default_grpc_listen(), tls: None }
+    }
+}
+
+fn default_grpc_listen() -> String {
+    "127.0.0.1:7400".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    #[serde(default = "default_http_listen")]
+    listen: String,
+    #[serde(default)]
+    public_url: Option<String>,
+}
+
+impl Default for FileHttp {
+    fn default() -> Self {
+        Self { listen: default_http_listen(), public_url: None }
+    }
+}
+
+fn default_http_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    #[serde(default = "default_database_url")]
+    url: String,
+}
+
+impl Default for FileDatabase {
+    fn default() -> Self {
+        Self { url: default_database_url() }
+    }
+}
+
+fn default_database_url() -> String {
+    "sqlite://lanewatch-data/lanewatch.db?mode=rwc".to_owned()
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum BlobKind {
+    #[default]
+    Local,
+    S3,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileBlob {
+    #[serde(default)]
+    kind: BlobKind,
+    dir: Option<PathBuf>,
+    bucket: Option<String>,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    force_path_style: Option<bool>,
+    create_bucket: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLimits {
+    max_message_bytes: u64,
+    max_chunk_bytes: u64,
+    max_image_bytes: u64,
+    heartbeat_interval_ms: u64,
+    agent_offline_after_secs: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            max_message_bytes: d.max_message_bytes as u64,
+            max_chunk_bytes: u64::from(d.max_chunk_bytes),
+            max_image_bytes: d.max_image_bytes,
+            heartbeat_interval_ms: u64::from(d.heartbeat_interval_ms),
+            agent_offline_after_secs: d.agent_offline_after_secs,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded demo defaults (as if the file held only `version = 1`).
+    pub fn embedded(overrides: &Overrides, env: &Env) -> Result<Self, ConfigError> {
+        Self::parse("version = 1\n", overrides, env)
+    }
+
+    /// Parses and validates a TOML document, applying overrides first.
+    pub fn parse(text: &str, overrides: &Overrides, env: &Env) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(document)", e.message().to_owned()))?;
+        let file: FileConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut field = e.path().to_string();
+            let message = e.inner().message().to_owned();
+            // Name the unknown key itself, not only the table that holds it.
+            if let Some(rest) = message.strip_prefix("unknown field `")
+                && let Some((name, _)) = rest.split_once('`')
+                && field.rsplit('.').next() != Some(name)
+            {
+                field = if field == "." { name.to_owned() } else { format!("{field}.{name}") };
+            }
+            if field == "." {
+                field = "(document)".to_owned();
+            }
+            ConfigError::new(field, message)
+        })?;
+        file.validate(overrides, env)
+    }
+}
+
+impl FileConfig {
+    fn validate(self, overrides: &Overrides, env: &Env) -> Result<Config, ConfigError> {
+        match self.version {
+            None => return Err(ConfigError::new("version", "missing; this control plane reads version = 1")),
+            Some(CONFIG_VERSION) => {}
+            Some(v) => {
+                return Err(ConfigError::new(
+                    "version",
+                    format!("version {v} is not supported; this control plane reads version = 1"),
+                ));
+            }
+        }
+        if self.shutdown_grace_secs > 3600 {
+            return Err(ConfigError::new("shutdown_grace_secs", "must be at most 3600"));
+        }
+
+        let grpc_listen_text = overrides.grpc_listen.clone().unwrap_or(self.grpc.listen);
+        let grpc_listen = parse_addr("grpc.listen", &grpc_listen_text)?;
+        if !grpc_listen.ip().is_loopback() && self.grpc.tls.is_none() {
+            return Err(ConfigError::new(
+                "grpc.tls",
+                format!("required when grpc.listen ({grpc_listen}) is not a loopback address"),
+            ));
+        }
+
+        let http_listen_text = overrides.http_listen.clone().unwrap_or(self.http.listen);
+        let http_listen = parse_addr("http.listen", &http_listen_text)?;
+        let public_url = match self.http.public_url {
+            None => None,
+            Some(url) => {
+                let trimmed = url.trim_end_matches('/');
+                let host = trimmed.strip_prefix("http://").or_else(|| trimmed.strip_prefix("https://"));
+                match host {
+                    Some(h) if !h.is_empty() => Some(trimmed.to_owned()),
+                    _ => {
+                        return Err(ConfigError::new(
+                            "http.public_url",
+                            "must be an absolute http:// or https:// url",
+                        ));
+                    }
+                }
+            }
+        };
+
+        let url = overrides.database_url.clone().unwrap_or(self.database.url);
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+
+        let blob = validate_blob(self.blob, overrides, env)?;
+        let limits = validate_limits(&self.limits)?;
+
+        Ok(Config {
+            shutdown_grace_secs: self.shutdown_grace_secs,
+            grpc: GrpcConfig { listen: grpc_listen, tls: self.grpc.tls },
+            http: HttpConfig { listen: http_listen, public_url },
+            database: DatabaseConfig { url },
+            blob,
+            limits,
+        })
+    }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| ConfigError::new(field, format!("`{text}` is not an ip:port socket address")))
+}
+
+fn validate_blob(blob: FileBlob, overrides: &Overrides, env: &Env) -> Result<BlobConfig, ConfigError> {
+    if let Some(dir) = &overrides.blob_dir {
+        return Ok(BlobConfig::Local { dir: dir.clone() });
+    }
+    match blob.kind {
+        BlobKind::Local => {
+            let s3_only = [
+                ("bucket", blob.bucket.is_some()),
+                ("endpoint_url", blob.endpoint_url.is_some()),
+                ("region", blob.region.is_some()),
+                ("force_path_style", blob.force_path_style.is_some()),
+                ("create_bucket", blob.create_bucket.is_some()),
+                ("access_key_id", blob.access_key_id.is_some()),
+                ("secret_access_key", blob.secret_access_key.is_some()),
+            ];
+            if let Some((name, _)) = s3_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(format!("blob.{name}"), "only allowed when blob.kind = \"s3\""));
+            }
+            let dir = blob.dir.unwrap_or_else(|| PathBuf::from("lanewatch-data/blobs"));
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError::new("blob.dir", "must not be empty"));
+            }
+            Ok(BlobConfig::Local { dir })
+        }
+        BlobKind::S3 => {
+            if blob.dir.is_some() {
+                return Err(ConfigError::new("blob.dir", "only allowed when blob.kind = \"local\""));
+            }
+            let bucket = match blob.bucket {
+                Some(b) if !b.is_empty() => b,
+                _ => return Err(ConfigError::new("blob.bucket", "required when blob.kind = \"s3\"")),
+            };
+            if let Some(url) = &blob.endpoint_url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(ConfigError::new("blob.endpoint_url", "must be an http:// or https:// url"));
+            }
+            let access_key_id =
+                blob.access_key_id.or_else(|| env.aws_access_key_id.clone()).ok_or_else(|| {
+                    ConfigError::new(
+                        "blob.access_key_id",
+                        "required for s3 (set it here or in AWS_ACCESS_KEY_ID)",
+                    )
+                })?;
+            let secret_access_key =
+                blob.secret_access_key.or_else(|| env.aws_secret_access_key.clone()).ok_or_else(|| {
+                    ConfigError::new(
+                        "blob.secret_access_key",
+                        "required for s3 (set it here or in AWS_SECRET_ACCESS_KEY)",
+                    )
+                })?;
+            Ok(BlobConfig::S3(S3Config {
+                bucket,
+                endpoint_url: blob.endpoint_url,
+                region: blob.region.unwrap_or_else(|| "us-east-1".to_owned()),
+                force_path_style: blob.force_path_style.unwrap_or(false),
+                create_bucket: blob.create_bucket.unwrap_or(false),
+                access_key_id,
+                secret_access_key,
+            }))
+        }
+    }
+}
+
+fn validate_limits(l: &FileLimits) -> Result<Limits, ConfigError> {
+    fn range(field: &str, v: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::new(format!("limits.{field}"), format!("{v} is outside {min}..={max}")))
+        }
+    }
+    let max_message_bytes = range("max_message_bytes", l.max_message_bytes, 4096, 1 << 30)?;
+    let max_chunk_bytes = range("max_chunk_bytes", l.max_chunk_bytes, 1, u64::from(u32::MAX))?;
+    if max_chunk_bytes + 1024 > max_message_bytes {
+        return Err(ConfigError::new(
+            "limits.max_chunk_bytes",
+            "must be at least 1024 bytes smaller than limits.max_message_bytes",
+        ));
+    }
+    let max_image_bytes = range("max_image_bytes", l.max_image_bytes, 1, 1 << 32)?;
+    let heartbeat_interval_ms = range("heartbeat_interval_ms", l.heartbeat_interval_ms, 100, 600_000)?;
+    let agent_offline_after_secs = range("agent_offline_after_secs", l.agent_offline_after_secs, 1, 86_400)?;
+    if agent_offline_after_secs * 1000 <= heartbeat_interval_ms {
+        return Err(ConfigError::new(
+            "limits.agent_offline_after_secs",
+            "must be longer than limits.heartbeat_interval_ms",
+        ));
+    }
+    Ok(Limits {
+        max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+        max_chunk_bytes: u32::try_from(max_chunk_bytes).unwrap_or(u32::MAX),
+        max_image_bytes,
+        heartbeat_interval_ms: u32::try_from(heartbeat_interval_ms).unwrap_or(u32::MAX),
+        agent_offline_after_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &Overrides::default(), &Env::default())
+    }
+
+    fn field_of(text: &str) -> String {
+        parse(text).unwrap_err().field
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::embedded(&Overrides::default(), &Env::default()).unwrap();
+        assert_eq!(c.grpc.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.shutdown_grace_secs, 10);
+        assert!(matches!(c.blob, BlobConfig::Local { .. }));
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = parse(
+            r#"
+version = 1
+shutdown_grace_secs = 3
+[grpc]
+listen = "0.0.0.0:7400"
+tls = { cert_path = "c.pem", key_path = "k.pem", client_ca_path = "ca.pem" }
+[http]
+listen = "127.0.0.1:0"
+public_url = "https://lanewatch.example.org/"
+[database]
+url = "postgres://lw:secret@db:5432/lanewatch"
+[blob]
+kind = "s3"
+bucket = "captures"
+endpoint_url = "http://127.0.0.1:8333"
+force_path_style = true
+create_bucket = true
+access_key_id = "AKIA"
+secret_access_key = "hush"
+[limits]
+max_chunk_bytes = 65536
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.http.public_url.as_deref(), Some("https://lanewatch.example.org"));
+        assert_eq!(c.limits.max_chunk_bytes, 65536);
+        let BlobConfig::S3(s3) = &c.blob else { panic!("expected s3") };
+        assert_eq!(s3.region, "us-east-1");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hush") && !debug.contains("secret@"), "{debug}");
+    }
+
+    #[test]
+    fn errors_name_fields() {
+        assert_eq!(field_of(""), "version");
+        assert_eq!(field_of("version = 2"), "version");
+        assert_eq!(field_of("version = 1\nbogus = 1"), "bogus");
+        assert_eq!(field_of("version = 1\n[grpc]\nlisten = \"nope\""), "grpc.listen");
+        assert_eq!(field_of("version = 1\n[grpc]\nlisten = \"0.0.0.0:7400\""), "grpc.tls");
+        assert_eq!(field_of("version = 1\n[grpc]\nextra = 1"), "grpc.extra");
+        assert_eq!(field_of("version = 1\n[limits]\nmax_chunk_bytes = \"big\""), "limits.max_chunk_bytes");
+        assert_eq!(field_of("version = 1\n[limits]\nmax_chunk_bytes = 0"), "limits.max_chunk_bytes");
+        assert_eq!(field_of("version = 1\n[database]\nurl = \"mysql://x\""), "database.url");
+        assert_eq!(field_of("version = 1\n[blob]\nkind = \"s3\""), "blob.bucket");
+        assert_eq!(field_of("version = 1\n[blob]\nkind = \"s3\"\nbucket = \"b\""), "blob.access_key_id");
+        assert_eq!(field_of("version = 1\n[blob]\nbucket = \"b\""), "blob.bucket");
+        assert_eq!(field_of("version = 1\n[http]\npublic_url = \"ftp://x\""), "http.public_url");
+        assert_eq!(field_of("version = [1"), "(document)");
+    }
+
+    #[test]
+    fn env_supplies_s3_credentials_and_overrides_apply() {
+        let env = Env { aws_access_key_id: Some("a".into()), aws_secret_access_key: Some("s".into()) };
+        let c =
+            Config::parse("version = 1\n[blob]\nkind = \"s3\"\nbucket = \"b\"", &Overrides::default(), &env)
+                .unwrap();
+        assert!(matches!(c.blob, BlobConfig::S3(ref s) if s.access_key_id == "a"));
+
+        let o = Overrides {
+            grpc_listen: Some("127.0.0.1:0".into()),
+            http_listen: Some("127.0.0.1:0".into()),
+            database_url: Some("sqlite::memory:".into()),
+            blob_dir: Some("/tmp/x".into()),
+        };
+        let c = Config::parse("version = 1", &o, &Env::default()).unwrap();
+        assert_eq!(c.grpc.listen.port(), 0);
+        assert_eq!(c.database.url, "sqlite::memory:");
+        assert!(matches!(c.blob, BlobConfig::Local { ref dir } if dir == &PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(redact_url("postgres://u:p@h:5432/d"), "postgres://u:<redacted>@h:5432/d");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

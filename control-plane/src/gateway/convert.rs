@@ -1,0 +1,246 @@
+//! Protobuf ↔ domain conversion for the gateway, with the validation that names each
+//! offending field; the only place besides the session loop that knows `lanewatch.v1` types.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use lanewatch_proto::v1 as pb;
+use uuid::Uuid;
+
+use crate::config::Limits;
+use crate::domain::{
+    AgentHello, AgentPulse, CaptureMeta, ComponentState, ComponentStatus, Health, ImageContentType,
+    OccupancyStatus, VehicleClass,
+};
+use crate::error::Error;
+
+/// A validated CaptureStart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRequest {
+    pub meta: CaptureMeta,
+    pub content_type: ImageContentType,
+    pub size_bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Site ids become part of blob keys, so they are plain path segments.
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub fn hello(h: &pb::Hello) -> Result<AgentHello, Error> {
+    if h.agent_id.trim().is_empty() {
+        return Err(Error::invalid("hello.agent_id must not be empty"));
+    }
+    if h.site_id.trim().is_empty() {
+        return Err(Error::invalid("hello.site_id must not be empty"));
+    }
+    if !valid_segment(&h.site_id) {
+        return Err(Error::invalid(format!(
+            "hello.site_id {:?} may only contain ascii letters, digits, '-', '_' and '.'",
+            h.site_id
+        )));
+    }
+    Ok(AgentHello {
+        agent_id: h.agent_id.clone(),
+        site_id: h.site_id.clone(),
+        software_version: h.software_version.clone(),
+        config_version: h.config_version,
+    })
+}
+
+pub fn pulse(h: &pb::Heartbeat) -> AgentPulse {
+    let health = match pb::Health::try_from(h.health) {
+        Ok(pb::Health::Ok) => Health::Ok,
+        Ok(pb::Health::Degraded) => Health::Degraded,
+        Ok(pb::Health::Failing) => Health::Failing,
+        Ok(pb::Health::Unspecified) | Err(_) => Health::Unknown,
+    };
+    AgentPulse { health, buffered_captures: h.buffered_captures }
+}
+
+fn timestamp(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(t.nanos).ok()?;
+    DateTime::from_timestamp(t.seconds, nanos).map(|d| d.trunc_subsecs(6))
+}
+
+pub fn capture_start(
+    s: &pb::CaptureStart,
+    session_site: &str,
+    limits: &Limits,
+) -> Result<StartRequest, Error> {
+    let m = s.meta.as_ref().ok_or_else(|| Error::invalid("capture_start.meta is missing"))?;
+    let id = Uuid::parse_str(&m.capture_id).map_err(|_| {
+        Error::invalid(format!("capture_start.meta.capture_id {:?} is not a uuid", m.capture_id))
+    })?;
+    if m.site_id != session_site {
+        return Err(Error::invalid(format!(
+            "capture_start.meta.site_id {:?} does not match the session's site {session_site:?}",
+            m.site_id
+        )));
+    }
+    let captured_at = m
+        .captured_at
+        .as_ref()
+        .ok_or_else(|| Error::invalid("capture_start.meta.captured_at is missing"))
+        .and_then(|t| {
+            timestamp(t).ok_or_else(|| Error::invalid("capture_start.meta.captured_at is out of range"))
+        })?;
+    let detected_at = match &m.detected_at {
+        None => None,
+        Some(t) => Some(
+            timestamp(t).ok_or_else(|| Error::invalid("capture_start.meta.detected_at is out of range"))?,
+        ),
+    };
+    if !(1..=limits.max_image_bytes).contains(&s.image_size_bytes) {
+        return Err(Error::invalid(format!(
+            "capture_start.image_size_bytes {} is outside 1..={}",
+            s.image_size_bytes, limits.max_image_bytes
+        )));
+    }
+    let sha256: [u8; 32] = s.image_sha256.as_slice().try_into().map_err(|_| {
+        Error::invalid(format!("capture_start.image_sha256 has {} bytes, expected 32", s.image_sha256.len()))
+    })?;
+    let content_type = ImageContentType::parse(&s.image_content_type).ok_or_else(|| {
+        Error::invalid(format!(
+            "capture_start.image_content_type {:?} is not image/jpeg or image/png",
+            s.image_content_type
+        ))
+    })?;
+    let vehicle_class = match pb::VehicleClass::try_from(m.vehicle_class) {
+        Ok(pb::VehicleClass::Motorcycle) => VehicleClass::Motorcycle,
+        Ok(pb::VehicleClass::Car) => VehicleClass::Car,
+        Ok(pb::VehicleClass::Van) => VehicleClass::Van,
+        Ok(pb::VehicleClass::Truck) => VehicleClass::Truck,
+        Ok(pb::VehicleClass::Bus) => VehicleClass::Bus,
+        Ok(pb::VehicleClass::Unspecified) | Err(_) => VehicleClass::Unknown,
+    };
+    let occupancy = m.occupancy.clone().unwrap_or_default();
+    let occupancy_status = match pb::OccupancyStatus::try_from(occupancy.status) {
+        Ok(pb::OccupancyStatus::Counted) => OccupancyStatus::Counted,
+        Ok(pb::OccupancyStatus::Unreadable) => OccupancyStatus::Unreadable,
+        Ok(pb::OccupancyStatus::Unspecified) | Err(_) => OccupancyStatus::Unknown,
+    };
+    let occupants = (occupancy_status == OccupancyStatus::Counted).then_some(occupancy.occupants);
+    let finite = |field: &str, v: f32| {
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(Error::invalid(format!("capture_start.meta.{field} is not finite")))
+        }
+    };
+    Ok(StartRequest {
+        meta: CaptureMeta {
+            id,
+            site_id: m.site_id.clone(),
+            lane: m.lane,
+            captured_at,
+            detected_at,
+            vehicle_class,
+            occupancy_status,
+            occupants,
+            speed_kmh: m.speed_kmh.map(|v| finite("speed_kmh", v)).transpose()?,
+            height_m: finite("height_m", m.height_m)?,
+            width_m: finite("width_m", m.width_m)?,
+            camera_id: m.camera_id.clone(),
+            config_version: m.config_version,
+        },
+        content_type,
+        size_bytes: s.image_size_bytes,
+        sha256,
+    })
+}
+
+pub fn component(c: pb::ComponentState) -> ComponentState {
+    let status = match pb::ComponentStatus::try_from(c.status) {
+        Ok(pb::ComponentStatus::Starting) => ComponentStatus::Starting,
+        Ok(pb::ComponentStatus::Running) => ComponentStatus::Running,
+        Ok(pb::ComponentStatus::BackingOff) => ComponentStatus::BackingOff,
+        Ok(pb::ComponentStatus::Stopped) => ComponentStatus::Stopped,
+        Ok(pb::ComponentStatus::Failed) => ComponentStatus::Failed,
+        Ok(pb::ComponentStatus::Unspecified) | Err(_) => ComponentStatus::Unknown,
+    };
+    ComponentState {
+        name: c.name,
+        status,
+        restarts: c.restarts,
+        last_failure: (!c.last_failure.is_empty()).then_some(c.last_failure),
+        last_failure_at: c.last_failure_at.as_ref().and_then(timestamp),
+        backoff_ms: c.backoff_ms,
+        processed: c.processed,
+        detail_json: c.detail_json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn start() -> pb::CaptureStart {
+        pb::CaptureStart {
+            meta: Some(pb::CaptureMeta {
+                capture_id: Uuid::now_v7().to_string(),
+                site_id: "a1".into(),
+                lane: 2,
+                captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 }),
+                vehicle_class: 99,
+                occupancy: Some(pb::Occupancy { status: 1, occupants: 3, sections: vec![] }),
+                speed_kmh: Some(101.5),
+                height_m: 1.4,
+                width_m: 1.8,
+                camera_id: "cam0".into(),
+                detected_at: None,
+                config_version: 4,
+            }),
+            image_size_bytes: 3,
+            image_sha256: sha2::Sha256::digest(b"abc").to_vec(),
+            image_content_type: "image/jpeg".into(),
+        }
+    }
+
+    #[test]
+    fn unknown_enum_numbers_are_stored_as_unknown() {
+        let r = capture_start(&start(), "a1", &Limits::default()).unwrap();
+        assert_eq!(r.meta.vehicle_class, VehicleClass::Unknown);
+        assert_eq!(r.meta.occupants, Some(3));
+        assert_eq!(r.meta.captured_at.timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut pb::CaptureStart)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("capture_id", Box::new(|s| s.meta.as_mut().unwrap().capture_id = "x".into())),
+            ("site_id", Box::new(|s| s.meta.as_mut().unwrap().site_id = "b2".into())),
+            ("captured_at", Box::new(|s| s.meta.as_mut().unwrap().captured_at = None)),
+            ("image_size_bytes", Box::new(|s| s.image_size_bytes = 0)),
+            ("image_size_bytes", Box::new(|s| s.image_size_bytes = u64::MAX)),
+            ("image_sha256", Box::new(|s| s.image_sha256 = vec![1, 2])),
+            ("image_content_type", Box::new(|s| s.image_content_type = "image/gif".into())),
+            ("meta", Box::new(|s| s.meta = None)),
+        ];
+        for (field, mutate) in cases {
+            let mut s = start();
+            mutate(&mut s);
+            let e = capture_start(&s, "a1", &Limits::default()).unwrap_err();
+            assert!(e.message.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn hello_requires_ids() {
+        let mut h = pb::Hello {
+            protocol_version: 1,
+            agent_id: "a".into(),
+            site_id: "s".into(),
+            ..Default::default()
+        };
+        assert!(hello(&h).is_ok());
+        h.site_id.clear();
+        assert!(hello(&h).unwrap_err().message.contains("site_id"));
+        h.agent_id.clear();
+        assert!(hello(&h).unwrap_err().message.contains("agent_id"));
+    }
+}

@@ -1,0 +1,509 @@
+//! The agent gateway: the tonic `AgentGateway::session` bidi stream, the per-session protocol
+//! (hello, heartbeats, chunked capture ingest with durable acks), the registry of live sessions
+//! and request/response routing for introspection and commands.
+
+pub mod convert;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use chrono::Utc;
+use lanewatch_proto::v1 as pb;
+use lanewatch_proto::v1::agent_message::Body as In;
+use lanewatch_proto::v1::control_message::Body as Out;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+use crate::blob::BlobStore;
+use crate::config::Limits;
+use crate::db::{Db, Inserted};
+use crate::domain::{self, AgentHello, Capture, CommandOutcome, ComponentState};
+use crate::error::{Error, ErrorKind};
+use crate::ingest::{Assembled, Progress, Upload};
+use crate::metrics::Metrics;
+
+/// How long a request to an agent (introspection, command) waits for its answer.
+pub const AGENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Outbound = mpsc::Sender<Result<pb::ControlMessage, tonic::Status>>;
+
+/// An answer an agent sent to a control-plane request, routed by request id.
+#[derive(Debug)]
+enum Reply {
+    Introspection(Vec<ComponentState>),
+    Command(CommandOutcome),
+    Config { staged: bool, error: String },
+}
+
+struct LiveSession {
+    session_id: Uuid,
+    tx: Outbound,
+}
+
+struct Shared {
+    db: Db,
+    blobs: BlobStore,
+    limits: Limits,
+    metrics: Metrics,
+    sessions: Mutex<HashMap<String, LiveSession>>,
+    waiters: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The gateway's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a session ended without a protocol error.
+enum End {
+    AgentClosed,
+    AgentGone,
+    Shutdown,
+}
+
+enum Next {
+    Message(Box<pb::AgentMessage>),
+    Closed,
+    Shutdown,
+}
+
+/// Removes a request's waiter however the request ends.
+struct WaiterGuard<'a> {
+    waiters: &'a Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    key: String,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.waiters).remove(&self.key);
+    }
+}
+
+impl Gateway {
+    /// `shutdown` turning true asks every session to end once its current capture is acked.
+    pub fn new(
+        db: Db,
+        blobs: BlobStore,
+        limits: Limits,
+        metrics: Metrics,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                db,
+                blobs,
+                limits,
+                metrics,
+                sessions: Mutex::new(HashMap::new()),
+                waiters: Mutex::new(HashMap::new()),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The tonic service, with the decode limit set to `max_message_bytes`.
+    pub fn into_service(self) -> pb::agent_gateway_server::AgentGatewayServer<Self> {
+        let limit = self.shared.limits.max_message_bytes;
+        pb::agent_gateway_server::AgentGatewayServer::new(self).max_decoding_message_size(limit)
+    }
+
+    pub fn is_online(&self, agent_id: &str) -> bool {
+        lock(&self.shared.sessions).contains_key(agent_id)
+    }
+
+    /// Asks a connected agent for its supervision snapshot.
+    pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+        let request_id = Uuid::now_v7().to_string();
+        let msg = Out::IntrospectionRequest(pb::IntrospectionRequest { request_id: request_id.clone() });
+        match self.request(agent_id, request_id, msg, "introspection").await? {
+            Reply::Introspection(components) => Ok(components),
+            other => {
+                Err(Error::new(ErrorKind::Internal, format!("unexpected reply to introspection: {other:?}")))
+            }
+        }
+    }
+
+    /// Sends a command to a connected agent and waits for its result.
+    pub async fn send_command(
+        &self,
+        agent_id: &str,
+        kind: pb::command::Kind,
+    ) -> Result<CommandOutcome, Error> {
+        let command_id = Uuid::now_v7().to_string();
+        let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });
+        match self.request(agent_id, command_id, msg, "command").await? {
+            Reply::Command(outcome) => Ok(outcome),
+            other => Err(Error::new(ErrorKind::Internal, format!("unexpected reply to command: {other:?}"))),
+        }
+    }
+
+    /// Pushes a configuration; `Ok(())` once the agent staged it, the agent's reason otherwise.
+    pub async fn push_config(
+        &self,
+        agent_id: &str,
+        config_version: u64,
+        config_toml: String,
+    ) -> Result<(), Error> {
+        let key = config_key(agent_id, config_version);
+        let msg = Out::ConfigPush(pb::ConfigPush { config_version, config_toml });
+        match self.request(agent_id, key, msg, "config push").await? {
+            Reply::Config { staged: true, .. } => Ok(()),
+            Reply::Config { staged: false, error } => Err(Error::invalid(format!(
+                "agent {agent_id} rejected config version {config_version}: {error}"
+            ))),
+            other => {
+                Err(Error::new(ErrorKind::Internal, format!("unexpected reply to config push: {other:?}")))
+            }
+        }
+    }
+
+    async fn request(&self, agent_id: &str, key: String, msg: Out, what: &str) -> Result<Reply, Error> {
+        let offline = || Error::unavailable(format!("agent {agent_id} is offline"));
+        let tx = lock(&self.shared.sessions).get(agent_id).map(|s| s.tx.clone()).ok_or_else(offline)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.shared.waiters).insert(key.clone(), reply_tx);
+        let _guard = WaiterGuard { waiters: &self.shared.waiters, key };
+        let exchange = async {
+            tx.send(Ok(pb::ControlMessage { body: Some(msg) })).await.map_err(|_| offline())?;
+            reply_rx.await.map_err(|_| offline())
+        };
+        tokio::time::timeout(AGENT_REQUEST_TIMEOUT, exchange).await.map_err(|_| {
+            Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "agent {agent_id} did not answer the {what} within {}s",
+                    AGENT_REQUEST_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+    }
+
+    fn route_reply(&self, key: &str, reply: Reply) {
+        match lock(&self.shared.waiters).remove(key) {
+            Some(waiter) => {
+                let _ = waiter.send(reply);
+            }
+            None => tracing::debug!(request_id = key, "reply for no waiting request"),
+        }
+    }
+
+    /// Drives one session to its end; never panics on input, never affects other sessions.
+    async fn run_session(self, mut inbound: tonic::Streaming<pb::AgentMessage>, tx: Outbound) {
+        let metrics = &self.shared.metrics;
+        metrics.sessions_active.inc();
+        let mut shutdown = self.shared.shutdown.clone();
+        let outcome = match self.open(&mut inbound, &tx, &mut shutdown).await {
+            Ok(Some((hello, session_id))) => {
+                let outcome = self.serve(&hello, session_id, &mut inbound, &tx, &mut shutdown).await;
+                self.close(&hello.agent_id, session_id).await;
+                outcome
+            }
+            Ok(None) => Ok(End::AgentClosed),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(End::AgentClosed) => tracing::info!("agent closed its session"),
+            Ok(End::AgentGone) => tracing::info!("agent went away"),
+            Ok(End::Shutdown) => {
+                let _ = tx.send(Err(tonic::Status::unavailable("control plane is shutting down"))).await;
+            }
+            Err(e) => {
+                metrics.session_error(e.kind.metric_label());
+                tracing::warn!(code = e.kind.metric_label(), error = %e.message, "session ended with an error");
+                let _ = tx.send(Err(e.into())).await;
+            }
+        }
+        metrics.sessions_active.dec();
+    }
+
+    async fn next(
+        &self,
+        inbound: &mut tonic::Streaming<pb::AgentMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Next, Error> {
+        let silence = Duration::from_secs(self.shared.limits.agent_offline_after_secs);
+        let stop = async {
+            if shutdown.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = stop => Ok(Next::Shutdown),
+            received = tokio::time::timeout(silence, inbound.message()) => match received {
+                Err(_) => Err(Error::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!("no message from the agent for {}s", silence.as_secs()),
+                )),
+                Ok(Ok(Some(m))) => Ok(Next::Message(Box::new(m))),
+                Ok(Ok(None)) => Ok(Next::Closed),
+                Ok(Err(status)) => Err(status_to_error(&status)),
+            }
+        }
+    }
+
+    /// Reads Hello, records the agent and answers Welcome; `None` when the agent left first.
+    async fn open(
+        &self,
+        inbound: &mut tonic::Streaming<pb::AgentMessage>,
+        tx: &Outbound,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(AgentHello, Uuid)>, Error> {
+        let first = match self.next(inbound, shutdown).await? {
+            Next::Message(m) => m,
+            Next::Closed | Next::Shutdown => return Ok(None),
+        };
+        let Some(In::Hello(hello)) = first.body else {
+            return Err(Error::invalid("first message must be hello"));
+        };
+        if !pb::SUPPORTED_PROTOCOL_VERSIONS.contains(&hello.protocol_version) {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!(
+                    "protocol version {} is not supported; this control plane speaks {}..={}",
+                    hello.protocol_version,
+                    pb::SUPPORTED_PROTOCOL_VERSIONS.start(),
+                    pb::SUPPORTED_PROTOCOL_VERSIONS.end()
+                ),
+            ));
+        }
+        let hello = convert::hello(&hello)?;
+        self.shared
+            .db
+            .upsert_agent(&hello, Utc::now())
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot record agent {}: {e}", hello.agent_id)))?;
+        let session_id = Uuid::now_v7();
+        let limits = &self.shared.limits;
+        let welcome = Out::Welcome(pb::Welcome {
+            session_id: session_id.to_string(),
+            protocol_version: pb::PROTOCOL_VERSION,
+            heartbeat_interval_ms: limits.heartbeat_interval_ms,
+            max_chunk_bytes: limits.max_chunk_bytes,
+            max_image_bytes: limits.max_image_bytes,
+            server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        });
+        {
+            let mut sessions = lock(&self.shared.sessions);
+            sessions.insert(hello.agent_id.clone(), LiveSession { session_id, tx: tx.clone() });
+            self.shared.metrics.agents_online.set(sessions.len() as i64);
+        }
+        tracing::info!(
+            agent_id = %hello.agent_id,
+            site_id = %hello.site_id,
+            software_version = %hello.software_version,
+            %session_id,
+            "agent session opened"
+        );
+        if tx.send(Ok(pb::ControlMessage { body: Some(welcome) })).await.is_err() {
+            self.close(&hello.agent_id, session_id).await;
+            return Ok(None);
+        }
+        Ok(Some((hello, session_id)))
+    }
+
+    async fn close(&self, agent_id: &str, session_id: Uuid) {
+        let removed = {
+            let mut sessions = lock(&self.shared.sessions);
+            let ours = sessions.get(agent_id).is_some_and(|s| s.session_id == session_id);
+            if ours {
+                sessions.remove(agent_id);
+            }
+            self.shared.metrics.agents_online.set(sessions.len() as i64);
+            ours
+        };
+        if removed && let Err(e) = self.shared.db.mark_offline(agent_id).await {
+            tracing::warn!(agent_id, error = %e, "cannot mark agent offline");
+        }
+        tracing::info!(agent_id, %session_id, "agent session closed");
+    }
+
+    async fn serve(
+        &self,
+        hello: &AgentHello,
+        session_id: Uuid,
+        inbound: &mut tonic::Streaming<pb::AgentMessage>,
+        tx: &Outbound,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<End, Error> {
+        let limits = self.shared.limits;
+        let mut upload: Option<Upload> = None;
+        let mut stopping = false;
+        loop {
+            // On shutdown, a capture being received may still finish; then the session ends.
+            if stopping && upload.is_none() {
+                return Ok(End::Shutdown);
+            }
+            let msg = match self.next(inbound, shutdown).await? {
+                Next::Message(m) => m,
+                Next::Closed => return Ok(End::AgentClosed),
+                Next::Shutdown if upload.is_none() => return Ok(End::Shutdown),
+                Next::Shutdown => {
+                    stopping = true;
+                    *shutdown = watch::channel(false).1; // stop selecting on the fired signal
+                    continue;
+                }
+            };
+            let Some(body) = msg.body else {
+                return Err(Error::invalid("agent message has no body"));
+            };
+            match body {
+                In::Hello(_) => return Err(Error::invalid("hello is only allowed as the first message")),
+                In::Heartbeat(h) => {
+                    if let Err(e) =
+                        self.shared.db.record_heartbeat(&hello.agent_id, convert::pulse(&h), Utc::now()).await
+                    {
+                        tracing::warn!(agent_id = %hello.agent_id, error = %e, "cannot record heartbeat");
+                    }
+                }
+                In::CaptureStart(start) => {
+                    if let Some(current) = &upload {
+                        return Err(Error::invalid(format!(
+                            "capture_start while capture {} is in progress",
+                            current.capture_id()
+                        )));
+                    }
+                    let req = convert::capture_start(&start, &hello.site_id, &limits)?;
+                    upload = Some(Upload::new(req.meta, req.content_type, req.size_bytes, req.sha256));
+                }
+                In::CaptureChunk(chunk) => {
+                    let Some(current) = upload.take() else {
+                        return Err(Error::invalid(format!(
+                            "capture_chunk for capture {:?} without capture_start",
+                            chunk.capture_id
+                        )));
+                    };
+                    match current.push(
+                        &chunk.capture_id,
+                        chunk.offset,
+                        &chunk.data,
+                        limits.max_chunk_bytes,
+                    )? {
+                        Progress::Partial(next) => upload = Some(next),
+                        Progress::Complete(assembled) => {
+                            let ack = self.store(&hello.agent_id, session_id, assembled).await?;
+                            if tx
+                                .send(Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) }))
+                                .await
+                                .is_err()
+                            {
+                                return Ok(End::AgentGone);
+                            }
+                        }
+                    }
+                }
+                In::Introspection(r) => {
+                    let components = r.components.into_iter().map(convert::component).collect();
+                    self.route_reply(&r.request_id, Reply::Introspection(components));
+                }
+                In::CommandResult(r) => {
+                    self.route_reply(
+                        &r.command_id,
+                        Reply::Command(CommandOutcome { ok: r.ok, message: r.message }),
+                    );
+                }
+                In::ConfigAck(a) => {
+                    let staged = a.outcome == pb::ConfigOutcome::Staged as i32;
+                    self.route_reply(
+                        &config_key(&hello.agent_id, a.config_version),
+                        Reply::Config { staged, error: a.error },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stores a verified capture: blob first, then metadata; returns the ack to send.
+    async fn store(&self, agent_id: &str, session_id: Uuid, a: Assembled) -> Result<pb::CaptureAck, Error> {
+        let started = tokio::time::Instant::now();
+        let metrics = &self.shared.metrics;
+        let id = a.meta.id;
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            metrics.ingested("failed");
+            Error::unavailable(format!("cannot store capture {id}: {what}: {e}"))
+        };
+        let exists = self.shared.db.capture_exists(id).await.map_err(|e| unavailable("database", &e))?;
+        let outcome = if exists {
+            pb::AckOutcome::Duplicate
+        } else {
+            let image_key = domain::image_key(&a.meta, a.content_type);
+            let image_bytes = a.data.len() as u64;
+            self.shared
+                .blobs
+                .put(&image_key, a.data, a.content_type.mime())
+                .await
+                .map_err(|e| unavailable("blob store", &e))?;
+            let capture = Capture {
+                meta: a.meta,
+                agent_id: agent_id.to_owned(),
+                image_key,
+                image_sha256: a.sha256,
+                image_bytes,
+                image_content_type: a.content_type,
+                received_at: Utc::now(),
+            };
+            match self.shared.db.insert_capture(&capture).await.map_err(|e| unavailable("database", &e))? {
+                Inserted::New => {
+                    metrics.capture_bytes.inc_by(image_bytes);
+                    pb::AckOutcome::Stored
+                }
+                Inserted::Duplicate => pb::AckOutcome::Duplicate,
+            }
+        };
+        let label = if outcome == pb::AckOutcome::Stored { "stored" } else { "duplicate" };
+        metrics.ingested(label);
+        metrics.ingest_duration_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(agent_id, %session_id, capture_id = %id, outcome = label, "capture ingested");
+        Ok(pb::CaptureAck { capture_id: id.to_string(), outcome: outcome as i32 })
+    }
+}
+
+fn config_key(agent_id: &str, config_version: u64) -> String {
+    format!("config:{agent_id}:{config_version}")
+}
+
+fn status_to_error(status: &tonic::Status) -> Error {
+    let kind = match status.code() {
+        // tonic reports a message over max_decoding_message_size as OUT_OF_RANGE
+        tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => ErrorKind::ResourceExhausted,
+        // tonic reports bytes that do not decode as protobuf as INTERNAL: the agent sent them,
+        // so it is the agent's argument that is malformed, not our server.
+        tonic::Code::InvalidArgument | tonic::Code::Internal => {
+            return Error::new(
+                ErrorKind::InvalidArgument,
+                format!("malformed agent message: {}", status.message()),
+            );
+        }
+        tonic::Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::new(kind, format!("reading agent message: {}", status.message()))
+}
+
+#[tonic::async_trait]
+impl pb::agent_gateway_server::AgentGateway for Gateway {
+    type SessionStream = ReceiverStream<Result<pb::ControlMessage, tonic::Status>>;
+
+    async fn session(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
+    ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let gateway = self.clone();
+        let span = tracing::info_span!("session", peer = ?peer);
+        tokio::spawn(tracing::Instrument::instrument(gateway.run_session(inbound, tx), span));
+        Ok(tonic::Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! In-process tests of the session protocol: a real tonic server on port 0, the generated client.
+
+use sha2::Digest;
+use tokio_stream::StreamExt;
+
+use super::*;
+use crate::config::BlobConfig;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    gateway: Gateway,
+    db: Db,
+    addr: std::net::SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display())).await.unwrap();
+    let blobs = BlobStore::open(&BlobConfig::Local { dir: dir.path().join("blobs") }).await.unwrap();
+    let limits = Limits { max_chunk_bytes: 1024, max_image_bytes: 4096, ..Limits::default() };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let gateway = Gateway::new(db.clone(), blobs, limits, Metrics::new(), shutdown_rx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = gateway.clone().into_service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    Harness { _dir: dir, gateway, db, addr, shutdown: shutdown_tx }
+}
+
+type Session = (mpsc::Sender<pb::AgentMessage>, tonic::Streaming<pb::ControlMessage>);
+
+async fn connect(h: &Harness, first: In) -> Result<Session, tonic::Status> {
+    let mut client =
+        pb::agent_gateway_client::AgentGatewayClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::AgentMessage { body: Some(first) }).await.unwrap();
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    match inbound.message().await? {
+        Some(pb::ControlMessage { body: Some(Out::Welcome(_)) }) => Ok((tx, inbound)),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+fn hello(agent: &str) -> In {
+    In::Hello(pb::Hello {
+        protocol_version: 1,
+        agent_id: agent.into(),
+        site_id: "a1".into(),
+        software_version: "0.1.0".into(),
+        config_version: 1,
+    })
+}
+
+fn capture(id: Uuid, image: &[u8]) -> Vec<In> {
+    let start = In::CaptureStart(pb::CaptureStart {
+        meta: Some(pb::CaptureMeta {
+            capture_id: id.to_string(),
+            site_id: "a1".into(),
+            captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            vehicle_class: 99,
+            ..Default::default()
+        }),
+        image_size_bytes: image.len() as u64,
+        image_sha256: sha2::Sha256::digest(image).to_vec(),
+        image_content_type: "image/jpeg".into(),
+    });
+    let mut msgs = vec![start];
+    let mut offset = 0;
+    for chunk in image.chunks(1000) {
+        msgs.push(In::CaptureChunk(pb::CaptureChunk {
+            capture_id: id.to_string(),
+            offset,
+            data: chunk.to_vec(),
+        }));
+        offset += chunk.len() as u64;
+    }
+    msgs
+}
+
+async fn send_all(tx: &mpsc::Sender<pb::AgentMessage>, msgs: Vec<In>) {
+    for m in msgs {
+        tx.send(pb::AgentMessage { body: Some(m) }).await.unwrap();
+    }
+}
+
+async fn next_ack(inbound: &mut tonic::Streaming<pb::ControlMessage>) -> pb::CaptureAck {
+    match inbound.message().await.unwrap() {
+        Some(pb::ControlMessage { body: Some(Out::CaptureAck(a)) }) => a,
+        other => panic!("expected ack, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn capture_is_stored_once_then_duplicate() {
+    let h = harness().await;
+    let (tx, mut inbound) = connect(&h, hello("agent-1")).await.unwrap();
+    assert!(h.gateway.is_online("agent-1"));
+    let image: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+    let id = Uuid::now_v7();
+    send_all(&tx, capture(id, &image)).await;
+    let ack = next_ack(&mut inbound).await;
+    assert_eq!(
+        (ack.capture_id.as_str(), ack.outcome),
+        (id.to_string().as_str(), pb::AckOutcome::Stored as i32)
+    );
+    send_all(&tx, capture(id, &image)).await;
+    assert_eq!(next_ack(&mut inbound).await.outcome, pb::AckOutcome::Duplicate as i32);
+    let stored = h.db.capture(id).await.unwrap().unwrap();
+    assert_eq!(stored.meta.vehicle_class, domain::VehicleClass::Unknown);
+    assert_eq!(stored.image_bytes, 2500);
+    drop(tx);
+    assert!(inbound.next().await.is_none());
+}
+
+#[tokio::test]
+async fn protocol_errors_end_only_that_session() {
+    let h = harness().await;
+    let err = connect(&h, In::Heartbeat(pb::Heartbeat::default())).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "first message must be hello");
+
+    let mut old = match hello("agent-2") {
+        In::Hello(h) => h,
+        _ => unreachable!(),
+    };
+    old.protocol_version = 7;
+    let err = connect(&h, In::Hello(old)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("protocol version 7 is not supported"), "{}", err.message());
+
+    let (good_tx, mut good_in) = connect(&h, hello("agent-good")).await.unwrap();
+    let (tx, mut inbound) = connect(&h, hello("agent-bad")).await.unwrap();
+    let mut msgs = capture(Uuid::now_v7(), &[1u8; 100]);
+    if let In::CaptureChunk(c) = &mut msgs[1] {
+        c.data = vec![2u8; 100]; // wrong bytes: digest mismatch
+    }
+    send_all(&tx, msgs).await;
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("image sha256 mismatch for capture"), "{}", err.message());
+
+    let id = Uuid::now_v7();
+    send_all(&good_tx, capture(id, &[3u8; 10])).await;
+    assert_eq!(next_ack(&mut good_in).await.outcome, pb::AckOutcome::Stored as i32);
+}
+
+#[tokio::test]
+async fn introspection_is_routed_and_offline_agents_error() {
+    let h = harness().await;
+    let err = h.gateway.request_introspection("nobody").await.unwrap_err();
+    assert_eq!(err.message, "agent nobody is offline");
+
+    let (tx, mut inbound) = connect(&h, hello("agent-3")).await.unwrap();
+    let agent = tokio::spawn(async move {
+        while let Ok(Some(msg)) = inbound.message().await {
+            if let Some(Out::IntrospectionRequest(r)) = msg.body {
+                let reply = pb::IntrospectionResponse {
+                    request_id: r.request_id,
+                    components: vec![pb::ComponentState {
+                        name: "uplink".into(),
+                        status: pb::ComponentStatus::Running as i32,
+                        restarts: 2,
+                        ..Default::default()
+                    }],
+                };
+                tx.send(pb::AgentMessage { body: Some(In::Introspection(reply)) }).await.unwrap();
+                return tx;
+            }
+        }
+        panic!("no introspection request");
+    });
+    let components = h.gateway.request_introspection("agent-3").await.unwrap();
+    assert_eq!(components.len(), 1);
+    assert_eq!(components[0].status, domain::ComponentStatus::Running);
+    assert_eq!(components[0].restarts, 2);
+    drop(agent.await.unwrap());
+    // the session ends when the agent hangs up, and the agent is then offline
+    for _ in 0..100 {
+        if !h.gateway.is_online("agent-3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!h.gateway.is_online("agent-3"));
+    assert!(!h.db.agent("agent-3").await.unwrap().unwrap().online);
+}
+
+#[tokio::test]
+async fn introspection_times_out_when_the_agent_is_silent() {
+    let h = harness().await;
+    let (tx, mut inbound) = connect(&h, hello("agent-4")).await.unwrap();
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = inbound.message().await {} });
+    tokio::time::pause();
+    let err = h.gateway.request_introspection("agent-4").await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::DeadlineExceeded);
+    drop(tx);
+    drain.abort();
+}
+
+#[tokio::test]
+async fn oversized_message_and_chunk_are_resource_exhausted() {
+    let h = harness().await;
+    let (tx, mut inbound) = connect(&h, hello("agent-5")).await.unwrap();
+    let id = Uuid::now_v7();
+    let mut msgs = capture(id, &[1u8; 10]);
+    msgs.truncate(1);
+    msgs.push(In::CaptureChunk(pb::CaptureChunk {
+        capture_id: id.to_string(),
+        offset: 0,
+        data: vec![0u8; 2 << 20],
+    }));
+    send_all(&tx, msgs).await;
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+
+    let (tx, mut inbound) = connect(&h, hello("agent-6")).await.unwrap();
+    let mut msgs = capture(id, &[1u8; 2000]);
+    msgs.truncate(1);
+    msgs.push(In::CaptureChunk(pb::CaptureChunk {
+        capture_id: id.to_string(),
+        offset: 0,
+        data: vec![1u8; 2000],
+    }));
+    send_all(&tx, msgs).await;
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_capture_in_flight_finish() {
+    let h = harness().await;
+    let (tx, mut inbound) = connect(&h, hello("agent-7")).await.unwrap();
+    let image = vec![9u8; 2500];
+    let id = Uuid::now_v7();
+    let mut msgs = capture(id, &image);
+    let rest = msgs.split_off(2);
+    send_all(&tx, msgs).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.shutdown.send(true).unwrap();
+    send_all(&tx, rest).await;
+    assert_eq!(next_ack(&mut inbound).await.outcome, pb::AckOutcome::Stored as i32);
+    let err = inbound.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.message(), "control plane is shutting down");
+}

@@ -1,0 +1,92 @@
+//! The HTTP surface (axum): GraphQL and GraphiQL, capture images, health and readiness probes,
+//! Prometheus metrics and the operator console.
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use uuid::Uuid;
+
+use crate::blob::{BlobError, BlobStore};
+use crate::db::Db;
+use crate::error::Error;
+use crate::graphql::LanewatchSchema;
+use crate::metrics::Metrics;
+
+const CONSOLE_HTML: &str = include_str!("../../console/index.html");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: LanewatchSchema,
+    pub db: Db,
+    pub blobs: BlobStore,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/images/{id}", get(image))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn console() -> Html<&'static str> {
+    Html(CONSOLE_HTML)
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
+    state.schema.execute(request.into_inner()).await.into()
+}
+
+async fn image(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+    let id = Uuid::parse_str(&id).map_err(|_| Error::invalid(format!("image id {id:?} is not a uuid")))?;
+    let capture = state
+        .db
+        .capture(id)
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?
+        .ok_or_else(|| Error::not_found(format!("no capture with id {id}")))?;
+    let bytes = state.blobs.get(&capture.image_key).await.map_err(|e| match e {
+        BlobError::NotFound { .. } => {
+            Error::not_found(format!("image of capture {id} is missing from the blob store"))
+        }
+        other => Error::unavailable(format!("blob store unavailable: {other}")),
+    })?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, capture.image_content_type.mime()),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = state.db.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database not ready: {e}\n")).into_response();
+    }
+    if let Err(e) = state.blobs.check_ready().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("blob store not ready: {e}\n")).into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

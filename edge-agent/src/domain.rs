@@ -1,0 +1,110 @@
+//! Domain types that flow through the pipeline: scans, frames, detections, captures.
+//!
+//! None of these know protobuf; `uplink::wire` converts captures at the edge.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Vehicle classes the agent distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VehicleClass {
+    Unknown,
+    Motorcycle,
+    Car,
+    Van,
+    Truck,
+    Bus,
+}
+
+/// One sweep of the overhead scan plane: range per beam, beams ordered by angle.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    pub t: DateTime<Utc>,
+    pub ranges_m: Vec<f32>,
+}
+
+/// Geometry of the scan plane, shared by scan sources and the detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScanGeometry {
+    pub mounting_height_m: f64,
+    /// Lateral position of the scanner, metres from the right road edge.
+    pub mount_y_m: f64,
+    pub fov_deg: f64,
+    pub angular_step_deg: f64,
+    pub lanes: u32,
+    pub lane_width_m: f64,
+}
+
+impl ScanGeometry {
+    pub fn beams(&self) -> usize {
+        (self.fov_deg / self.angular_step_deg).round() as usize + 1
+    }
+
+    /// Angle of beam `i` from the vertical, radians; negative points towards lane 0.
+    pub fn beam_angle(&self, i: usize) -> f64 {
+        (-self.fov_deg / 2.0 + i as f64 * self.angular_step_deg).to_radians()
+    }
+}
+
+/// A vehicle detection event emitted by `detect`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Detection {
+    Entry { track: u64, lane: u32, t: DateTime<Utc> },
+    Exit { track: u64, lane: u32, t: DateTime<Utc>, max_height_m: f32, width_m: f32, class: VehicleClass },
+}
+
+/// A camera frame. Simulated frames stay raw until one becomes a capture.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub t: DateTime<Utc>,
+    pub payload: FramePayload,
+}
+
+#[derive(Debug, Clone)]
+pub enum FramePayload {
+    Rgb { width: u32, height: u32, pixels: Arc<Vec<u8>> },
+    Encoded { bytes: Bytes, content_type: &'static str },
+}
+
+/// What the trigger stage asks of one camera's acquire stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcquireRequest {
+    Take { track: u64, lane: u32, detected_at: DateTime<Utc>, trigger_at: DateTime<Utc> },
+    Finalize { track: u64, max_height_m: f32, width_m: f32, class: VehicleClass },
+}
+
+/// Occupancy as vision saw it. Vision does not run yet, so captures carry `Unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OccupancyStatus {
+    Unknown,
+}
+
+/// Metadata of one capture, as stored in the buffer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureMeta {
+    pub capture_id: Uuid,
+    pub site_id: String,
+    pub lane: u32,
+    pub captured_at: DateTime<Utc>,
+    pub detected_at: DateTime<Utc>,
+    pub class: VehicleClass,
+    pub occupancy: OccupancyStatus,
+    pub height_m: f32,
+    pub width_m: f32,
+    pub camera_id: String,
+    pub config_version: u64,
+    pub content_type: String,
+}
+
+/// A capture: one vehicle, one camera image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    pub meta: CaptureMeta,
+    pub image: Bytes,
+}

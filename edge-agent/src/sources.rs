@@ -1,0 +1,64 @@
+//! Sensor source seams: a [`ScanSource`] yields LIDAR scans, a [`CameraSource`] yields frames.
+//!
+//! The simulator implements both (`sim::lidar`, `sim::camera`); a SICK driver and V4L2/GigE
+//! cameras plug in here later. [`FileReplayCamera`] loops over image files and passes their
+//! bytes through unchanged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::domain::{Frame, FramePayload, Scan, ScanGeometry};
+
+pub trait ScanSource: Send + 'static {
+    fn geometry(&self) -> ScanGeometry;
+    /// Waits for and returns the next scan.
+    fn next_scan(&mut self) -> BoxFuture<'_, anyhow::Result<Scan>>;
+}
+
+pub trait CameraSource: Send + 'static {
+    /// Waits for and returns the next frame.
+    fn next_frame(&mut self) -> BoxFuture<'_, anyhow::Result<Frame>>;
+}
+
+/// Loops over the images of a directory (sorted by name) at `fps`, stamped with the time they
+/// are "taken"; the file bytes are passed through unchanged.
+pub struct FileReplayCamera {
+    files: Vec<PathBuf>,
+    next: usize,
+    interval: tokio::time::Interval,
+}
+
+impl FileReplayCamera {
+    pub fn new(files: Vec<PathBuf>, fps: u32) -> anyhow::Result<Self> {
+        anyhow::ensure!(!files.is_empty(), "file replay has no image files");
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Ok(Self { files, next: 0, interval })
+    }
+}
+
+pub fn content_type_of(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("png") => "image/png",
+        _ => "image/jpeg",
+    }
+}
+
+impl CameraSource for FileReplayCamera {
+    fn next_frame(&mut self) -> BoxFuture<'_, anyhow::Result<Frame>> {
+        Box::pin(async move {
+            self.interval.tick().await;
+            let path = &self.files[self.next % self.files.len()];
+            self.next += 1;
+            let bytes = tokio::fs::read(path).await.with_context(|| format!("reading replay image {}", path.display()))?;
+            Ok(Frame {
+                t: chrono::Utc::now(),
+                payload: FramePayload::Encoded { bytes: Bytes::from(bytes), content_type: content_type_of(path) },
+            })
+        })
+    }
+}

@@ -1,0 +1,503 @@
+//! Supervision: every pipeline component runs as a ractor actor under one root supervisor that
+//! restarts failed components with exponential backoff and escalates repeated failures.
+//!
+//! A component is a [`Component`]: an object whose `run` future does its work until its input
+//! ends (or, for sources, until shutdown). The [`ComponentActor`] runs that future in its first
+//! message; an error or panic fails the actor, and ractor reports `ActorFailed` to the
+//! [`Supervisor`]. Channel receivers live in the component object, outside the actor, so queued
+//! items survive a restart. Supervision state is published in the [`Registry`] as
+//! [`ComponentSnapshot`]s that heartbeats and introspection read.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::SupervisionConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentStatus {
+    Starting,
+    Running,
+    BackingOff,
+    Stopped,
+    Failed,
+}
+
+/// What the supervisor and the component itself say about one component.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentSnapshot {
+    pub name: String,
+    pub status: ComponentStatus,
+    pub restarts: u32,
+    pub last_failure: Option<String>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub backoff_ms: u64,
+    pub processed: u64,
+    pub detail: serde_json::Value,
+}
+
+impl ComponentSnapshot {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            status: ComponentStatus::Starting,
+            restarts: 0,
+            last_failure: None,
+            last_failure_at: None,
+            backoff_ms: 0,
+            processed: 0,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+/// Shared registry of component snapshots; every update bumps a watch so waiters need no polling.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<RwLock<BTreeMap<String, ComponentSnapshot>>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self { inner: Default::default(), changed: Arc::new(watch::channel(0).0) }
+    }
+}
+
+impl Registry {
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut ComponentSnapshot)) {
+        {
+            let mut map = self.inner.write().unwrap();
+            f(map.entry(name.to_owned()).or_insert_with(|| ComponentSnapshot::new(name)));
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn get(&self, name: &str) -> Option<ComponentSnapshot> {
+        self.inner.read().unwrap().get(name).cloned()
+    }
+
+    pub fn snapshots(&self) -> Vec<ComponentSnapshot> {
+        self.inner.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// What a component gets to run with.
+#[derive(Clone)]
+pub struct ComponentCtx {
+    pub name: String,
+    pub registry: Registry,
+    /// Becomes true when the agent shuts down; sources stop, others drain their input.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ComponentCtx {
+    pub fn processed(&self, n: u64) {
+        self.registry.update(&self.name, |s| s.processed += n);
+    }
+
+    /// Resolves once the agent shuts down (or the shutdown signal is gone).
+    pub async fn shutting_down(&mut self) {
+        let _ = self.shutdown.wait_for(|s| *s).await;
+    }
+
+    pub fn detail(&self, detail: serde_json::Value) {
+        self.registry.update(&self.name, |s| s.detail = detail);
+    }
+}
+
+pub type RunFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// A supervised unit of work. `run` is called again after each restart.
+pub trait Component: Send + Sync + 'static {
+    fn name(&self) -> String;
+    fn run(&self, ctx: ComponentCtx) -> RunFuture;
+}
+
+/// The actor that runs one component's `run` future.
+pub struct ComponentActor;
+
+pub struct ComponentArgs {
+    component: Arc<dyn Component>,
+    ctx: ComponentCtx,
+}
+
+impl Actor for ComponentActor {
+    type Msg = ();
+    type State = ComponentArgs;
+    type Arguments = ComponentArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<()>, args: ComponentArgs) -> Result<ComponentArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn post_start(&self, myself: ActorRef<()>, _state: &mut ComponentArgs) -> Result<(), ActorProcessingErr> {
+        myself.send_message(())?;
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<()>, _msg: (), state: &mut ComponentArgs) -> Result<(), ActorProcessingErr> {
+        state.ctx.registry.update(&state.ctx.name, |s| {
+            s.status = ComponentStatus::Running;
+            s.backoff_ms = 0;
+        });
+        match state.component.run(state.ctx.clone()).await {
+            Ok(()) => {
+                myself.stop(Some("finished".into()));
+                Ok(())
+            }
+            Err(err) => Err(format!("{err:#}").into()),
+        }
+    }
+}
+
+/// Sent when a component failed too often; the agent exits.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("component {component} failed {failures} times in {window_secs}s: {last_error}")]
+pub struct Escalation {
+    pub component: String,
+    pub failures: usize,
+    pub window_secs: u64,
+    pub last_error: String,
+}
+
+pub enum SupervisorMsg {
+    /// (Re)start a component now.
+    Spawn(String),
+    /// Operator asked to restart a component.
+    Restart(String, RpcReplyPort<Result<(), String>>),
+    /// Kill every component and stop restarting.
+    Shutdown(RpcReplyPort<()>),
+}
+
+struct Child {
+    component: Arc<dyn Component>,
+    cell: Option<ActorCell>,
+    failures: VecDeque<Instant>,
+    restart_requested: bool,
+    started: bool,
+}
+
+pub struct SupervisorState {
+    children: BTreeMap<String, Child>,
+    by_id: HashMap<ActorId, String>,
+    shutting_down: bool,
+    escalated: bool,
+}
+
+pub struct Supervisor {
+    pub config: SupervisionConfig,
+    pub registry: Registry,
+    pub shutdown: watch::Receiver<bool>,
+    pub escalate: mpsc::UnboundedSender<Escalation>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor with its components.
+    pub async fn start(self, components: Vec<Arc<dyn Component>>) -> anyhow::Result<SupervisorHandle> {
+        let (actor, join) = Actor::spawn(None, self, components)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start supervisor: {e}"))?;
+        Ok(SupervisorHandle { actor, join: Arc::new(tokio::sync::Mutex::new(Some(join))) })
+    }
+
+    async fn spawn_child(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str) {
+        if state.shutting_down || state.escalated {
+            return;
+        }
+        let Some(child) = state.children.get_mut(name) else { return };
+        if child.cell.is_some() {
+            return;
+        }
+        let restart = std::mem::replace(&mut child.started, true);
+        self.registry.update(name, |s| {
+            s.status = ComponentStatus::Starting;
+            s.restarts += u32::from(restart);
+        });
+        let ctx = ComponentCtx { name: name.to_owned(), registry: self.registry.clone(), shutdown: self.shutdown.clone() };
+        let args = ComponentArgs { component: child.component.clone(), ctx };
+        match Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await {
+            Ok((actor, _join)) => {
+                state.by_id.insert(actor.get_id(), name.to_owned());
+                child.cell = Some(actor.get_cell());
+            }
+            Err(err) => {
+                tracing::error!(component = name, error = %err, "cannot spawn component");
+                self.failed(myself, state, name, format!("cannot spawn: {err}"));
+            }
+        }
+    }
+
+    fn failed(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str, error: String) {
+        let Some(child) = state.children.get_mut(name) else { return };
+        child.cell = None;
+        let now = Instant::now();
+        let window = Duration::from_secs(self.config.window_secs);
+        child.failures.push_back(now);
+        while child.failures.front().is_some_and(|t| now.duration_since(*t) > window) {
+            child.failures.pop_front();
+        }
+        let failures = child.failures.len();
+        let at = Utc::now();
+        if failures > self.config.max_restarts as usize {
+            tracing::error!(component = name, failures, window_secs = self.config.window_secs, error = %error, "component failed too often, escalating");
+            self.registry.update(name, |s| {
+                s.status = ComponentStatus::Failed;
+                s.last_failure = Some(error.clone());
+                s.last_failure_at = Some(at);
+                s.backoff_ms = 0;
+            });
+            state.escalated = true;
+            let _ = self.escalate.send(Escalation {
+                component: name.to_owned(),
+                failures,
+                window_secs: self.config.window_secs,
+                last_error: error,
+            });
+            return;
+        }
+        let exp = (failures as u32).saturating_sub(1).min(30);
+        let backoff_ms = self.config.backoff_min_ms.saturating_mul(1u64 << exp).min(self.config.backoff_max_ms);
+        tracing::warn!(component = name, failures, backoff_ms, error = %error, "component failed, restarting after backoff");
+        self.registry.update(name, |s| {
+            s.status = ComponentStatus::BackingOff;
+            s.last_failure = Some(error);
+            s.last_failure_at = Some(at);
+            s.backoff_ms = backoff_ms;
+        });
+        let myself = myself.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+            let _ = myself.send_message(SupervisorMsg::Spawn(name));
+        });
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Vec<Arc<dyn Component>>;
+
+    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, components: Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut children = BTreeMap::new();
+        for component in components {
+            let name = component.name();
+            self.registry.update(&name, |_| {});
+            myself.send_message(SupervisorMsg::Spawn(name.clone()))?;
+            children.insert(name, Child { component, cell: None, failures: VecDeque::new(), restart_requested: false, started: false });
+        }
+        Ok(SupervisorState { children, by_id: HashMap::new(), shutting_down: false, escalated: false })
+    }
+
+    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Spawn(name) => self.spawn_child(&myself, state, &name).await,
+            SupervisorMsg::Restart(name, reply) => {
+                let result = match state.children.get_mut(&name) {
+                    None => Err(format!("unknown component {name:?}")),
+                    Some(child) => {
+                        tracing::info!(component = %name, "restart requested");
+                        match &child.cell {
+                            Some(cell) => {
+                                child.restart_requested = true;
+                                cell.kill();
+                            }
+                            // backing off or stopped: start it now
+                            None => {
+                                let _ = myself.send_message(SupervisorMsg::Spawn(name.clone()));
+                            }
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                for child in state.children.values() {
+                    if let Some(cell) = &child.cell {
+                        cell.kill();
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(name) = state.by_id.remove(&cell.get_id()) {
+                    self.failed(&myself, state, &name, err.to_string());
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let Some(name) = state.by_id.remove(&cell.get_id()) else { return Ok(()) };
+                let Some(child) = state.children.get_mut(&name) else { return Ok(()) };
+                child.cell = None;
+                if child.restart_requested && !state.shutting_down {
+                    child.restart_requested = false;
+                    self.spawn_child(&myself, state, &name).await;
+                } else {
+                    tracing::info!(component = %name, reason = reason.as_deref().unwrap_or(""), "component stopped");
+                    self.registry.update(&name, |s| s.status = ComponentStatus::Stopped);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// How the rest of the agent talks to the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    actor: ActorRef<SupervisorMsg>,
+    join: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl SupervisorHandle {
+    /// Asks the supervisor to restart a component.
+    pub async fn restart(&self, component: &str) -> Result<(), String> {
+        ractor::call!(self.actor, SupervisorMsg::Restart, component.to_owned())
+            .map_err(|e| format!("supervisor unavailable: {e}"))?
+    }
+
+    /// Kills every component and stops the supervisor.
+    pub async fn shutdown(&self) {
+        let _ = ractor::call!(self.actor, SupervisorMsg::Shutdown);
+        // let the kills land before stopping the supervisor itself
+        tokio::task::yield_now().await;
+        self.actor.stop(Some("shutdown".into()));
+        if let Some(join) = self.join.lock().await.take() {
+            let _ = join.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Fails its first `fail_times` runs, then runs until shutdown.
+    struct Flaky {
+        runs: Arc<AtomicU32>,
+        fail_times: u32,
+        panic: bool,
+    }
+
+    impl Component for Flaky {
+        fn name(&self) -> String {
+            "flaky".into()
+        }
+        fn run(&self, mut ctx: ComponentCtx) -> RunFuture {
+            let runs = self.runs.clone();
+            let fail_times = self.fail_times;
+            let panic = self.panic;
+            Box::pin(async move {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                if n <= fail_times {
+                    if panic {
+                        panic!("boom {n}");
+                    }
+                    anyhow::bail!("failure {n}");
+                }
+                ctx.processed(1);
+                ctx.shutting_down().await;
+                Ok(())
+            })
+        }
+    }
+
+    fn config(max_restarts: u32) -> SupervisionConfig {
+        SupervisionConfig { max_restarts, window_secs: 60, backoff_min_ms: 100, backoff_max_ms: 1000 }
+    }
+
+    async fn wait_until(registry: &Registry, f: impl Fn(&ComponentSnapshot) -> bool) -> ComponentSnapshot {
+        let mut rx = registry.subscribe();
+        loop {
+            if let Some(s) = registry.get("flaky").filter(|s| f(s)) {
+                return s;
+            }
+            tokio::time::timeout(Duration::from_secs(600), rx.changed()).await.expect("state reached").unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_with_growing_backoff_then_runs() {
+        let registry = Registry::default();
+        let (_stop_tx, shutdown) = watch::channel(false);
+        let (esc_tx, mut esc_rx) = mpsc::unbounded_channel();
+        let runs = Arc::new(AtomicU32::new(0));
+        let sup = Supervisor { config: config(5), registry: registry.clone(), shutdown, escalate: esc_tx };
+        let started = Instant::now();
+        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 3, panic: false })]).await.unwrap();
+
+        let mut backoffs = vec![];
+        for _ in 0..3 {
+            let s = wait_until(&registry, |s| s.status == ComponentStatus::BackingOff && !backoffs.contains(&s.backoff_ms)).await;
+            backoffs.push(s.backoff_ms);
+        }
+        assert_eq!(backoffs, vec![100, 200, 400]);
+        let s = wait_until(&registry, |s| s.status == ComponentStatus::Running && s.processed == 1).await;
+        assert_eq!(s.restarts, 3);
+        assert_eq!(s.last_failure.as_deref(), Some("failure 3"));
+        assert!(s.last_failure_at.is_some());
+        assert!(started.elapsed() >= Duration::from_millis(700));
+        assert!(esc_rx.try_recv().is_err());
+        handle.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_many_failures_escalate() {
+        let registry = Registry::default();
+        let (_stop_tx, shutdown) = watch::channel(false);
+        let (esc_tx, mut esc_rx) = mpsc::unbounded_channel();
+        let runs = Arc::new(AtomicU32::new(0));
+        let sup = Supervisor { config: config(2), registry: registry.clone(), shutdown, escalate: esc_tx };
+        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 100, panic: true })]).await.unwrap();
+        let esc = esc_rx.recv().await.unwrap();
+        assert_eq!(esc.component, "flaky");
+        assert_eq!(esc.failures, 3);
+        assert!(esc.to_string().starts_with("component flaky failed 3 times in 60s: "), "{esc}");
+        assert!(esc.last_error.contains("boom 3"), "{esc}");
+        let s = registry.get("flaky").unwrap();
+        assert_eq!(s.status, ComponentStatus::Failed);
+        assert_eq!(s.restarts, 2);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        handle.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restart_request_restarts_a_running_component() {
+        let registry = Registry::default();
+        let (_stop_tx, shutdown) = watch::channel(false);
+        let (esc_tx, _esc_rx) = mpsc::unbounded_channel();
+        let runs = Arc::new(AtomicU32::new(0));
+        let sup = Supervisor { config: config(2), registry: registry.clone(), shutdown, escalate: esc_tx };
+        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 0, panic: false })]).await.unwrap();
+        wait_until(&registry, |s| s.status == ComponentStatus::Running && s.processed == 1).await;
+        handle.restart("flaky").await.unwrap();
+        let s = wait_until(&registry, |s| s.processed == 2).await;
+        assert_eq!(s.restarts, 1);
+        assert_eq!(s.last_failure, None);
+        assert!(handle.restart("nope").await.is_err());
+        handle.shutdown().await;
+    }
+}

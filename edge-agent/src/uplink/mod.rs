@@ -1,0 +1,435 @@
+//! Uplink: the agent's session with the control plane. Uploads buffered captures, sends
+//! heartbeats, answers introspection, stages pushed configs and runs operator commands.
+//!
+//! Only this module and `wire` know protobuf types. A capture leaves the buffer only when its
+//! `CaptureAck` (STORED or DUPLICATE) arrived; after a session error everything unacked is sent
+//! again (ingest is idempotent on the capture id).
+
+pub mod wire;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use lanewatch_proto::v1 as pb;
+use lanewatch_proto::v1::agent_gateway_client::AgentGatewayClient;
+use pb::{agent_message, command, control_message};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use uuid::Uuid;
+
+use crate::buffer::Buffer;
+use crate::config::ControlPlaneConfig;
+use crate::supervisor::{ComponentCtx, Registry, RunFuture, SupervisorHandle};
+
+const DEFAULT_MAX_CHUNK_BYTES: usize = 64 * 1024;
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the uplink needs; shared by restarts.
+pub struct UplinkComponent {
+    pub control_plane: ControlPlaneConfig,
+    pub config_dir: Option<PathBuf>,
+    pub agent_id: String,
+    pub site_id: String,
+    pub config_version: u64,
+    /// The agent's config file; staged pushes are written here.
+    pub config_path: PathBuf,
+    pub buffer: Buffer,
+    pub registry: Registry,
+    /// Set once the supervisor runs; needed for RestartComponent commands.
+    pub supervisor: Arc<OnceLock<SupervisorHandle>>,
+}
+
+impl crate::supervisor::Component for UplinkComponent {
+    fn name(&self) -> String {
+        "uplink".into()
+    }
+
+    fn run(&self, ctx: ComponentCtx) -> RunFuture {
+        let me = Uplink {
+            cp: self.control_plane.clone(),
+            config_dir: self.config_dir.clone(),
+            agent_id: self.agent_id.clone(),
+            site_id: self.site_id.clone(),
+            config_version: self.config_version,
+            config_path: self.config_path.clone(),
+            buffer: self.buffer.clone(),
+            registry: self.registry.clone(),
+            supervisor: self.supervisor.clone(),
+            ctx,
+            acked: 0,
+        };
+        Box::pin(me.run())
+    }
+}
+
+struct Uplink {
+    cp: ControlPlaneConfig,
+    config_dir: Option<PathBuf>,
+    agent_id: String,
+    site_id: String,
+    config_version: u64,
+    config_path: PathBuf,
+    buffer: Buffer,
+    registry: Registry,
+    supervisor: Arc<OnceLock<SupervisorHandle>>,
+    ctx: ComponentCtx,
+    acked: u64,
+}
+
+/// Exponential backoff with jitter (50–100 % of the step).
+pub fn jittered(step_ms: u64) -> Duration {
+    let low = step_ms / 2;
+    Duration::from_millis(rand::rng().random_range(low..=step_ms.max(low)))
+}
+
+struct Session {
+    tx: mpsc::Sender<pb::AgentMessage>,
+    in_flight: HashSet<Uuid>,
+    cursor: u64,
+    max_chunk_bytes: usize,
+    max_image_bytes: u64,
+}
+
+impl Session {
+    async fn send(&self, body: agent_message::Body) -> anyhow::Result<()> {
+        self.tx.send(pb::AgentMessage { body: Some(body) }).await.map_err(|_| anyhow::anyhow!("session stream closed"))
+    }
+}
+
+impl Uplink {
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut step_ms = self.cp.reconnect_min_ms;
+        loop {
+            let mut welcomed = false;
+            let result = self.session(&mut welcomed).await;
+            self.set_detail(false, "");
+            if welcomed {
+                step_ms = self.cp.reconnect_min_ms;
+            }
+            match result {
+                Ok(()) => tracing::info!("control plane ended the session"),
+                Err(err) => match err.downcast_ref::<tonic::Status>() {
+                    Some(status) => tracing::warn!(code = ?status.code(), message = status.message(), "session failed"),
+                    None => tracing::warn!(error = format!("{err:#}"), "session failed"),
+                },
+            }
+            let delay = jittered(step_ms);
+            tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting to control plane");
+            tokio::time::sleep(delay).await;
+            step_ms = (step_ms.saturating_mul(2)).min(self.cp.reconnect_max_ms);
+        }
+    }
+
+    fn set_detail(&self, connected: bool, session_id: &str) {
+        self.ctx.detail(serde_json::json!({
+            "connected": connected,
+            "session_id": session_id,
+            "acked": self.acked,
+            "buffer": self.buffer.stats(),
+        }));
+    }
+
+    async fn connect(&self) -> anyhow::Result<AgentGatewayClient<tonic::transport::Channel>> {
+        let mut endpoint = Endpoint::from_shared(self.cp.url.clone())
+            .context("invalid control plane url")?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_keepalive(Some(Duration::from_secs(30)));
+        if self.cp.url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.cp.ca_path {
+                let path = crate::config::resolve(self.config_dir.as_deref(), ca);
+                let pem = tokio::fs::read(&path).await.with_context(|| format!("reading ca {}", path.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).context("tls config")?;
+        }
+        let channel = endpoint.connect().await.context("connecting to control plane")?;
+        Ok(AgentGatewayClient::new(channel).max_decoding_message_size(16 << 20))
+    }
+
+    async fn session(&mut self, welcomed: &mut bool) -> anyhow::Result<()> {
+        let mut client = self.connect().await?;
+        let (tx, rx) = mpsc::channel(64);
+        let hello = pb::Hello {
+            protocol_version: pb::PROTOCOL_VERSION,
+            agent_id: self.agent_id.clone(),
+            site_id: self.site_id.clone(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            config_version: self.config_version,
+        };
+        tx.send(pb::AgentMessage { body: Some(agent_message::Body::Hello(hello)) }).await.ok();
+        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await.context("no welcome in time")??;
+        let welcome = match first.and_then(|m| m.body) {
+            Some(control_message::Body::Welcome(w)) => w,
+            other => anyhow::bail!("expected welcome, got {other:?}"),
+        };
+        *welcomed = true;
+        tracing::info!(session_id = %welcome.session_id, protocol_version = welcome.protocol_version, server_version = %welcome.server_version, "session open");
+        self.set_detail(true, &welcome.session_id);
+        let interval_ms = if welcome.heartbeat_interval_ms > 0 { u64::from(welcome.heartbeat_interval_ms) } else { self.cp.heartbeat_interval_ms };
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(interval_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut session = Session {
+            tx,
+            in_flight: HashSet::new(),
+            cursor: 0,
+            max_chunk_bytes: if welcome.max_chunk_bytes > 0 { welcome.max_chunk_bytes as usize } else { DEFAULT_MAX_CHUNK_BYTES },
+            max_image_bytes: welcome.max_image_bytes,
+        };
+        let mut stats = self.buffer.subscribe();
+        loop {
+            self.fill_window(&mut session).await?;
+            tokio::select! {
+                message = inbound.message() => match message? {
+                    Some(message) => self.handle(&mut session, message).await?,
+                    None => return Ok(()),
+                },
+                _ = heartbeat.tick() => self.heartbeat(&session).await?,
+                changed = stats.changed() => changed.context("buffer gone")?,
+            }
+        }
+    }
+
+    /// Sends pending captures, oldest first, until `max_in_flight` are unacknowledged.
+    async fn fill_window(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        while session.in_flight.len() < self.cp.max_in_flight {
+            let buffer = self.buffer.clone();
+            let cursor = session.cursor;
+            let next = tokio::task::spawn_blocking(move || buffer.pending(cursor, 1)).await??;
+            let Some((seq, capture)) = next.into_iter().next() else { return Ok(()) };
+            session.cursor = seq + 1;
+            let id = capture.meta.capture_id;
+            if session.max_image_bytes > 0 && capture.image.len() as u64 > session.max_image_bytes {
+                tracing::error!(capture_id = %id, size = capture.image.len(), max = session.max_image_bytes, "capture larger than the control plane accepts, skipped this session");
+                continue;
+            }
+            if !session.in_flight.insert(id) {
+                continue;
+            }
+            let id_text = id.to_string();
+            session.send(agent_message::Body::CaptureStart(wire::capture_start(&capture))).await?;
+            for chunk in wire::chunks(&id_text, &capture.image, session.max_chunk_bytes) {
+                session.send(agent_message::Body::CaptureChunk(chunk)).await?;
+            }
+            tracing::debug!(capture_id = %id, bytes = capture.image.len(), "capture sent");
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&self, session: &Session) -> anyhow::Result<()> {
+        let snapshots = self.registry.snapshots();
+        let stats = self.buffer.stats();
+        session
+            .send(agent_message::Body::Heartbeat(pb::Heartbeat {
+                sent_at: Some(wire::timestamp(chrono::Utc::now())),
+                health: wire::health(&snapshots) as i32,
+                buffered_captures: stats.captures,
+                buffered_bytes: stats.bytes,
+                components: snapshots.iter().map(wire::component_state).collect(),
+            }))
+            .await
+    }
+
+    async fn handle(&mut self, session: &mut Session, message: pb::ControlMessage) -> anyhow::Result<()> {
+        match message.body {
+            Some(control_message::Body::CaptureAck(ack)) => {
+                let outcome = pb::AckOutcome::try_from(ack.outcome).unwrap_or(pb::AckOutcome::Unspecified);
+                let id = Uuid::parse_str(&ack.capture_id).with_context(|| format!("ack for malformed capture id {:?}", ack.capture_id))?;
+                session.in_flight.remove(&id);
+                match outcome {
+                    pb::AckOutcome::Stored | pb::AckOutcome::Duplicate => {
+                        let buffer = self.buffer.clone();
+                        tokio::task::spawn_blocking(move || buffer.delete(id)).await??;
+                        self.acked += 1;
+                        self.ctx.processed(1);
+                        tracing::debug!(capture_id = %id, ?outcome, "capture acknowledged");
+                    }
+                    pb::AckOutcome::Unspecified => {
+                        tracing::warn!(capture_id = %id, "ack without outcome, capture kept for the next session");
+                    }
+                }
+            }
+            Some(control_message::Body::ConfigPush(push)) => {
+                let ack = self.stage_config(&push).await;
+                session.send(agent_message::Body::ConfigAck(ack)).await?;
+            }
+            Some(control_message::Body::IntrospectionRequest(req)) => {
+                let components = self.registry.snapshots().iter().map(wire::component_state).collect();
+                session
+                    .send(agent_message::Body::Introspection(pb::IntrospectionResponse { request_id: req.request_id, components }))
+                    .await?;
+            }
+            Some(control_message::Body::Command(cmd)) => self.command(session, cmd).await?,
+            Some(control_message::Body::Welcome(_)) => tracing::warn!("unexpected second welcome ignored"),
+            None => tracing::warn!("empty control message ignored"),
+        }
+        Ok(())
+    }
+
+    async fn stage_config(&self, push: &pb::ConfigPush) -> pb::ConfigAck {
+        let rejected = |error: String| {
+            tracing::warn!(config_version = push.config_version, error = %error, "config push rejected");
+            pb::ConfigAck { config_version: push.config_version, outcome: pb::ConfigOutcome::Rejected as i32, error }
+        };
+        if let Err(err) = crate::config::parse_and_validate(&push.config_toml, self.config_dir.as_deref()) {
+            return rejected(err.to_string());
+        }
+        let text = crate::config::stamp_config_version(&push.config_toml, push.config_version);
+        if let Err(err) = write_atomically(&self.config_path, text.as_bytes()).await {
+            return rejected(format!("cannot write config: {err:#}"));
+        }
+        tracing::info!(config_version = push.config_version, path = %self.config_path.display(), "config staged");
+        pb::ConfigAck { config_version: push.config_version, outcome: pb::ConfigOutcome::Staged as i32, error: String::new() }
+    }
+
+    async fn command(&self, session: &Session, cmd: pb::Command) -> anyhow::Result<()> {
+        let result = |ok: bool, message: String| {
+            agent_message::Body::CommandResult(pb::CommandResult { command_id: cmd.command_id.clone(), ok, message })
+        };
+        match cmd.kind.clone() {
+            Some(command::Kind::Ping(_)) => session.send(result(true, "pong".into())).await,
+            Some(command::Kind::RestartComponent(restart)) => {
+                let Some(supervisor) = self.supervisor.get().cloned() else {
+                    return session.send(result(false, "supervisor not running".into())).await;
+                };
+                if restart.component == self.ctx.name {
+                    // restarting ourselves ends this session: answer first
+                    session.send(result(true, format!("restarting {}", restart.component))).await?;
+                    tokio::task::yield_now().await;
+                    let _ = supervisor.restart(&restart.component).await;
+                    return Ok(());
+                }
+                match supervisor.restart(&restart.component).await {
+                    Ok(()) => session.send(result(true, format!("restarting {}", restart.component))).await,
+                    Err(err) => session.send(result(false, err)).await,
+                }
+            }
+            None => session.send(result(false, "unknown command".into())).await,
+        }
+    }
+}
+
+/// Writes a file via a temporary sibling and a rename, so readers never see half a file.
+pub async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::File::open(&tmp).await?.sync_all().await?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::agent_gateway_server::{AgentGateway, AgentGatewayServer};
+    use sha2::{Digest, Sha256};
+    use std::sync::Mutex;
+
+    type Stored = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+    /// A gateway that welcomes, checks each upload (contiguous chunks, size, hash) and acks it.
+    #[derive(Clone, Default)]
+    struct FakeGateway {
+        hellos: Arc<Mutex<Vec<pb::Hello>>>,
+        stored: Stored,
+    }
+
+    #[tonic::async_trait]
+    impl AgentGateway for FakeGateway {
+        type SessionStream = ReceiverStream<Result<pb::ControlMessage, tonic::Status>>;
+
+        async fn session(
+            &self,
+            request: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
+        ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
+            let mut inbound = request.into_inner();
+            let (tx, rx) = mpsc::channel(16);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let send = |body| pb::ControlMessage { body: Some(body) };
+                let mut current: Option<(pb::CaptureStart, Vec<u8>)> = None;
+                while let Ok(Some(msg)) = inbound.message().await {
+                    match msg.body {
+                        Some(agent_message::Body::Hello(h)) => {
+                            me.hellos.lock().unwrap().push(h);
+                            let welcome = pb::Welcome { session_id: "s1".into(), protocol_version: 1, heartbeat_interval_ms: 1000, max_chunk_bytes: 1000, max_image_bytes: 1 << 20, server_version: "test".into() };
+                            tx.send(Ok(send(control_message::Body::Welcome(welcome)))).await.unwrap();
+                        }
+                        Some(agent_message::Body::CaptureStart(start)) => current = Some((start, vec![])),
+                        Some(agent_message::Body::CaptureChunk(chunk)) => {
+                            let (start, data) = current.as_mut().unwrap();
+                            assert_eq!(chunk.offset, data.len() as u64, "contiguous offsets");
+                            assert!(chunk.data.len() <= 1000);
+                            data.extend_from_slice(&chunk.data);
+                            if data.len() as u64 == start.image_size_bytes {
+                                assert_eq!(Sha256::digest(&data[..]).to_vec(), start.image_sha256);
+                                let id = chunk.capture_id.clone();
+                                me.stored.lock().unwrap().push((id.clone(), data.clone()));
+                                let ack = pb::CaptureAck { capture_id: id, outcome: pb::AckOutcome::Stored as i32 };
+                                tx.send(Ok(send(control_message::Body::CaptureAck(ack)))).await.unwrap();
+                                current = None;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            });
+            Ok(tonic::Response::new(ReceiverStream::new(rx)))
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_buffered_captures_and_deletes_them_on_ack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = FakeGateway::default();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentGatewayServer::new(gateway.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = Buffer::open(&dir.path().join("b.redb"), 1 << 24).unwrap();
+        let images: Vec<Vec<u8>> = vec![vec![1; 10], (0..5000).map(|i| i as u8).collect(), vec![3; 1000]];
+        for image in &images {
+            buffer.append(&crate::buffer::tests::capture(image)).unwrap();
+        }
+        let registry = Registry::default();
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let uplink = UplinkComponent {
+            control_plane: ControlPlaneConfig { url: format!("http://{addr}"), ..Default::default() },
+            config_dir: None,
+            agent_id: "agent-a".into(),
+            site_id: "site-a".into(),
+            config_version: 4,
+            config_path: dir.path().join("agent.toml"),
+            buffer: buffer.clone(),
+            registry: registry.clone(),
+            supervisor: Default::default(),
+        };
+        let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
+        let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
+        let mut stats = buffer.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0)).await.expect("buffer drained").unwrap();
+        task.abort();
+        let hello = gateway.hellos.lock().unwrap()[0].clone();
+        assert_eq!((hello.agent_id.as_str(), hello.site_id.as_str(), hello.config_version, hello.protocol_version), ("agent-a", "site-a", 4, pb::PROTOCOL_VERSION));
+        let stored: Vec<Vec<u8>> = gateway.stored.lock().unwrap().iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(stored, images, "uploaded oldest first, bytes unchanged");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full_step() {
+        for _ in 0..100 {
+            let d = jittered(1000).as_millis();
+            assert!((500..=1000).contains(&d));
+        }
+    }
+}

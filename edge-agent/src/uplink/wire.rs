@@ -1,0 +1,135 @@
+//! Conversions between domain types and `lanewatch.v1` protobuf messages, and image chunking.
+
+use lanewatch_proto::v1 as pb;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Capture, OccupancyStatus, VehicleClass};
+use crate::supervisor::{ComponentSnapshot, ComponentStatus};
+
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn vehicle_class(class: VehicleClass) -> pb::VehicleClass {
+    match class {
+        VehicleClass::Unknown => pb::VehicleClass::Unspecified,
+        VehicleClass::Motorcycle => pb::VehicleClass::Motorcycle,
+        VehicleClass::Car => pb::VehicleClass::Car,
+        VehicleClass::Van => pb::VehicleClass::Van,
+        VehicleClass::Truck => pb::VehicleClass::Truck,
+        VehicleClass::Bus => pb::VehicleClass::Bus,
+    }
+}
+
+fn occupancy(status: OccupancyStatus) -> pb::Occupancy {
+    match status {
+        OccupancyStatus::Unknown => pb::Occupancy { status: pb::OccupancyStatus::Unspecified as i32, occupants: 0, sections: vec![] },
+    }
+}
+
+/// The `CaptureStart` announcing a capture: metadata, exact size, SHA-256 and content type.
+pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
+    let m = &capture.meta;
+    pb::CaptureStart {
+        meta: Some(pb::CaptureMeta {
+            capture_id: m.capture_id.to_string(),
+            site_id: m.site_id.clone(),
+            lane: m.lane,
+            captured_at: Some(timestamp(m.captured_at)),
+            vehicle_class: vehicle_class(m.class) as i32,
+            occupancy: Some(occupancy(m.occupancy)),
+            speed_kmh: None,
+            height_m: m.height_m,
+            width_m: m.width_m,
+            camera_id: m.camera_id.clone(),
+            detected_at: Some(timestamp(m.detected_at)),
+            config_version: m.config_version,
+        }),
+        image_size_bytes: capture.image.len() as u64,
+        image_sha256: Sha256::digest(&capture.image).to_vec(),
+        image_content_type: m.content_type.clone(),
+    }
+}
+
+/// Splits an image into chunks of at most `max_chunk_bytes`, with contiguous offsets from 0.
+/// An empty image yields one empty chunk so the receiver still sees the end of the upload.
+pub fn chunks(capture_id: &str, image: &bytes::Bytes, max_chunk_bytes: usize) -> Vec<pb::CaptureChunk> {
+    let size = max_chunk_bytes.max(1);
+    if image.is_empty() {
+        return vec![pb::CaptureChunk { capture_id: capture_id.to_owned(), offset: 0, data: Default::default() }];
+    }
+    (0..image.len())
+        .step_by(size)
+        .map(|offset| pb::CaptureChunk {
+            capture_id: capture_id.to_owned(),
+            offset: offset as u64,
+            data: image[offset..(offset + size).min(image.len())].to_vec(),
+        })
+        .collect()
+}
+
+pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
+    let status = match s.status {
+        ComponentStatus::Starting => pb::ComponentStatus::Starting,
+        ComponentStatus::Running => pb::ComponentStatus::Running,
+        ComponentStatus::BackingOff => pb::ComponentStatus::BackingOff,
+        ComponentStatus::Stopped => pb::ComponentStatus::Stopped,
+        ComponentStatus::Failed => pb::ComponentStatus::Failed,
+    };
+    pb::ComponentState {
+        name: s.name.clone(),
+        status: status as i32,
+        restarts: s.restarts,
+        last_failure: s.last_failure.clone().unwrap_or_default(),
+        last_failure_at: s.last_failure_at.map(timestamp),
+        backoff_ms: s.backoff_ms,
+        processed: s.processed,
+        detail_json: s.detail.to_string(),
+    }
+}
+
+pub fn health(snapshots: &[ComponentSnapshot]) -> pb::Health {
+    if snapshots.iter().any(|s| s.status == ComponentStatus::Failed) {
+        pb::Health::Failing
+    } else if snapshots.iter().all(|s| s.status == ComponentStatus::Running) {
+        pb::Health::Ok
+    } else {
+        pb::Health::Degraded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn chunks_are_contiguous_and_bounded() {
+        let image = Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<_>>());
+        for max in [1, 7, 4096, 10_000, 20_000] {
+            let chunks = chunks("c", &image, max);
+            let mut next = 0u64;
+            let mut joined = Vec::new();
+            for c in &chunks {
+                assert_eq!(c.offset, next);
+                assert!(!c.data.is_empty() && c.data.len() <= max);
+                next += c.data.len() as u64;
+                joined.extend_from_slice(&c.data);
+            }
+            assert_eq!(joined, image.to_vec());
+            assert_eq!(chunks.len(), image.len().div_ceil(max));
+        }
+        assert_eq!(chunks("c", &Bytes::new(), 10).len(), 1);
+    }
+
+    #[test]
+    fn capture_start_has_size_hash_and_unknown_occupancy() {
+        let capture = crate::buffer::tests::capture(b"abc");
+        let start = capture_start(&capture);
+        assert_eq!(start.image_size_bytes, 3);
+        assert_eq!(hex::encode(&start.image_sha256), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let meta = start.meta.unwrap();
+        assert_eq!(meta.occupancy.unwrap().status, pb::OccupancyStatus::Unspecified as i32);
+        assert_eq!(meta.vehicle_class, pb::VehicleClass::Car as i32);
+    }
+}

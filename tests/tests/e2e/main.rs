@@ -1,0 +1,8 @@
+//! End-to-end suite: one test binary (one link) whose modules start the real binaries through
+//! the `lanewatch_tests` harness.
+
+mod capture_flow;
+mod config;
+mod lifecycle;
+mod protocol;
+mod tidy;
