@@ -7,11 +7,12 @@ start=$(date +%s)
 scripts/setup.sh
 scripts/ensure-postgres.sh
 export LANEWATCH_WEED="$PWD/.tools/bin/weed"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --tests
 built=$(date +%s)
 profile=default
 if [[ "${CI:-}" == "true" ]]; then profile=ci; fi
 cargo nextest run --workspace --profile "$profile" "$@"
-cargo test --workspace --doc --quiet
 end=$(date +%s)
 echo "[test] build $((built - start))s, tests $((end - built))s"

@@ -51,9 +51,12 @@ const SITES: &[(&str, u32, u32)] =
 const DRAIN: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Demo(args) => tokio::runtime::Builder::new_multi_thread()
@@ -126,7 +129,10 @@ fn sibling_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the lanewatch binary")?;
     let path = exe.parent().context("binary directory")?.join(name);
     if !path.exists() {
-        bail!("{} not found next to lanewatch; build the workspace (`cargo build --workspace --bins`)", path.display());
+        bail!(
+            "{} not found next to lanewatch; build the workspace (`cargo build --workspace --bins`)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -244,7 +250,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
         if let Some(status) = control.exited() {
             break Err(anyhow::anyhow!("control plane exited with {status}; see {}", control.log.display()));
         }
-        if let Some(agent) = agents.iter_mut().find_map(|a| a.exited().map(|s| (a.name.clone(), s, a.log.clone()))) {
+        if let Some(agent) =
+            agents.iter_mut().find_map(|a| a.exited().map(|s| (a.name.clone(), s, a.log.clone())))
+        {
             break Err(anyhow::anyhow!("{} exited with {}; see {}", agent.0, agent.1, agent.2.display()));
         }
         if !first_seen || last_report.elapsed() > Duration::from_secs(15) {
@@ -309,7 +317,13 @@ async fn count_captures(client: &reqwest::Client, http: &str) -> Result<Option<(
     let total = if more { format!("{}+", edges.len()) } else { edges.len().to_string() };
     Ok(Some((
         total,
-        format!("{} at {} lane {} ({}) {}", n["id"].as_str().unwrap_or("?"), n["site"].as_str().unwrap_or("?"),
-            n["lane"], n["vehicleClass"].as_str().unwrap_or("?"), n["capturedAt"].as_str().unwrap_or("?")),
+        format!(
+            "{} at {} lane {} ({}) {}",
+            n["id"].as_str().unwrap_or("?"),
+            n["site"].as_str().unwrap_or("?"),
+            n["lane"],
+            n["vehicleClass"].as_str().unwrap_or("?"),
+            n["capturedAt"].as_str().unwrap_or("?")
+        ),
     )))
 }

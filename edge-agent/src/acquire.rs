@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-use crate::domain::{AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, VehicleClass};
+use crate::domain::{
+    AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, VehicleClass,
+};
 use crate::pipeline::Outlet;
 use crate::sources::CameraSource;
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
@@ -67,12 +69,15 @@ impl Acquirer {
     pub fn request(&mut self, request: AcquireRequest) {
         match request {
             AcquireRequest::Take { track, lane, detected_at, trigger_at } => {
-                self.pending.insert(track, Pending { lane, detected_at, trigger_at, frame: None, finalized: None });
+                self.pending
+                    .insert(track, Pending { lane, detected_at, trigger_at, frame: None, finalized: None });
             }
-            AcquireRequest::Finalize { track, max_height_m, width_m, class } => match self.pending.get_mut(&track) {
-                Some(p) => p.finalized = Some((max_height_m, width_m, class)),
-                None => tracing::warn!(track, "finalize for unknown track ignored"),
-            },
+            AcquireRequest::Finalize { track, max_height_m, width_m, class } => {
+                match self.pending.get_mut(&track) {
+                    Some(p) => p.finalized = Some((max_height_m, width_m, class)),
+                    None => tracing::warn!(track, "finalize for unknown track ignored"),
+                }
+            }
         }
     }
 
@@ -109,7 +114,15 @@ impl Acquirer {
             if complete {
                 let p = self.pending.remove(&track).expect("present");
                 let (height_m, width_m, class) = p.finalized.expect("checked");
-                ready.push(Ready { track, lane: p.lane, detected_at: p.detected_at, frame: p.frame.expect("checked"), height_m, width_m, class });
+                ready.push(Ready {
+                    track,
+                    lane: p.lane,
+                    detected_at: p.detected_at,
+                    frame: p.frame.expect("checked"),
+                    height_m,
+                    width_m,
+                    class,
+                });
             } else if stale || (force && p.frame.is_none()) {
                 tracing::warn!(track, has_frame = p.frame.is_some(), "acquisition dropped incomplete");
                 self.pending.remove(&track);
@@ -154,7 +167,8 @@ impl Component for AcquireComponent {
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (source, input, output) = (self.source.clone(), self.input.clone(), self.output.clone());
-        let (camera_id, site_id, config_version, ring_frames) = (self.camera_id.clone(), self.site_id.clone(), self.config_version, self.ring_frames);
+        let (camera_id, site_id, config_version, ring_frames) =
+            (self.camera_id.clone(), self.site_id.clone(), self.config_version, self.ring_frames);
         Box::pin(async move {
             let mut source = source.lock().await;
             let mut input = input.lock().await;
@@ -193,7 +207,12 @@ impl Component for AcquireComponent {
     }
 }
 
-fn build_capture(ready: Ready, camera_id: &str, site_id: &str, config_version: u64) -> anyhow::Result<Capture> {
+fn build_capture(
+    ready: Ready,
+    camera_id: &str,
+    site_id: &str,
+    config_version: u64,
+) -> anyhow::Result<Capture> {
     let (image, content_type) = encode_frame(&ready.frame)?;
     Ok(Capture {
         meta: CaptureMeta {
@@ -220,7 +239,10 @@ mod tests {
     use super::*;
 
     fn frame(t: DateTime<Utc>, tag: u8) -> Frame {
-        Frame { t, payload: FramePayload::Encoded { bytes: Bytes::from(vec![tag]), content_type: "image/png" } }
+        Frame {
+            t,
+            payload: FramePayload::Encoded { bytes: Bytes::from(vec![tag]), content_type: "image/png" },
+        }
     }
 
     #[test]
@@ -236,7 +258,12 @@ mod tests {
         assert!(a.poll(t0 + ms(200), false).is_empty(), "not finalized yet");
         a.push_frame(frame(t0 + ms(300), 3));
         a.push_frame(frame(t0 + ms(400), 4));
-        a.request(AcquireRequest::Finalize { track: 1, max_height_m: 1.5, width_m: 1.8, class: VehicleClass::Car });
+        a.request(AcquireRequest::Finalize {
+            track: 1,
+            max_height_m: 1.5,
+            width_m: 1.8,
+            class: VehicleClass::Car,
+        });
         let ready = a.poll(t0 + ms(400), false);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].frame.t, t0 + ms(100), "nearest to 140 ms");
@@ -249,7 +276,10 @@ mod tests {
 
     #[test]
     fn raw_frames_become_jpeg() {
-        let frame = Frame { t: Utc::now(), payload: FramePayload::Rgb { width: 8, height: 8, pixels: Arc::new(vec![128; 8 * 8 * 3]) } };
+        let frame = Frame {
+            t: Utc::now(),
+            payload: FramePayload::Rgb { width: 8, height: 8, pixels: Arc::new(vec![128; 8 * 8 * 3]) },
+        };
         let (bytes, ct) = encode_frame(&frame).unwrap();
         assert_eq!(ct, "image/jpeg");
         assert_eq!(&bytes[..2], &[0xff, 0xd8]);

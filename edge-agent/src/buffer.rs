@@ -120,7 +120,11 @@ impl Buffer {
         if state.stats.bytes + needed > state.stats.max_bytes {
             state.stats.refused += 1;
             self.stats_tx.send_replace(state.stats);
-            return Err(BufferError::Full { bytes: state.stats.bytes, max_bytes: state.stats.max_bytes, needed });
+            return Err(BufferError::Full {
+                bytes: state.stats.bytes,
+                max_bytes: state.stats.max_bytes,
+                needed,
+            });
         }
         let seq = state.next_seq;
         let mut txn = self.db.begin_write().map_err(storage)?;
@@ -164,7 +168,7 @@ impl Buffer {
             match seq {
                 Some(seq) => {
                     let mut table = txn.open_table(CAPTURES).map_err(storage)?;
-                    
+
                     table.remove(seq).map_err(storage)?.map(|g| g.value().len() as u64)
                 }
                 None => None,
@@ -191,7 +195,8 @@ fn encode(capture: &Capture) -> Vec<u8> {
 
 fn decode(seq: u64, record: &[u8]) -> Result<Capture, BufferError> {
     let corrupt = |reason: String| BufferError::Corrupt { seq, reason };
-    let len_bytes: [u8; 4] = record.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("short record".into()))?;
+    let len_bytes: [u8; 4] =
+        record.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("short record".into()))?;
     let len = u32::from_be_bytes(len_bytes) as usize;
     let meta_bytes = record.get(4..4 + len).ok_or_else(|| corrupt("meta length out of range".into()))?;
     let meta: CaptureMeta = serde_json::from_slice(meta_bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -253,7 +258,10 @@ pub(crate) mod tests {
         drop(buf);
         let buf = Buffer::open(&path, 1 << 20).unwrap();
         assert_eq!(buf.stats().captures, 3);
-        assert_eq!(buf.stats().bytes, buf.pending(0, 10).unwrap().iter().map(|(_, c)| encode(c).len() as u64).sum::<u64>());
+        assert_eq!(
+            buf.stats().bytes,
+            buf.pending(0, 10).unwrap().iter().map(|(_, c)| encode(c).len() as u64).sum::<u64>()
+        );
     }
 
     #[test]

@@ -261,8 +261,8 @@ pub enum LoadError {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<AgentConfig, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
     parse_and_validate(&text, path.parent())
         .map_err(|source| LoadError::Invalid { path: path.to_owned(), source })
 }
@@ -273,9 +273,7 @@ pub fn parse_and_validate(text: &str, base_dir: Option<&Path>) -> Result<AgentCo
     let problems = validate(&config, base_dir);
     match problems.into_iter().next() {
         None => Ok(config),
-        Some((field, message)) => {
-            Err(ConfigError { line: line_of_field(text, &field), field, message })
-        }
+        Some((field, message)) => Err(ConfigError { line: line_of_field(text, &field), field, message }),
     }
 }
 
@@ -370,16 +368,26 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
 
     let cp = &c.control_plane;
     if !(cp.url.starts_with("http://") || cp.url.starts_with("https://")) {
-        out.push(("control_plane.url".into(), format!("must start with http:// or https://, got {:?}", cp.url)));
+        out.push((
+            "control_plane.url".into(),
+            format!("must start with http:// or https://, got {:?}", cp.url),
+        ));
     }
     range_check(&mut out, "control_plane.heartbeat_interval_ms", cp.heartbeat_interval_ms, 100, 600_000);
     range_check(&mut out, "control_plane.reconnect_min_ms", cp.reconnect_min_ms, 1, 600_000);
-    range_check(&mut out, "control_plane.reconnect_max_ms", cp.reconnect_max_ms, cp.reconnect_min_ms.max(1), 3_600_000);
+    range_check(
+        &mut out,
+        "control_plane.reconnect_max_ms",
+        cp.reconnect_max_ms,
+        cp.reconnect_min_ms.max(1),
+        3_600_000,
+    );
     range_check(&mut out, "control_plane.max_in_flight", cp.max_in_flight, 1, 1024);
     if let Some(ca) = &cp.ca_path
-        && !resolve(base_dir, ca).is_file() {
-            out.push(("control_plane.ca_path".into(), format!("file {} does not exist", ca.display())));
-        }
+        && !resolve(base_dir, ca).is_file()
+    {
+        out.push(("control_plane.ca_path".into(), format!("file {} does not exist", ca.display())));
+    }
 
     range_check(&mut out, "buffer.max_bytes", c.buffer.max_bytes, 1 << 20, u64::MAX);
     let s = &c.supervision;
@@ -402,10 +410,14 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
     range_check(&mut out, "simulator.speed_kmh_mean", sim.speed_kmh_mean, 10.0, 200.0);
     range_check(&mut out, "simulator.speed_kmh_stddev", sim.speed_kmh_stddev, 0.0, 50.0);
     let m = &sim.class_mix;
-    let shares = [("motorcycle", m.motorcycle), ("car", m.car), ("van", m.van), ("truck", m.truck), ("bus", m.bus)];
+    let shares =
+        [("motorcycle", m.motorcycle), ("car", m.car), ("van", m.van), ("truck", m.truck), ("bus", m.bus)];
     for (name, share) in shares {
         if !(0.0..=1.0).contains(&share) {
-            out.push((format!("simulator.class_mix.{name}"), format!("must be between 0 and 1, got {share}")));
+            out.push((
+                format!("simulator.class_mix.{name}"),
+                format!("must be between 0 and 1, got {share}"),
+            ));
         }
     }
     let sum: f64 = shares.iter().map(|(_, s)| s).sum();
@@ -419,7 +431,9 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
     let mut ids = HashSet::new();
     for (i, cam) in c.cameras.iter().enumerate() {
         let at = |f: &str| format!("cameras[{i}].{f}");
-        if cam.id.trim().is_empty() || !cam.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        if cam.id.trim().is_empty()
+            || !cam.id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
             out.push((at("id"), format!("must be non-empty letters, digits, '-' or '_', got {:?}", cam.id)));
         }
         if !ids.insert(cam.id.as_str()) {
@@ -447,7 +461,9 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
                         format!("{} holds no .jpg, .jpeg or .png file", path.display()),
                     )),
                     Ok(_) => {}
-                    Err(err) => out.push((at("source.path"), format!("cannot read {}: {err}", path.display()))),
+                    Err(err) => {
+                        out.push((at("source.path"), format!("cannot read {}: {err}", path.display())))
+                    }
                 }
             }
         }
@@ -484,13 +500,14 @@ pub fn replay_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Stamps `config_version` into pushed config text without disturbing the rest of the file.
 pub fn stamp_config_version(text: &str, version: u64) -> String {
     if let Ok(doc) = toml_edit::Document::parse(text)
-        && let Some(span) = doc.as_table().get("config_version").and_then(|item| item.span()) {
-            let mut out = String::with_capacity(text.len() + 8);
-            out.push_str(&text[..span.start]);
-            out.push_str(&version.to_string());
-            out.push_str(&text[span.end..]);
-            return out;
-        }
+        && let Some(span) = doc.as_table().get("config_version").and_then(|item| item.span())
+    {
+        let mut out = String::with_capacity(text.len() + 8);
+        out.push_str(&text[..span.start]);
+        out.push_str(&version.to_string());
+        out.push_str(&text[span.end..]);
+        return out;
+    }
     // A key before any table header belongs to the root table.
     format!("config_version = {version}\n{text}")
 }
@@ -536,16 +553,52 @@ mod tests {
     fn bad_inputs_name_field_and_line() {
         // (replace this, with this, expected rendered error)
         let cases: &[(&str, &str, &str)] = &[
-            ("flow_veh_h_per_lane = 900", "flow_veh_h_per_lane = 0", "simulator.flow_veh_h_per_lane (line 6): must be between 1 and 3000, got 0"),
-            ("lanes = [0, 1]", "lanes = [0, 5]", "cameras[0].lanes (line 10): lane 5 is outside the site's lanes 0..3"),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 0",
+                "simulator.flow_veh_h_per_lane (line 6): must be between 1 and 3000, got 0",
+            ),
+            (
+                "lanes = [0, 1]",
+                "lanes = [0, 5]",
+                "cameras[0].lanes (line 10): lane 5 is outside the site's lanes 0..3",
+            ),
             ("version = 1", "version = 2", "version (line 1): unsupported config version 2, expected 1"),
-            ("flow_veh_h_per_lane = 900", "flow_veh_h_per_lane = 900\nbogus = 1", "simulator.bogus (line 7): unknown field `bogus`, expected one of `seed`, `flow_veh_h_per_lane`, `speed_kmh_mean`, `speed_kmh_stddev`, `class_mix`, `ground_truth_path`"),
-            ("flow_veh_h_per_lane = 900", "flow_veh_h_per_lane = \"fast\"", "simulator.flow_veh_h_per_lane (line 6): invalid type: string \"fast\", expected u32"),
-            ("lanes = [0, 1]", "lanes = [0, 1]\nfps = 0", "cameras[0].fps (line 11): must be between 1 and 120, got 0"),
-            ("id = \"front\"\nlanes = [0, 1]", "id = \"front\"\nlanes = [0]\n\n[[cameras]]\nid = \"front\"\nlanes = [1]", "cameras[1].id (line 13): duplicate camera id \"front\""),
-            ("flow_veh_h_per_lane = 900", "flow_veh_h_per_lane = 900\nclass_mix = { motorcycle = 0.5, car = 0.8, van = 0.1, truck = 0.06, bus = 0.02 }", "simulator.class_mix (line 7): shares must sum to 1, got 1.480"),
-            ("flow_veh_h_per_lane = 900", "flow_veh_h_per_lane = 900\n[lidar]\nscan_hz = 500", "lidar.scan_hz (line 8): must be between 1 and 200, got 500"),
-            ("lanes = [0, 1]", "lanes = [0, 1]\n[cameras.source]\nkind = \"file_replay\"\npath = \"/nonexistent/lanewatch\"", "cameras[0].source.path (line 13): cannot read /nonexistent/lanewatch: No such file or directory (os error 2)"),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\nbogus = 1",
+                "simulator.bogus (line 7): unknown field `bogus`, expected one of `seed`, `flow_veh_h_per_lane`, `speed_kmh_mean`, `speed_kmh_stddev`, `class_mix`, `ground_truth_path`",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = \"fast\"",
+                "simulator.flow_veh_h_per_lane (line 6): invalid type: string \"fast\", expected u32",
+            ),
+            (
+                "lanes = [0, 1]",
+                "lanes = [0, 1]\nfps = 0",
+                "cameras[0].fps (line 11): must be between 1 and 120, got 0",
+            ),
+            (
+                "id = \"front\"\nlanes = [0, 1]",
+                "id = \"front\"\nlanes = [0]\n\n[[cameras]]\nid = \"front\"\nlanes = [1]",
+                "cameras[1].id (line 13): duplicate camera id \"front\"",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\nclass_mix = { motorcycle = 0.5, car = 0.8, van = 0.1, truck = 0.06, bus = 0.02 }",
+                "simulator.class_mix (line 7): shares must sum to 1, got 1.480",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\n[lidar]\nscan_hz = 500",
+                "lidar.scan_hz (line 8): must be between 1 and 200, got 500",
+            ),
+            (
+                "lanes = [0, 1]",
+                "lanes = [0, 1]\n[cameras.source]\nkind = \"file_replay\"\npath = \"/nonexistent/lanewatch\"",
+                "cameras[0].source.path (line 13): cannot read /nonexistent/lanewatch: No such file or directory (os error 2)",
+            ),
         ];
         for (from, to, expected) in cases {
             assert!(MINIMAL.contains(from), "{from}");

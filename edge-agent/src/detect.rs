@@ -65,7 +65,11 @@ impl Detector {
     pub fn process(&mut self, scan: &Scan) -> Vec<Detection> {
         let beams = self.geometry.beams();
         if scan.ranges_m.len() != beams {
-            tracing::warn!(expected = beams, got = scan.ranges_m.len(), "scan with unexpected beam count ignored");
+            tracing::warn!(
+                expected = beams,
+                got = scan.ranges_m.len(),
+                "scan with unexpected beam count ignored"
+            );
             return vec![];
         }
         if !self.learnt() {
@@ -131,7 +135,12 @@ impl Detector {
                             let entered_at = state.first_occupied_at.unwrap_or(scan.t);
                             let id = self.next_track;
                             self.next_track += 1;
-                            state.track = Some(Track { id, entered_at, max_height_m: state.early_height_m, width_m: state.early_width_m });
+                            state.track = Some(Track {
+                                id,
+                                entered_at,
+                                max_height_m: state.early_height_m,
+                                width_m: state.early_width_m,
+                            });
                             events.push(Detection::Entry { track: id, lane: lane as u32, t: entered_at });
                         }
                     }
@@ -140,18 +149,19 @@ impl Detector {
                 state.occupied_run = 0;
                 state.free_run += 1;
                 if state.free_run >= EXIT_SCANS
-                    && let Some(track) = state.track.take() {
-                        let t = state.last_occupied_at.unwrap_or(scan.t);
-                        let duration_s = (t - track.entered_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                        events.push(Detection::Exit {
-                            track: track.id,
-                            lane: lane as u32,
-                            t,
-                            max_height_m: track.max_height_m as f32,
-                            width_m: track.width_m as f32,
-                            class: classify(track.max_height_m, track.width_m, duration_s),
-                        });
-                    }
+                    && let Some(track) = state.track.take()
+                {
+                    let t = state.last_occupied_at.unwrap_or(scan.t);
+                    let duration_s = (t - track.entered_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    events.push(Detection::Exit {
+                        track: track.id,
+                        lane: lane as u32,
+                        t,
+                        max_height_m: track.max_height_m as f32,
+                        width_m: track.width_m as f32,
+                        class: classify(track.max_height_m, track.width_m, duration_s),
+                    });
+                }
             }
         }
         events
@@ -228,11 +238,25 @@ mod tests {
     /// 120° so that tall vehicles in the outer lanes are seen whole (at 90° and 6.5 m the scan
     /// misses the outer side of a bus roof in lane 2).
     fn geometry() -> ScanGeometry {
-        ScanGeometry { mounting_height_m: 6.5, mount_y_m: 5.25, fov_deg: 120.0, angular_step_deg: 0.25, lanes: 3, lane_width_m: 3.5 }
+        ScanGeometry {
+            mounting_height_m: 6.5,
+            mount_y_m: 5.25,
+            fov_deg: 120.0,
+            angular_step_deg: 0.25,
+            lanes: 3,
+            lane_width_m: 3.5,
+        }
     }
 
     fn world() -> World {
-        let params = TrafficParams { lanes: 3, lane_width_m: 3.5, flow_veh_h_per_lane: 0.0, speed_kmh_mean: 100.0, speed_kmh_stddev: 10.0, class_mix: ClassMix::default() };
+        let params = TrafficParams {
+            lanes: 3,
+            lane_width_m: 3.5,
+            flow_veh_h_per_lane: 0.0,
+            speed_kmh_mean: 100.0,
+            speed_kmh_stddev: 10.0,
+            class_mix: ClassMix::default(),
+        };
         World::new(params, 11, Utc::now())
     }
 
@@ -273,8 +297,12 @@ mod tests {
             let exits: Vec<_> = events
                 .iter()
                 .filter_map(|e| match e {
-                    Detection::Exit { lane, t, max_height_m, width_m, class, .. } if *lane == truth.lane
-                        && (*t - truth.crosses_scan_plane_at).num_milliseconds().abs() < 1500 => Some((*max_height_m, *width_m, *class)),
+                    Detection::Exit { lane, t, max_height_m, width_m, class, .. }
+                        if *lane == truth.lane
+                            && (*t - truth.crosses_scan_plane_at).num_milliseconds().abs() < 1500 =>
+                    {
+                        Some((*max_height_m, *width_m, *class))
+                    }
                     _ => None,
                 })
                 .collect();

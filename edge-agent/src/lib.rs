@@ -4,14 +4,15 @@
 //! Pipeline: sense → detect → trigger → acquire (per camera) → buffer → uplink, every stage a
 //! supervised component connected by bounded channels. See `pipeline` for the wiring.
 
+pub mod acquire;
 pub mod buffer;
 pub mod config;
-pub mod domain;
-pub mod supervisor;
-pub mod acquire;
 pub mod detect;
+pub mod domain;
+pub mod lidar;
 pub mod pipeline;
 pub mod sim;
 pub mod sources;
+pub mod supervisor;
 pub mod trigger;
 pub mod uplink;

@@ -90,7 +90,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: AgentConfig, config_path: PathBuf, ready_file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+async fn run(
+    config: AgentConfig,
+    config_path: PathBuf,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
 
     // 4. build the pipeline and the uplink
@@ -114,9 +118,14 @@ async fn run(config: AgentConfig, config_path: PathBuf, ready_file: Option<PathB
     // 5. spawn supervised components
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (escalate_tx, mut escalations) = mpsc::unbounded_channel();
-    let supervisor = Supervisor { config: config.supervision.clone(), registry: registry.clone(), shutdown: shutdown_rx, escalate: escalate_tx }
-        .start(components)
-        .await?;
+    let supervisor = Supervisor {
+        config: config.supervision.clone(),
+        registry: registry.clone(),
+        shutdown: shutdown_rx,
+        escalate: escalate_tx,
+    }
+    .start(components)
+    .await?;
     let _ = supervisor_handle.set(supervisor.clone());
     tracing::info!(agent_id = %config.agent_id, site_id = %config.site_id, components = stage_names.len() + 1, "agent running");
 
@@ -142,7 +151,10 @@ async fn run(config: AgentConfig, config_path: PathBuf, ready_file: Option<PathB
     let drained = async {
         let mut changes = registry.subscribe();
         let stages_done = |r: &Registry| {
-            stage_names.iter().all(|n| r.get(n).is_some_and(|s| matches!(s.status, ComponentStatus::Stopped | ComponentStatus::Failed)))
+            stage_names.iter().all(|n| {
+                r.get(n)
+                    .is_some_and(|s| matches!(s.status, ComponentStatus::Stopped | ComponentStatus::Failed))
+            })
         };
         while !stages_done(&registry) {
             if changes.changed().await.is_err() {

@@ -113,17 +113,29 @@ pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<
     for cam in &config.cameras {
         let source: Box<dyn CameraSource> = match &cam.source {
             CameraSourceConfig::Simulator { width, height } => {
-                let view = CameraView::for_lanes(*width, *height, &cam.lanes, config.site.lanes, config.site.lane_width_m);
+                let view = CameraView::for_lanes(
+                    *width,
+                    *height,
+                    &cam.lanes,
+                    config.site.lanes,
+                    config.site.lane_width_m,
+                );
                 Box::new(SimCamera::new(world.clone(), view, cam.fps))
             }
             CameraSourceConfig::FileReplay { path } => {
                 let full: PathBuf = crate::config::resolve(config_dir, path);
-                let files = crate::config::replay_files(&full).with_context(|| format!("listing {}", full.display()))?;
+                let files = crate::config::replay_files(&full)
+                    .with_context(|| format!("listing {}", full.display()))?;
                 Box::new(FileReplayCamera::new(files, cam.fps)?)
             }
         };
         let (req_out, req_in) = channel();
-        routes.push(CameraRoute { camera_id: cam.id.clone(), lanes: cam.lanes.clone(), trigger_delay_ms: cam.trigger_delay_ms, output: req_out });
+        routes.push(CameraRoute {
+            camera_id: cam.id.clone(),
+            lanes: cam.lanes.clone(),
+            trigger_delay_ms: cam.trigger_delay_ms,
+            output: req_out,
+        });
         components.push(Arc::new(AcquireComponent {
             camera_id: cam.id.clone(),
             site_id: config.site_id.clone(),
@@ -136,7 +148,11 @@ pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<
     }
     drop(cap_tx);
     components.insert(2, Arc::new(TriggerComponent { input: det_in, routes }));
-    components.push(Arc::new(BufferWriterComponent { buffer: buffer.clone(), input: cap_in, retry: Default::default() }));
+    components.push(Arc::new(BufferWriterComponent {
+        buffer: buffer.clone(),
+        input: cap_in,
+        retry: Default::default(),
+    }));
     Ok(Pipeline { components, buffer })
 }
 
@@ -200,7 +216,8 @@ impl Component for BufferWriterComponent {
                 };
                 let b = buffer.clone();
                 let c = capture.clone();
-                let result = tokio::task::spawn_blocking(move || b.append(&c)).await.context("buffer append task")?;
+                let result =
+                    tokio::task::spawn_blocking(move || b.append(&c)).await.context("buffer append task")?;
                 match result {
                     Ok(seq) => {
                         tracing::debug!(capture_id = %capture.meta.capture_id, seq, lane = capture.meta.lane, "capture buffered");

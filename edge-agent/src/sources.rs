@@ -54,10 +54,15 @@ impl CameraSource for FileReplayCamera {
             self.interval.tick().await;
             let path = &self.files[self.next % self.files.len()];
             self.next += 1;
-            let bytes = tokio::fs::read(path).await.with_context(|| format!("reading replay image {}", path.display()))?;
+            let bytes = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading replay image {}", path.display()))?;
             Ok(Frame {
                 t: chrono::Utc::now(),
-                payload: FramePayload::Encoded { bytes: Bytes::from(bytes), content_type: content_type_of(path) },
+                payload: FramePayload::Encoded {
+                    bytes: Bytes::from(bytes),
+                    content_type: content_type_of(path),
+                },
             })
         })
     }

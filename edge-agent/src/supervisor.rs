@@ -140,16 +140,29 @@ impl Actor for ComponentActor {
     type State = ComponentArgs;
     type Arguments = ComponentArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<()>, args: ComponentArgs) -> Result<ComponentArgs, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        args: ComponentArgs,
+    ) -> Result<ComponentArgs, ActorProcessingErr> {
         Ok(args)
     }
 
-    async fn post_start(&self, myself: ActorRef<()>, _state: &mut ComponentArgs) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<()>,
+        _state: &mut ComponentArgs,
+    ) -> Result<(), ActorProcessingErr> {
         myself.send_message(())?;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<()>, _msg: (), state: &mut ComponentArgs) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<()>,
+        _msg: (),
+        state: &mut ComponentArgs,
+    ) -> Result<(), ActorProcessingErr> {
         state.ctx.registry.update(&state.ctx.name, |s| {
             s.status = ComponentStatus::Running;
             s.backoff_ms = 0;
@@ -227,7 +240,11 @@ impl Supervisor {
             s.status = ComponentStatus::Starting;
             s.restarts += u32::from(restart);
         });
-        let ctx = ComponentCtx { name: name.to_owned(), registry: self.registry.clone(), shutdown: self.shutdown.clone() };
+        let ctx = ComponentCtx {
+            name: name.to_owned(),
+            registry: self.registry.clone(),
+            shutdown: self.shutdown.clone(),
+        };
         let args = ComponentArgs { component: child.component.clone(), ctx };
         match Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -241,7 +258,13 @@ impl Supervisor {
         }
     }
 
-    fn failed(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, name: &str, error: String) {
+    fn failed(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        name: &str,
+        error: String,
+    ) {
         let Some(child) = state.children.get_mut(name) else { return };
         child.cell = None;
         let now = Instant::now();
@@ -270,7 +293,8 @@ impl Supervisor {
             return;
         }
         let exp = (failures as u32).saturating_sub(1).min(30);
-        let backoff_ms = self.config.backoff_min_ms.saturating_mul(1u64 << exp).min(self.config.backoff_max_ms);
+        let backoff_ms =
+            self.config.backoff_min_ms.saturating_mul(1u64 << exp).min(self.config.backoff_max_ms);
         tracing::warn!(component = name, failures, backoff_ms, error = %error, "component failed, restarting after backoff");
         self.registry.update(name, |s| {
             s.status = ComponentStatus::BackingOff;
@@ -292,18 +316,36 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = Vec<Arc<dyn Component>>;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, components: Self::Arguments) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        components: Self::Arguments,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut children = BTreeMap::new();
         for component in components {
             let name = component.name();
             self.registry.update(&name, |_| {});
             myself.send_message(SupervisorMsg::Spawn(name.clone()))?;
-            children.insert(name, Child { component, cell: None, failures: VecDeque::new(), restart_requested: false, started: false });
+            children.insert(
+                name,
+                Child {
+                    component,
+                    cell: None,
+                    failures: VecDeque::new(),
+                    restart_requested: false,
+                    started: false,
+                },
+            );
         }
         Ok(SupervisorState { children, by_id: HashMap::new(), shutting_down: false, escalated: false })
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Spawn(name) => self.spawn_child(&myself, state, &name).await,
             SupervisorMsg::Restart(name, reply) => {
@@ -339,7 +381,12 @@ impl Actor for Supervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, myself: ActorRef<SupervisorMsg>, event: SupervisionEvent, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(name) = state.by_id.remove(&cell.get_id()) {
@@ -435,7 +482,10 @@ mod tests {
             if let Some(s) = registry.get("flaky").filter(|s| f(s)) {
                 return s;
             }
-            tokio::time::timeout(Duration::from_secs(600), rx.changed()).await.expect("state reached").unwrap();
+            tokio::time::timeout(Duration::from_secs(600), rx.changed())
+                .await
+                .expect("state reached")
+                .unwrap();
         }
     }
 
@@ -447,11 +497,17 @@ mod tests {
         let runs = Arc::new(AtomicU32::new(0));
         let sup = Supervisor { config: config(5), registry: registry.clone(), shutdown, escalate: esc_tx };
         let started = Instant::now();
-        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 3, panic: false })]).await.unwrap();
+        let handle = sup
+            .start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 3, panic: false })])
+            .await
+            .unwrap();
 
         let mut backoffs = vec![];
         for _ in 0..3 {
-            let s = wait_until(&registry, |s| s.status == ComponentStatus::BackingOff && !backoffs.contains(&s.backoff_ms)).await;
+            let s = wait_until(&registry, |s| {
+                s.status == ComponentStatus::BackingOff && !backoffs.contains(&s.backoff_ms)
+            })
+            .await;
             backoffs.push(s.backoff_ms);
         }
         assert_eq!(backoffs, vec![100, 200, 400]);
@@ -471,7 +527,10 @@ mod tests {
         let (esc_tx, mut esc_rx) = mpsc::unbounded_channel();
         let runs = Arc::new(AtomicU32::new(0));
         let sup = Supervisor { config: config(2), registry: registry.clone(), shutdown, escalate: esc_tx };
-        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 100, panic: true })]).await.unwrap();
+        let handle = sup
+            .start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 100, panic: true })])
+            .await
+            .unwrap();
         let esc = esc_rx.recv().await.unwrap();
         assert_eq!(esc.component, "flaky");
         assert_eq!(esc.failures, 3);
@@ -491,7 +550,10 @@ mod tests {
         let (esc_tx, _esc_rx) = mpsc::unbounded_channel();
         let runs = Arc::new(AtomicU32::new(0));
         let sup = Supervisor { config: config(2), registry: registry.clone(), shutdown, escalate: esc_tx };
-        let handle = sup.start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 0, panic: false })]).await.unwrap();
+        let handle = sup
+            .start(vec![Arc::new(Flaky { runs: runs.clone(), fail_times: 0, panic: false })])
+            .await
+            .unwrap();
         wait_until(&registry, |s| s.status == ComponentStatus::Running && s.processed == 1).await;
         handle.restart("flaky").await.unwrap();
         let s = wait_until(&registry, |s| s.processed == 2).await;

@@ -38,9 +38,12 @@ pub fn route(routes: &[CameraRoute], detection: &Detection) -> Vec<(usize, Acqui
                     detected_at: *t,
                     trigger_at: *t + chrono::Duration::milliseconds(r.trigger_delay_ms as i64),
                 },
-                Detection::Exit { track, max_height_m, width_m, class, .. } => {
-                    AcquireRequest::Finalize { track: *track, max_height_m: *max_height_m, width_m: *width_m, class: *class }
-                }
+                Detection::Exit { track, max_height_m, width_m, class, .. } => AcquireRequest::Finalize {
+                    track: *track,
+                    max_height_m: *max_height_m,
+                    width_m: *width_m,
+                    class: *class,
+                },
             };
             (i, request)
         })
@@ -90,13 +93,55 @@ mod tests {
     #[test]
     fn routes_by_lane_with_delay() {
         let routes = vec![
-            CameraRoute { camera_id: "a".into(), lanes: vec![0, 1], trigger_delay_ms: 150, output: Outlet::closed() },
-            CameraRoute { camera_id: "b".into(), lanes: vec![2], trigger_delay_ms: 50, output: Outlet::closed() },
+            CameraRoute {
+                camera_id: "a".into(),
+                lanes: vec![0, 1],
+                trigger_delay_ms: 150,
+                output: Outlet::closed(),
+            },
+            CameraRoute {
+                camera_id: "b".into(),
+                lanes: vec![2],
+                trigger_delay_ms: 50,
+                output: Outlet::closed(),
+            },
         ];
         let t = chrono::Utc::now();
         let out = route(&routes, &Detection::Entry { track: 1, lane: 1, t });
-        assert_eq!(out, vec![(0, AcquireRequest::Take { track: 1, lane: 1, detected_at: t, trigger_at: t + chrono::Duration::milliseconds(150) })]);
-        let out = route(&routes, &Detection::Exit { track: 2, lane: 2, t, max_height_m: 1.5, width_m: 1.8, class: VehicleClass::Car });
-        assert_eq!(out, vec![(1, AcquireRequest::Finalize { track: 2, max_height_m: 1.5, width_m: 1.8, class: VehicleClass::Car })]);
+        assert_eq!(
+            out,
+            vec![(
+                0,
+                AcquireRequest::Take {
+                    track: 1,
+                    lane: 1,
+                    detected_at: t,
+                    trigger_at: t + chrono::Duration::milliseconds(150)
+                }
+            )]
+        );
+        let out = route(
+            &routes,
+            &Detection::Exit {
+                track: 2,
+                lane: 2,
+                t,
+                max_height_m: 1.5,
+                width_m: 1.8,
+                class: VehicleClass::Car,
+            },
+        );
+        assert_eq!(
+            out,
+            vec![(
+                1,
+                AcquireRequest::Finalize {
+                    track: 2,
+                    max_height_m: 1.5,
+                    width_m: 1.8,
+                    class: VehicleClass::Car
+                }
+            )]
+        );
     }
 }

@@ -9,11 +9,7 @@ pub fn proto_root() -> PathBuf {
 pub fn descriptor_set() -> prost_types::FileDescriptorSet {
     let root = proto_root();
     protox::compile(
-        [
-            "lanewatch/v1/session.proto",
-            "lanewatch/v1/capture.proto",
-            "lanewatch/v1/introspection.proto",
-        ],
+        ["lanewatch/v1/session.proto", "lanewatch/v1/capture.proto", "lanewatch/v1/introspection.proto"],
         [&root],
     )
     .expect("the .proto files compile")

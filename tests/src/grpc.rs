@@ -30,7 +30,9 @@ pub async fn channel(url: &str) -> Result<Channel> {
 impl Session {
     /// Opens a session and completes Hello/Welcome.
     pub async fn open(url: &str, agent_id: &str, site_id: &str) -> Result<Self> {
-        Self::open_with_hello(url, hello(agent_id, site_id)).await?.map_err(|s| anyhow!("session refused: {s:?}"))
+        Self::open_with_hello(url, hello(agent_id, site_id))
+            .await?
+            .map_err(|s| anyhow!("session refused: {s:?}"))
     }
 
     /// Opens a session with a given Hello; the inner error is the status the server ended it with.
@@ -59,7 +61,7 @@ impl Session {
 
     /// The next control message, or the status that ended the session.
     pub async fn next(&mut self) -> Result<Result<Option<ControlMessage>, Status>> {
-        Ok(tokio::time::timeout(STEP, self.rx.message()).await.context("waiting for the control plane")?)
+        tokio::time::timeout(STEP, self.rx.message()).await.context("waiting for the control plane")
     }
 
     /// Waits for the session to end and returns its status (skipping other messages).

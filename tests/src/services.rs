@@ -23,8 +23,9 @@ impl Postgres {
         let admin_url = std::env::var("LANEWATCH_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
         let name = format!("lanewatch_test_{}", uuid::Uuid::now_v7().simple());
-        psql(&format!("{admin_url}/postgres"), &format!("CREATE DATABASE {name}"))
-            .context("creating a test database (is PostgreSQL running on 127.0.0.1:5432? the test command starts it)")?;
+        psql(&format!("{admin_url}/postgres"), &format!("CREATE DATABASE {name}")).context(
+            "creating a test database (is PostgreSQL running on 127.0.0.1:5432? the test command starts it)",
+        )?;
         let url = format!("{admin_url}/{name}");
         Ok(Self { admin_url, name, url })
     }

@@ -77,7 +77,14 @@ pub fn render(world: &World, view: &CameraView) -> Vec<u8> {
         } else {
             let mut x = (VIEW_X_M.0 / 9.0).floor() * 9.0;
             while x < VIEW_X_M.1 {
-                fill(&mut px, c.saturating_sub(line_px / 2), c + line_px.div_ceil(2), row_of(x + 3.0), row_of(x), [235, 235, 235]);
+                fill(
+                    &mut px,
+                    c.saturating_sub(line_px / 2),
+                    c + line_px.div_ceil(2),
+                    row_of(x + 3.0),
+                    row_of(x),
+                    [235, 235, 235],
+                );
                 x += 9.0;
             }
         }
@@ -120,7 +127,14 @@ impl CameraSource for SimCamera {
             let (t, world) = self.world.sync_now();
             let pixels = render(&world, &self.view);
             drop(world);
-            Ok(Frame { t, payload: FramePayload::Rgb { width: self.view.width, height: self.view.height, pixels: Arc::new(pixels) } })
+            Ok(Frame {
+                t,
+                payload: FramePayload::Rgb {
+                    width: self.view.width,
+                    height: self.view.height,
+                    pixels: Arc::new(pixels),
+                },
+            })
         })
     }
 }
@@ -133,12 +147,20 @@ mod tests {
 
     #[test]
     fn renders_vehicle_in_its_lane() {
-        let params = TrafficParams { lanes: 3, lane_width_m: 3.5, flow_veh_h_per_lane: 0.0, speed_kmh_mean: 100.0, speed_kmh_stddev: 1.0, class_mix: ClassMix::default() };
+        let params = TrafficParams {
+            lanes: 3,
+            lane_width_m: 3.5,
+            flow_veh_h_per_lane: 0.0,
+            speed_kmh_mean: 100.0,
+            speed_kmh_stddev: 1.0,
+            class_mix: ClassMix::default(),
+        };
         let mut world = World::new(params, 1, chrono::Utc::now());
         world.insert_vehicle(1, VehicleClass::Truck, 80.0, 20.0);
         let view = CameraView::for_lanes(64, 64, &[0, 1, 2], 3, 3.5);
         let px = render(&world, &view);
-        let at = |c: usize, r: usize| [px[(r * 64 + c) * 3], px[(r * 64 + c) * 3 + 1], px[(r * 64 + c) * 3 + 2]];
+        let at =
+            |c: usize, r: usize| [px[(r * 64 + c) * 3], px[(r * 64 + c) * 3 + 1], px[(r * 64 + c) * 3 + 2]];
         // lane 1 centre is column 32; x = 14 m is row (35 - 14) / 40 * 64 = 33.6
         assert_eq!(at(32, 34), class_colour(VehicleClass::Truck));
         assert_eq!(at(10, 34), [85, 85, 90], "lane 0 is empty road");

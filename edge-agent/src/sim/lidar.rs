@@ -21,7 +21,9 @@ pub fn scan_world(world: &World, geometry: &ScanGeometry, rng: &mut StdRng) -> V
         .vehicles()
         .iter()
         .filter(|v| v.x_front_m >= 0.0 && v.x_front_m - v.truth.length_m <= 0.0)
-        .map(|v| (v.y_center_m - v.truth.width_m / 2.0, v.y_center_m + v.truth.width_m / 2.0, v.truth.height_m))
+        .map(|v| {
+            (v.y_center_m - v.truth.width_m / 2.0, v.y_center_m + v.truth.width_m / 2.0, v.truth.height_m)
+        })
         .collect();
     (0..geometry.beams())
         .map(|i| {
@@ -65,7 +67,8 @@ pub struct SimScanSource {
 
 impl SimScanSource {
     pub fn new(world: SharedWorld, geometry: ScanGeometry, scan_hz: u32, seed: u64) -> Self {
-        let mut interval = tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / f64::from(scan_hz)));
+        let mut interval =
+            tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / f64::from(scan_hz)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         Self { world, geometry, interval, rng: StdRng::seed_from_u64(seed ^ 0x5ca7) }
     }

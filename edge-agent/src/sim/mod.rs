@@ -175,10 +175,11 @@ impl World {
             let lane = v.truth.lane as usize;
             let mut x = v.x_front_m + v.speed_mps * dt;
             if let Some((rear, leader_speed)) = leader_rear[lane]
-                && x > rear - MIN_GAP_M {
-                    x = (rear - MIN_GAP_M).max(v.x_front_m);
-                    v.speed_mps = v.speed_mps.min(leader_speed);
-                }
+                && x > rear - MIN_GAP_M
+            {
+                x = (rear - MIN_GAP_M).max(v.x_front_m);
+                v.speed_mps = v.speed_mps.min(leader_speed);
+            }
             v.x_front_m = x;
             leader_rear[lane] = Some((x - v.truth.length_m, v.speed_mps));
         }
@@ -204,7 +205,13 @@ impl World {
     }
 
     /// Places a vehicle with its front at `x_front_m` (used by tests and scenario tools).
-    pub fn insert_vehicle(&mut self, lane: u32, class: VehicleClass, speed_kmh: f64, x_front_m: f64) -> GroundTruth {
+    pub fn insert_vehicle(
+        &mut self,
+        lane: u32,
+        class: VehicleClass,
+        speed_kmh: f64,
+        x_front_m: f64,
+    ) -> GroundTruth {
         let vehicle = self.make_vehicle(lane, class, speed_kmh, x_front_m);
         let truth = vehicle.truth.clone();
         self.add(vehicle);
@@ -299,7 +306,15 @@ fn sample_dimensions(rng: &mut StdRng, class: VehicleClass) -> (f64, f64, f64) {
 fn sample_occupants(rng: &mut StdRng, class: VehicleClass) -> Vec<u32> {
     let rear = |rng: &mut StdRng, seats: u32| -> u32 {
         let r: f64 = rng.random();
-        let n = if r < 0.80 { 0 } else if r < 0.93 { 1 } else if r < 0.98 { 2 } else { 3 };
+        let n = if r < 0.80 {
+            0
+        } else if r < 0.93 {
+            1
+        } else if r < 0.98 {
+            2
+        } else {
+            3
+        };
         n.min(seats)
     };
     let front_passenger = |rng: &mut StdRng, p: f64| u32::from(rng.random_bool(p));
@@ -366,7 +381,10 @@ mod tests {
             let expected = flow * hours * 3.0;
             let got = world.arrivals() as f64;
             // Poisson: stddev = sqrt(expected); allow 4 sigma
-            assert!((got - expected).abs() < 4.0 * expected.sqrt(), "flow {flow}: expected {expected}, got {got}");
+            assert!(
+                (got - expected).abs() < 4.0 * expected.sqrt(),
+                "flow {flow}: expected {expected}, got {got}"
+            );
         }
     }
 
@@ -379,7 +397,10 @@ mod tests {
             vs.sort_by(|a, b| (a.truth.lane, b.x_front_m).partial_cmp(&(b.truth.lane, a.x_front_m)).unwrap());
             for pair in vs.windows(2) {
                 if pair[0].truth.lane == pair[1].truth.lane {
-                    assert!(pair[1].x_front_m <= pair[0].x_front_m - pair[0].truth.length_m, "vehicles overlap");
+                    assert!(
+                        pair[1].x_front_m <= pair[0].x_front_m - pair[0].truth.length_m,
+                        "vehicles overlap"
+                    );
                 }
             }
         }

@@ -97,7 +97,10 @@ struct Session {
 
 impl Session {
     async fn send(&self, body: agent_message::Body) -> anyhow::Result<()> {
-        self.tx.send(pb::AgentMessage { body: Some(body) }).await.map_err(|_| anyhow::anyhow!("session stream closed"))
+        self.tx
+            .send(pb::AgentMessage { body: Some(body) })
+            .await
+            .map_err(|_| anyhow::anyhow!("session stream closed"))
     }
 }
 
@@ -114,7 +117,9 @@ impl Uplink {
             match result {
                 Ok(()) => tracing::info!("control plane ended the session"),
                 Err(err) => match err.downcast_ref::<tonic::Status>() {
-                    Some(status) => tracing::warn!(code = ?status.code(), message = status.message(), "session failed"),
+                    Some(status) => {
+                        tracing::warn!(code = ?status.code(), message = status.message(), "session failed")
+                    }
                     None => tracing::warn!(error = format!("{err:#}"), "session failed"),
                 },
             }
@@ -143,7 +148,8 @@ impl Uplink {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.cp.ca_path {
                 let path = crate::config::resolve(self.config_dir.as_deref(), ca);
-                let pem = tokio::fs::read(&path).await.with_context(|| format!("reading ca {}", path.display()))?;
+                let pem =
+                    tokio::fs::read(&path).await.with_context(|| format!("reading ca {}", path.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             endpoint = endpoint.tls_config(tls).context("tls config")?;
@@ -164,7 +170,9 @@ impl Uplink {
         };
         tx.send(pb::AgentMessage { body: Some(agent_message::Body::Hello(hello)) }).await.ok();
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-        let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await.context("no welcome in time")??;
+        let first = tokio::time::timeout(WELCOME_TIMEOUT, inbound.message())
+            .await
+            .context("no welcome in time")??;
         let welcome = match first.and_then(|m| m.body) {
             Some(control_message::Body::Welcome(w)) => w,
             other => anyhow::bail!("expected welcome, got {other:?}"),
@@ -172,14 +180,22 @@ impl Uplink {
         *welcomed = true;
         tracing::info!(session_id = %welcome.session_id, protocol_version = welcome.protocol_version, server_version = %welcome.server_version, "session open");
         self.set_detail(true, &welcome.session_id);
-        let interval_ms = if welcome.heartbeat_interval_ms > 0 { u64::from(welcome.heartbeat_interval_ms) } else { self.cp.heartbeat_interval_ms };
+        let interval_ms = if welcome.heartbeat_interval_ms > 0 {
+            u64::from(welcome.heartbeat_interval_ms)
+        } else {
+            self.cp.heartbeat_interval_ms
+        };
         let mut heartbeat = tokio::time::interval(Duration::from_millis(interval_ms));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut session = Session {
             tx,
             in_flight: HashSet::new(),
             cursor: 0,
-            max_chunk_bytes: if welcome.max_chunk_bytes > 0 { welcome.max_chunk_bytes as usize } else { DEFAULT_MAX_CHUNK_BYTES },
+            max_chunk_bytes: if welcome.max_chunk_bytes > 0 {
+                welcome.max_chunk_bytes as usize
+            } else {
+                DEFAULT_MAX_CHUNK_BYTES
+            },
             max_image_bytes: welcome.max_image_bytes,
         };
         let mut stats = self.buffer.subscribe();
@@ -240,7 +256,8 @@ impl Uplink {
         match message.body {
             Some(control_message::Body::CaptureAck(ack)) => {
                 let outcome = pb::AckOutcome::try_from(ack.outcome).unwrap_or(pb::AckOutcome::Unspecified);
-                let id = Uuid::parse_str(&ack.capture_id).with_context(|| format!("ack for malformed capture id {:?}", ack.capture_id))?;
+                let id = Uuid::parse_str(&ack.capture_id)
+                    .with_context(|| format!("ack for malformed capture id {:?}", ack.capture_id))?;
                 session.in_flight.remove(&id);
                 match outcome {
                     pb::AckOutcome::Stored | pb::AckOutcome::Duplicate => {
@@ -262,7 +279,10 @@ impl Uplink {
             Some(control_message::Body::IntrospectionRequest(req)) => {
                 let components = self.registry.snapshots().iter().map(wire::component_state).collect();
                 session
-                    .send(agent_message::Body::Introspection(pb::IntrospectionResponse { request_id: req.request_id, components }))
+                    .send(agent_message::Body::Introspection(pb::IntrospectionResponse {
+                        request_id: req.request_id,
+                        components,
+                    }))
                     .await?;
             }
             Some(control_message::Body::Command(cmd)) => self.command(session, cmd).await?,
@@ -275,7 +295,11 @@ impl Uplink {
     async fn stage_config(&self, push: &pb::ConfigPush) -> pb::ConfigAck {
         let rejected = |error: String| {
             tracing::warn!(config_version = push.config_version, error = %error, "config push rejected");
-            pb::ConfigAck { config_version: push.config_version, outcome: pb::ConfigOutcome::Rejected as i32, error }
+            pb::ConfigAck {
+                config_version: push.config_version,
+                outcome: pb::ConfigOutcome::Rejected as i32,
+                error,
+            }
         };
         if let Err(err) = crate::config::parse_and_validate(&push.config_toml, self.config_dir.as_deref()) {
             return rejected(err.to_string());
@@ -285,12 +309,20 @@ impl Uplink {
             return rejected(format!("cannot write config: {err:#}"));
         }
         tracing::info!(config_version = push.config_version, path = %self.config_path.display(), "config staged");
-        pb::ConfigAck { config_version: push.config_version, outcome: pb::ConfigOutcome::Staged as i32, error: String::new() }
+        pb::ConfigAck {
+            config_version: push.config_version,
+            outcome: pb::ConfigOutcome::Staged as i32,
+            error: String::new(),
+        }
     }
 
     async fn command(&self, session: &Session, cmd: pb::Command) -> anyhow::Result<()> {
         let result = |ok: bool, message: String| {
-            agent_message::Body::CommandResult(pb::CommandResult { command_id: cmd.command_id.clone(), ok, message })
+            agent_message::Body::CommandResult(pb::CommandResult {
+                command_id: cmd.command_id.clone(),
+                ok,
+                message,
+            })
         };
         match cmd.kind.clone() {
             Some(command::Kind::Ping(_)) => session.send(result(true, "pong".into())).await,
@@ -358,7 +390,14 @@ mod tests {
                     match msg.body {
                         Some(agent_message::Body::Hello(h)) => {
                             me.hellos.lock().unwrap().push(h);
-                            let welcome = pb::Welcome { session_id: "s1".into(), protocol_version: 1, heartbeat_interval_ms: 1000, max_chunk_bytes: 1000, max_image_bytes: 1 << 20, server_version: "test".into() };
+                            let welcome = pb::Welcome {
+                                session_id: "s1".into(),
+                                protocol_version: 1,
+                                heartbeat_interval_ms: 1000,
+                                max_chunk_bytes: 1000,
+                                max_image_bytes: 1 << 20,
+                                server_version: "test".into(),
+                            };
                             tx.send(Ok(send(control_message::Body::Welcome(welcome)))).await.unwrap();
                         }
                         Some(agent_message::Body::CaptureStart(start)) => current = Some((start, vec![])),
@@ -371,7 +410,8 @@ mod tests {
                                 assert_eq!(Sha256::digest(&data[..]).to_vec(), start.image_sha256);
                                 let id = chunk.capture_id.clone();
                                 me.stored.lock().unwrap().push((id.clone(), data.clone()));
-                                let ack = pb::CaptureAck { capture_id: id, outcome: pb::AckOutcome::Stored as i32 };
+                                let ack =
+                                    pb::CaptureAck { capture_id: id, outcome: pb::AckOutcome::Stored as i32 };
                                 tx.send(Ok(send(control_message::Body::CaptureAck(ack)))).await.unwrap();
                                 current = None;
                             }
@@ -417,10 +457,16 @@ mod tests {
         let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
         let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
         let mut stats = buffer.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0)).await.expect("buffer drained").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
+            .await
+            .expect("buffer drained")
+            .unwrap();
         task.abort();
         let hello = gateway.hellos.lock().unwrap()[0].clone();
-        assert_eq!((hello.agent_id.as_str(), hello.site_id.as_str(), hello.config_version, hello.protocol_version), ("agent-a", "site-a", 4, pb::PROTOCOL_VERSION));
+        assert_eq!(
+            (hello.agent_id.as_str(), hello.site_id.as_str(), hello.config_version, hello.protocol_version),
+            ("agent-a", "site-a", 4, pb::PROTOCOL_VERSION)
+        );
         let stored: Vec<Vec<u8>> = gateway.stored.lock().unwrap().iter().map(|(_, d)| d.clone()).collect();
         assert_eq!(stored, images, "uploaded oldest first, bytes unchanged");
     }

@@ -23,7 +23,9 @@ fn vehicle_class(class: VehicleClass) -> pb::VehicleClass {
 
 fn occupancy(status: OccupancyStatus) -> pb::Occupancy {
     match status {
-        OccupancyStatus::Unknown => pb::Occupancy { status: pb::OccupancyStatus::Unspecified as i32, occupants: 0, sections: vec![] },
+        OccupancyStatus::Unknown => {
+            pb::Occupancy { status: pb::OccupancyStatus::Unspecified as i32, occupants: 0, sections: vec![] }
+        }
     }
 }
 
@@ -56,7 +58,11 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
 pub fn chunks(capture_id: &str, image: &bytes::Bytes, max_chunk_bytes: usize) -> Vec<pb::CaptureChunk> {
     let size = max_chunk_bytes.max(1);
     if image.is_empty() {
-        return vec![pb::CaptureChunk { capture_id: capture_id.to_owned(), offset: 0, data: Default::default() }];
+        return vec![pb::CaptureChunk {
+            capture_id: capture_id.to_owned(),
+            offset: 0,
+            data: Default::default(),
+        }];
     }
     (0..image.len())
         .step_by(size)
@@ -127,7 +133,10 @@ mod tests {
         let capture = crate::buffer::tests::capture(b"abc");
         let start = capture_start(&capture);
         assert_eq!(start.image_size_bytes, 3);
-        assert_eq!(hex::encode(&start.image_sha256), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex::encode(&start.image_sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let meta = start.meta.unwrap();
         assert_eq!(meta.occupancy.unwrap().status, pb::OccupancyStatus::Unspecified as i32);
         assert_eq!(meta.vehicle_class, pb::VehicleClass::Car as i32);

@@ -13,7 +13,8 @@ async fn capture_roundtrip(cp: &ControlPlane, site: &str) -> Result<()> {
     assert!(image.len() > 1 << 20, "the fixture must be multi-megabyte to exercise chunking");
     std::fs::write(frames.path().join("frame-000.jpg"), &image)?;
 
-    let agent: Agent = AgentBuilder::new(cp, site).camera(CameraSource::Replay(frames.path().into())).start()?;
+    let agent: Agent =
+        AgentBuilder::new(cp, site).camera(CameraSource::Replay(frames.path().into())).start()?;
 
     let capture: Value = cp
         .wait_for("the agent's first capture", || async {
@@ -33,10 +34,7 @@ async fn capture_roundtrip(cp: &ControlPlane, site: &str) -> Result<()> {
     assert!(url.starts_with("http://"), "imageUrl is absolute: {url}");
     let response = cp.get(url).await?;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
-        Some("image/jpeg")
-    );
+    assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("image/jpeg"));
     let served = response.bytes().await?;
     assert!(served.as_ref() == image.as_slice(), "served image differs from the camera's bytes");
 

@@ -51,10 +51,7 @@ fn agent_refuses_malformed_config_naming_field_and_line() -> Result<()> {
         let text = VALID_AGENT.replacen(from, to, 1);
         assert_ne!(text, VALID_AGENT, "case {to:?} must change the file");
         let (_dir, path) = lanewatch_tests::temp_file("agent.toml", &text)?;
-        for args in [
-            vec!["check-config", path.to_str().unwrap()],
-            vec!["--config", path.to_str().unwrap()],
-        ] {
+        for args in [vec!["check-config", path.to_str().unwrap()], vec!["--config", path.to_str().unwrap()]] {
             let (status, stderr) = run_to_exit("lanewatch-agent", &args, Duration::from_secs(30))?;
             assert_eq!(status.code(), Some(2), "{args:?} with {to:?} exits 2: {stderr}");
             assert!(stderr.contains(field), "error for {to:?} names `{field}`: {stderr}");

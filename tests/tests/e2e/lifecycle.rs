@@ -65,11 +65,19 @@ fn demo_fleet_reaches_a_first_queryable_capture_and_stops_cleanly() -> Result<()
     let dir = tempfile::tempdir()?;
     let (status, stdout, stderr) = lanewatch_tests::run_to_exit_with_stdout(
         "lanewatch",
-        &["demo", "--http-port", "0", "--data-dir", dir.path().to_str().unwrap(), "--stop-after-first-capture"],
+        &[
+            "demo",
+            "--http-port",
+            "0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--stop-after-first-capture",
+        ],
         Duration::from_secs(120),
     )?;
     assert!(status.success(), "demo exits 0: {status}\n{stdout}\n{stderr}");
-    for expected in ["console    http://127.0.0.1:", "/graphql", "first capture queryable", "stopped cleanly"] {
+    for expected in ["console    http://127.0.0.1:", "/graphql", "first capture queryable", "stopped cleanly"]
+    {
         assert!(stdout.contains(expected), "demo prints `{expected}`:\n{stdout}");
     }
     // Three agents at three sites, each with its own durable buffer.

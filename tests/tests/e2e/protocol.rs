@@ -112,7 +112,8 @@ async fn protocol_violations_are_refused_with_clear_statuses() -> Result<()> {
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("99") && status.message().contains("1..=1"), "{status:?}");
 
-    let status = Session::open_with_hello(&cp.grpc_url(), grpc::hello("", "site-f")).await?.err().expect("refused");
+    let status =
+        Session::open_with_hello(&cp.grpc_url(), grpc::hello("", "site-f")).await?.err().expect("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("agent_id"), "{status:?}");
 
