@@ -58,6 +58,13 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub blob: BlobConfig,
     pub limits: Limits,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Requests without an API key act as an operator; only when `http.listen` is loopback.
+    pub allow_anonymous_local: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +180,15 @@ struct FileConfig {
     blob: FileBlob,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    auth: FileAuth,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    /// Default: true exactly when `http.listen` is a loopback address.
+    allow_anonymous_local: Option<bool>,
 }
 
 fn default_grace() -> u64 {
@@ -364,6 +380,17 @@ impl FileConfig {
 
         let blob = validate_blob(self.blob, overrides, env)?;
         let limits = validate_limits(&self.limits)?;
+        let loopback = http_listen.ip().is_loopback();
+        let allow_anonymous_local = match self.auth.allow_anonymous_local {
+            None => loopback,
+            Some(true) if !loopback => {
+                return Err(ConfigError::new(
+                    "auth.allow_anonymous_local",
+                    format!("only allowed when http.listen ({http_listen}) is a loopback address"),
+                ));
+            }
+            Some(allowed) => allowed,
+        };
 
         Ok(Config {
             shutdown_grace_secs: self.shutdown_grace_secs,
@@ -372,6 +399,7 @@ impl FileConfig {
             database: DatabaseConfig { url },
             blob,
             limits,
+            auth: AuthConfig { allow_anonymous_local },
         })
     }
 }
@@ -571,6 +599,18 @@ max_chunk_bytes = 65536
         assert_eq!(c.grpc.listen.port(), 0);
         assert_eq!(c.database.url, "sqlite::memory:");
         assert!(matches!(c.blob, BlobConfig::Local { ref dir } if dir == &PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn anonymous_local_access_only_on_loopback() {
+        assert!(parse("version = 1").unwrap().auth.allow_anonymous_local);
+        let public = "version = 1\n[http]\nlisten = \"0.0.0.0:8080\"";
+        assert!(!parse(public).unwrap().auth.allow_anonymous_local);
+        let forced = format!("{public}\n[auth]\nallow_anonymous_local = true");
+        assert_eq!(field_of(&forced), "auth.allow_anonymous_local");
+        let off = "version = 1\n[auth]\nallow_anonymous_local = false";
+        assert!(!parse(off).unwrap().auth.allow_anonymous_local);
+        assert_eq!(field_of("version = 1\n[auth]\nanonymous = true"), "auth.anonymous");
     }
 
     #[test]

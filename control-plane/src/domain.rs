@@ -1,5 +1,6 @@
-//! Domain types of the control plane: agents, captures and component states, free of
-//! protobuf, SQL and GraphQL; the edges convert to and from these by hand.
+//! Domain types of the control plane: agents, captures, sites and their HOV policy, violations,
+//! API-key principals and the audit trail, free of protobuf, SQL and GraphQL; the edges convert
+//! to and from these by hand.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -169,6 +170,20 @@ pub struct CaptureMeta {
     pub width_m: f32,
     pub camera_id: String,
     pub config_version: u64,
+    /// Occupants per seat section, as vision reported them.
+    pub sections: Vec<SectionCount>,
+    /// The lowest section confidence, when vision reported any sections.
+    pub confidence: Option<f32>,
+    /// The vision model that counted, when the agent reports it.
+    pub model_version: Option<String>,
+}
+
+/// Occupants in one seat section (driver, front passenger, rear row N).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SectionCount {
+    pub section: String,
+    pub occupants: u32,
+    pub confidence: f32,
 }
 
 /// A stored capture.
@@ -181,6 +196,8 @@ pub struct Capture {
     pub image_bytes: u64,
     pub image_content_type: ImageContentType,
     pub received_at: DateTime<Utc>,
+    /// What the lane's HOV policy makes of the occupancy, decided at ingest.
+    pub decision: Decision,
 }
 
 /// The blob key of a capture's image: `captures/<site>/<YYYY-MM-DD>/<capture_id>.<ext>`.
@@ -217,6 +234,236 @@ impl CaptureCursor {
         let captured_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
         Some(Self { captured_at, id: Uuid::parse_str(id).ok()? })
     }
+}
+
+/// What the lane's HOV policy makes of a capture's occupancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Compliant,
+    ViolationCandidate,
+    Unreadable,
+    Unknown,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Compliant => "compliant",
+            Self::ViolationCandidate => "violation_candidate",
+            Self::Unreadable => "unreadable",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "compliant" => Self::Compliant,
+            "violation_candidate" => Self::ViolationCandidate,
+            "unreadable" => Self::Unreadable,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// A UTC time-of-day window `[start, end)` in minutes after midnight; `start > end` wraps midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeWindow {
+    pub start_minute: u16,
+    pub end_minute: u16,
+}
+
+impl TimeWindow {
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        use chrono::Timelike;
+        let minute = u16::try_from(at.hour() * 60 + at.minute()).unwrap_or(0);
+        if self.start_minute <= self.end_minute {
+            (self.start_minute..self.end_minute).contains(&minute)
+        } else {
+            minute >= self.start_minute || minute < self.end_minute
+        }
+    }
+}
+
+/// The HOV rule of one lane: at least `min_occupants`, in force during `windows` (always when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HovPolicy {
+    pub min_occupants: u32,
+    pub windows: Vec<TimeWindow>,
+}
+
+impl HovPolicy {
+    pub fn in_force(&self, at: DateTime<Utc>) -> bool {
+        self.windows.is_empty() || self.windows.iter().any(|w| w.contains(at))
+    }
+}
+
+/// Applies a lane's policy to what vision saw. No policy, or none in force, is never a violation.
+pub fn decide(meta: &CaptureMeta, policy: Option<&HovPolicy>) -> Decision {
+    match meta.occupancy_status {
+        OccupancyStatus::Unknown => Decision::Unknown,
+        OccupancyStatus::Unreadable => Decision::Unreadable,
+        OccupancyStatus::Counted => match (policy, meta.occupants) {
+            (None, _) | (_, None) => Decision::Unknown,
+            (Some(p), _) if !p.in_force(meta.captured_at) => Decision::Compliant,
+            (Some(p), Some(n)) if n >= p.min_occupants => Decision::Compliant,
+            (Some(_), Some(_)) => Decision::ViolationCandidate,
+        },
+    }
+}
+
+/// A site (one agent's stretch of road); its jurisdiction decides which agency sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub jurisdiction: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An enforcement agency: it sees the sites whose jurisdiction equals its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    pub id: String,
+    pub name: String,
+    pub jurisdiction: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationState {
+    Pending,
+    Confirmed,
+    Rejected,
+}
+
+impl ViolationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "confirmed" => Self::Confirmed,
+            "rejected" => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A violation record: a capture the policy flagged, and its human review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    pub id: Uuid,
+    pub capture_id: Uuid,
+    pub site_id: String,
+    pub captured_at: DateTime<Utc>,
+    pub state: ViolationState,
+    /// The API key id of the reviewer.
+    pub reviewer: Option<String>,
+    pub reason: Option<String>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReviewDecision {
+    Confirm,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Operator,
+    Agency,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Operator => "operator",
+            Self::Agency => "agency",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "operator" => Some(Self::Operator),
+            "agency" => Some(Self::Agency),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub agency_id: Option<String>,
+    /// An agency key with this grant sees every capture of its sites, not only violations.
+    pub all_captures: bool,
+    pub secret_sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Which rows a caller may read; every scoped query in `db` takes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    All,
+    /// Sites whose jurisdiction is this one; of their captures only those with a violation
+    /// record unless `all_captures`.
+    Jurisdiction {
+        jurisdiction: String,
+        all_captures: bool,
+    },
+}
+
+/// One audit-log row: who did what to which target, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// The API key id, or `anonymous-local`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub ok: bool,
+    pub message: Option<String>,
+}
+
+/// Filters of the capture listing; `None` means no constraint.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaptureFilter {
+    pub site_id: Option<String>,
+    pub lane: Option<u32>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub decision: Option<Decision>,
+    pub min_occupants: Option<u32>,
+    pub max_occupants: Option<u32>,
+    pub vehicle_class: Option<VehicleClass>,
+}
+
+/// Vehicles of one site in one hour, by occupancy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyStats {
+    pub site_id: String,
+    pub hour: DateTime<Utc>,
+    pub vehicles: u64,
+    pub occupants_0: u64,
+    pub occupants_1: u64,
+    pub occupants_2: u64,
+    pub occupants_3_plus: u64,
+    pub unknown: u64,
+    pub violations: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +511,57 @@ mod tests {
         assert_eq!(CaptureCursor::decode("zz"), None);
         assert_eq!(CaptureCursor::decode(&hex::encode("12:not-a-uuid")), None);
         assert_eq!(CaptureCursor::decode(""), None);
+    }
+
+    fn meta(status: OccupancyStatus, occupants: Option<u32>, hour: u32) -> CaptureMeta {
+        use chrono::TimeZone;
+        CaptureMeta {
+            id: Uuid::now_v7(),
+            site_id: "s".into(),
+            lane: 0,
+            captured_at: Utc.with_ymd_and_hms(2025, 3, 4, hour, 30, 0).unwrap(),
+            detected_at: None,
+            vehicle_class: VehicleClass::Car,
+            occupancy_status: status,
+            occupants,
+            speed_kmh: None,
+            height_m: 1.5,
+            width_m: 1.8,
+            camera_id: "cam0".into(),
+            config_version: 1,
+            sections: vec![],
+            confidence: None,
+            model_version: None,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_lane_policy() {
+        use OccupancyStatus::{Counted, Unknown, Unreadable};
+        let hov2 = HovPolicy { min_occupants: 2, windows: vec![] };
+        let peak = HovPolicy {
+            min_occupants: 3,
+            windows: vec![TimeWindow { start_minute: 7 * 60, end_minute: 9 * 60 }],
+        };
+        let night = HovPolicy {
+            min_occupants: 2,
+            windows: vec![TimeWindow { start_minute: 22 * 60, end_minute: 6 * 60 }],
+        };
+        let cases = [
+            (meta(Counted, Some(1), 8), Some(&hov2), Decision::ViolationCandidate),
+            (meta(Counted, Some(2), 8), Some(&hov2), Decision::Compliant),
+            (meta(Counted, Some(2), 8), Some(&peak), Decision::ViolationCandidate),
+            (meta(Counted, Some(2), 12), Some(&peak), Decision::Compliant),
+            (meta(Counted, Some(1), 23), Some(&night), Decision::ViolationCandidate),
+            (meta(Counted, Some(1), 3), Some(&night), Decision::ViolationCandidate),
+            (meta(Counted, Some(1), 12), Some(&night), Decision::Compliant),
+            (meta(Counted, Some(1), 8), None, Decision::Unknown),
+            (meta(Unreadable, None, 8), Some(&hov2), Decision::Unreadable),
+            (meta(Unknown, None, 8), Some(&hov2), Decision::Unknown),
+        ];
+        for (i, (m, policy, expected)) in cases.iter().enumerate() {
+            assert_eq!(decide(m, *policy), *expected, "case {i}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     ResourceExhausted,
     Unavailable,
     DeadlineExceeded,
+    Unauthenticated,
+    PermissionDenied,
     Internal,
 }
 
@@ -25,6 +27,8 @@ impl ErrorKind {
             Self::ResourceExhausted => tonic::Code::ResourceExhausted,
             Self::Unavailable => tonic::Code::Unavailable,
             Self::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
+            Self::PermissionDenied => tonic::Code::PermissionDenied,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -37,6 +41,8 @@ impl ErrorKind {
             Self::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -50,6 +56,8 @@ impl ErrorKind {
             Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
             Self::Unavailable => "UNAVAILABLE",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -63,6 +71,8 @@ impl ErrorKind {
             Self::ResourceExhausted => "resource_exhausted",
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
             Self::Internal => "internal",
         }
     }
@@ -92,6 +102,9 @@ impl Error {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
     }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message)
+    }
 }
 
 impl From<Error> for tonic::Status {
@@ -110,7 +123,14 @@ impl async_graphql::ErrorExtensions for Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        (self.kind.http_status(), format!("{}\n", self.message)).into_response()
+        let mut response = (self.kind.http_status(), format!("{}\n", self.message)).into_response();
+        if self.kind == ErrorKind::Unauthenticated {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"lanewatch\""),
+            );
+        }
+        response
     }
 }
 

@@ -1,15 +1,18 @@
 //! The HTTP surface (axum): GraphQL and GraphiQL, capture images, health and readiness probes,
-//! Prometheus metrics and the operator console.
+//! Prometheus metrics and the operator console. `/graphql` (POST) and `/images/{id}` resolve the
+//! `Authorization: Bearer <key>` header into a `Principal` first; without one they answer 401
+//! unless anonymous local access is allowed.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use uuid::Uuid;
 
+use crate::auth::{self, Action, Principal};
 use crate::blob::{BlobError, BlobStore};
 use crate::db::Db;
 use crate::error::Error;
@@ -24,6 +27,8 @@ pub struct AppState {
     pub db: Db,
     pub blobs: BlobStore,
     pub metrics: Metrics,
+    /// Requests without a key act as an operator (`auth.allow_anonymous_local`).
+    pub allow_anonymous: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,15 +50,52 @@ async fn graphiql() -> Html<String> {
     Html(GraphiQLSource::build().endpoint("/graphql").finish())
 }
 
-async fn graphql(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
-    state.schema.execute(request.into_inner()).await.into()
+async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| Error::unauthenticated("authorization header is not ascii"))?),
+    };
+    let result = auth::authenticate(&state.db, authorization, state.allow_anonymous).await;
+    if let Err(e) = &result {
+        tracing::info!(code = e.kind.metric_label(), error = %e.message, "request refused");
+    }
+    result
 }
 
-async fn image(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Error> {
+/// A GraphQL-shaped error body with the HTTP status of its kind (401 for a missing key).
+fn graphql_error(e: &Error) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": e.message, "extensions": { "code": e.kind.graphql_code() } }]
+    });
+    let mut response = (e.kind.http_status(), axum::Json(body)).into_response();
+    if e.kind == crate::error::ErrorKind::Unauthenticated {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer realm=\"lanewatch\""),
+        );
+    }
+    response
+}
+
+async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
+    let who = match principal(&state, &headers).await {
+        Ok(who) => who,
+        Err(e) => return graphql_error(&e),
+    };
+    GraphQLResponse::from(state.schema.execute(request.into_inner().data(who)).await).into_response()
+}
+
+async fn image(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let who = principal(&state, &headers).await?;
+    who.authorize(Action::ReadCaptures)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::invalid(format!("image id {id:?} is not a uuid")))?;
     let capture = state
         .db
-        .capture(id)
+        .capture(id, &who.visibility())
         .await
         .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?
         .ok_or_else(|| Error::not_found(format!("no capture with id {id}")))?;
@@ -66,7 +108,8 @@ async fn image(State(state): State<AppState>, Path(id): Path<String>) -> Result<
     Ok((
         [
             (header::CONTENT_TYPE, capture.image_content_type.mime()),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            // the answer depends on the caller's key: shared caches must not keep it
+            (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
         ],
         bytes,
     )

@@ -128,6 +128,9 @@ mod tests {
             width_m: 1.8,
             camera_id: "cam0".into(),
             config_version: 1,
+            sections: vec![],
+            confidence: None,
+            model_version: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The Lanewatch control plane: agent gateway (gRPC), capture storage (database and blobs) and
 //! the operator API (GraphQL over HTTP). `main.rs` composes these modules.
 
+pub mod auth;
 pub mod blob;
 pub mod config;
 pub mod db;

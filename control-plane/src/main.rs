@@ -1,5 +1,6 @@
 //! `lanewatch-control`: the control plane's composition root. Reads top to bottom: tracing,
-//! arguments, config, database, blob store, servers, ready file, signal, drain, exit.
+//! arguments, config, database, blob store, servers, ready file, signal, drain, exit; and the
+//! `create-api-key` bootstrap command, which prints a new key's secret once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,9 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use lanewatch_control_plane::auth::{self, KeyRequest};
 use lanewatch_control_plane::blob::BlobStore;
 use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
 use lanewatch_control_plane::db::Db;
+use lanewatch_control_plane::domain::{AuditEntry, Role};
+use lanewatch_control_plane::error::ErrorKind;
 use lanewatch_control_plane::gateway::Gateway;
 use lanewatch_control_plane::graphql::{self, ApiContext};
 use lanewatch_control_plane::http::{self, AppState};
@@ -22,8 +26,10 @@ use tokio::sync::watch;
 #[derive(Debug, Parser)]
 #[command(name = "lanewatch-control", version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file; embedded demo defaults when absent.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Written (atomically) with the bound addresses once both listeners are up.
     #[arg(long)]
@@ -35,15 +41,43 @@ struct Args {
     #[arg(long)]
     http_listen: Option<String>,
     /// Overrides database.url.
-    #[arg(long)]
+    #[arg(long, global = true)]
     database_url: Option<String>,
     /// Overrides the blob store with a local directory.
     #[arg(long)]
     blob_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Creates an API key in the configured database and prints its secret (once).
+    CreateApiKey {
+        /// A label for people, e.g. who holds the key.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: CliRole,
+        /// The agency an agency key belongs to.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Lets an agency key read every capture of its sites, not only violations.
+        #[arg(long)]
+        all_captures: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CliRole {
+    Admin,
+    Operator,
+    Agency,
+}
+
 fn main() -> ExitCode {
     init_tracing();
+    // Both rustls back ends are compiled into the workspace (the AWS SDK brings aws-lc-rs), so
+    // rustls cannot pick one by itself: choose ring, the one tonic's TLS is built with.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let env = Env {
         aws_access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
@@ -63,12 +97,69 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::CreateApiKey { name, role, agency, all_captures }) = args.command {
+        let role = match role {
+            CliRole::Admin => Role::Admin,
+            CliRole::Operator => Role::Operator,
+            CliRole::Agency => Role::Agency,
+        };
+        let req = KeyRequest { name, role, agency_id: agency, all_captures };
+        return runtime.block_on(create_api_key(&config, req));
+    }
     match runtime.block_on(run(config, args.ready_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "control plane failed");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Stores a hashed key, audits it as `cli`, and prints the token to stdout once.
+async fn create_api_key(config: &Config, req: KeyRequest) -> ExitCode {
+    let db = match Db::connect(&config.database.url).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = req.name.clone();
+    let result = auth::issue_key(&db, req, chrono::Utc::now()).await;
+    let entry = AuditEntry {
+        id: uuid::Uuid::now_v7(),
+        at: chrono::Utc::now(),
+        actor: "cli".to_owned(),
+        action: "createApiKey".to_owned(),
+        target: match &result {
+            Ok((key, _)) => format!("api_key/{}", key.id),
+            Err(_) => format!("api_key/{name}"),
+        },
+        ok: result.is_ok(),
+        message: result.as_ref().err().map(|e| e.message.clone()),
+    };
+    if let Err(e) = db.insert_audit(&entry).await {
+        eprintln!("error: cannot write the audit log: {e}");
+        return ExitCode::FAILURE;
+    }
+    match result {
+        Ok((key, token)) => {
+            eprintln!(
+                "created {} key {} ({:?}); the secret below is shown only once",
+                key.role.as_str(),
+                key.id,
+                key.name
+            );
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot create api key: {e}");
+            match e.kind {
+                ErrorKind::InvalidArgument | ErrorKind::NotFound => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -134,8 +225,12 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         ));
 
     let public_url = config.http.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-    let schema = graphql::schema(ApiContext { db: db.clone(), gateway, public_url });
-    let app = http::router(AppState { schema, db, blobs, metrics });
+    let schema = graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), public_url });
+    if config.auth.allow_anonymous_local {
+        tracing::warn!(%http_addr, "requests without an api key act as an operator (auth.allow_anonymous_local)");
+    }
+    let allow_anonymous = config.auth.allow_anonymous_local;
+    let app = http::router(AppState { schema, db, blobs, metrics, allow_anonymous });
     let http_task = tokio::spawn(
         axum::serve(http_listener, app).with_graceful_shutdown(stopped(shutdown_rx.clone())).into_future(),
     );

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
 use crate::domain::{
-    AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, VehicleClass,
+    AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, ValueClass, VehicleClass,
 };
 use crate::pipeline::Outlet;
 use crate::sources::CameraSource;
@@ -229,6 +229,7 @@ fn build_capture(
             camera_id: camera_id.to_owned(),
             config_version,
             content_type,
+            value_class: ValueClass::from_occupancy(OccupancyStatus::Unknown),
         },
         image,
     })

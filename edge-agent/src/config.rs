@@ -69,14 +69,42 @@ impl Default for ControlPlaneConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     pub path: PathBuf,
+    /// Bound on the stored capture records; when reached, the lowest-value captures are evicted.
     pub max_bytes: u64,
+    pub retention: RetentionConfig,
 }
 
 impl Default for BufferConfig {
     fn default() -> Self {
-        Self { path: "agent-data/buffer.redb".into(), max_bytes: 1 << 30 }
+        Self { path: "agent-data/buffer.redb".into(), max_bytes: 1 << 30, retention: Default::default() }
     }
 }
+
+/// Legal retention per value class: a capture not uploaded within its class's period is deleted
+/// on the edge (with a deletion receipt), connected or not.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub statistics_hours: u64,
+    pub compliant_hours: u64,
+    pub violation_candidate_hours: u64,
+    /// How often expired captures are looked for.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            statistics_hours: 24,
+            compliant_hours: 72,
+            violation_candidate_hours: 720,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// Longest retention the agent accepts: ten years.
+pub const MAX_RETENTION_HOURS: u64 = 10 * 366 * 24;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,20 +134,65 @@ impl Default for SiteConfig {
     }
 }
 
+/// Where scans come from. Every source goes through the SICK `LMDscandata` codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LidarSourceKind {
+    /// The in-process simulated SICK scanner, served on 127.0.0.1:0 and read over TCP.
     Simulator,
+    /// A SICK LMS1xx/LMS5xx at `address`.
+    Sick,
+    /// A recording made with `lanewatch-agent record`, replayed at `speed`.
+    Replay,
+}
+
+/// SICK CoLa framing on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LidarFraming {
+    /// ASCII, STX/ETX (usually TCP 2111).
+    ColaA,
+    /// Binary, magic + length + checksum (usually TCP 2112).
+    ColaB,
+}
+
+impl LidarFraming {
+    pub fn framing(self) -> crate::lidar::sick::Framing {
+        match self {
+            LidarFraming::ColaA => crate::lidar::sick::Framing::ColaA,
+            LidarFraming::ColaB => crate::lidar::sick::Framing::ColaB,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LidarConfig {
     pub source: LidarSourceKind,
+    /// Scan rate of the simulated scanner (a real one reports its own).
     pub scan_hz: u32,
     pub mounting_height_m: f64,
+    /// Roll of the scanner about the road axis: 0 when its 90° beam points straight down;
+    /// positive turns the beams towards the left road edge.
+    pub mounting_angle_deg: f64,
+    /// Lateral position of the scan plane's origin (the scanner), metres from the right road
+    /// edge; the road's centre when absent.
+    pub mount_y_m: Option<f64>,
     pub fov_deg: f64,
     pub angular_step_deg: f64,
+    /// `host:port` of the scanner (`source = "sick"`).
+    pub address: Option<String>,
+    /// Framing spoken to the scanner (`sick`) or by the simulated scanner (`simulator`).
+    pub framing: LidarFraming,
+    /// Reconnect backoff bounds (exponential with jitter).
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Without scans for this long the sense component reports `degraded`.
+    pub degraded_after_secs: u64,
+    /// Recording to replay (`source = "replay"`), relative to this file.
+    pub path: Option<PathBuf>,
+    /// Replay speed: 1.0 = real time, 0 = as fast as possible.
+    pub speed: f64,
 }
 
 impl Default for LidarConfig {
@@ -128,9 +201,25 @@ impl Default for LidarConfig {
             source: LidarSourceKind::Simulator,
             scan_hz: 50,
             mounting_height_m: 6.5,
+            mounting_angle_deg: 0.0,
+            mount_y_m: None,
             fov_deg: 90.0,
             angular_step_deg: 0.25,
+            address: None,
+            framing: LidarFraming::ColaB,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            degraded_after_secs: 10,
+            path: None,
+            speed: 1.0,
         }
+    }
+}
+
+impl LidarConfig {
+    /// Lateral scanner position: the configured one or the road's centre.
+    pub fn mount_y_m(&self, site: &SiteConfig) -> f64 {
+        self.mount_y_m.unwrap_or(f64::from(site.lanes) * site.lane_width_m / 2.0)
     }
 }
 
@@ -390,6 +479,15 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
     }
 
     range_check(&mut out, "buffer.max_bytes", c.buffer.max_bytes, 1 << 20, u64::MAX);
+    let r = &c.buffer.retention;
+    for (name, hours) in [
+        ("statistics_hours", r.statistics_hours),
+        ("compliant_hours", r.compliant_hours),
+        ("violation_candidate_hours", r.violation_candidate_hours),
+    ] {
+        range_check(&mut out, &format!("buffer.retention.{name}"), hours, 1, MAX_RETENTION_HOURS);
+    }
+    range_check(&mut out, "buffer.retention.sweep_interval_secs", r.sweep_interval_secs, 1, 3600);
     let s = &c.supervision;
     range_check(&mut out, "supervision.max_restarts", s.max_restarts, 0, 1000);
     range_check(&mut out, "supervision.window_secs", s.window_secs, 1, 86_400);
@@ -404,6 +502,15 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
     range_check(&mut out, "lidar.mounting_height_m", l.mounting_height_m, 4.5, 20.0);
     range_check(&mut out, "lidar.fov_deg", l.fov_deg, 10.0, 170.0);
     range_check(&mut out, "lidar.angular_step_deg", l.angular_step_deg, 0.05, 5.0);
+    range_check(&mut out, "lidar.mounting_angle_deg", l.mounting_angle_deg, -45.0, 45.0);
+    if let Some(y) = l.mount_y_m {
+        let road = f64::from(c.site.lanes) * c.site.lane_width_m;
+        range_check(&mut out, "lidar.mount_y_m", y, 0.0, road);
+    }
+    range_check(&mut out, "lidar.reconnect_min_ms", l.reconnect_min_ms, 1, 600_000);
+    range_check(&mut out, "lidar.reconnect_max_ms", l.reconnect_max_ms, l.reconnect_min_ms.max(1), 3_600_000);
+    range_check(&mut out, "lidar.degraded_after_secs", l.degraded_after_secs, 1, 86_400);
+    validate_lidar_source(l, base_dir, &mut out);
 
     let sim = &c.simulator;
     range_check(&mut out, "simulator.flow_veh_h_per_lane", sim.flow_veh_h_per_lane, 1, 3000);
@@ -469,6 +576,55 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
         }
     }
     out
+}
+
+/// Checks the fields that belong to the chosen `[lidar] source` (and refuses the others).
+fn validate_lidar_source(l: &LidarConfig, base_dir: Option<&Path>, out: &mut Vec<(String, String)>) {
+    let only = |out: &mut Vec<(String, String)>, field: &str, set: bool, source: &str| {
+        if set {
+            out.push((format!("lidar.{field}"), format!("is only used with source = \"{source}\"")));
+        }
+    };
+    match l.source {
+        LidarSourceKind::Sick => match &l.address {
+            None => out.push(("lidar.address".into(), "is required with source = \"sick\"".into())),
+            Some(address) => {
+                if let Err(reason) = check_host_port(address) {
+                    out.push(("lidar.address".into(), reason));
+                }
+            }
+        },
+        _ => only(out, "address", l.address.is_some(), "sick"),
+    }
+    match l.source {
+        LidarSourceKind::Replay => {
+            range_check(out, "lidar.speed", l.speed, 0.0, 1000.0);
+            match &l.path {
+                None => out.push(("lidar.path".into(), "is required with source = \"replay\"".into())),
+                Some(path) => {
+                    let full = resolve(base_dir, path);
+                    if let Err(err) = crate::lidar::recording::read_header_of(&full) {
+                        out.push(("lidar.path".into(), format!("{err:#}")));
+                    }
+                }
+            }
+        }
+        _ => only(out, "path", l.path.is_some(), "replay"),
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn check_host_port(address: &str) -> Result<(), String> {
+    let bad = || format!("must be host:port, got {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("port must be 1..=65535, got {port:?}")),
+    }
 }
 
 /// Resolves a path from the config against the config file's directory.
@@ -537,6 +693,7 @@ mod tests {
         assert_eq!(config.agent_id, "agent-a");
         assert_eq!(config.cameras.len(), 1);
         assert_eq!(config.simulator.flow_veh_h_per_lane, 900);
+        assert_eq!(config.buffer, BufferConfig::default(), "example shows the buffer defaults");
     }
 
     const MINIMAL: &str = "version = 1\nagent_id = \"a\"\nsite_id = \"s\"\n\n[simulator]\nflow_veh_h_per_lane = 900\n\n[[cameras]]\nid = \"front\"\nlanes = [0, 1]\n";
@@ -595,6 +752,21 @@ mod tests {
                 "lidar.scan_hz (line 8): must be between 1 and 200, got 500",
             ),
             (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\n[buffer.retention]\ncompliant_hours = 0",
+                "buffer.retention.compliant_hours (line 8): must be between 1 and 87840, got 0",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\n[buffer]\nmax_bytes = 1000\n[buffer.retention]\nstatistics_hours = 2",
+                "buffer.max_bytes (line 8): must be between 1048576 and 18446744073709551615, got 1000",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\n[buffer.retention]\nstatistics_hours = 2\nkeep_forever = true",
+                "buffer.retention.keep_forever (line 9): unknown field `keep_forever`, expected one of `statistics_hours`, `compliant_hours`, `violation_candidate_hours`, `sweep_interval_secs`",
+            ),
+            (
                 "lanes = [0, 1]",
                 "lanes = [0, 1]\n[cameras.source]\nkind = \"file_replay\"\npath = \"/nonexistent/lanewatch\"",
                 "cameras[0].source.path (line 13): cannot read /nonexistent/lanewatch: No such file or directory (os error 2)",
@@ -622,6 +794,52 @@ mod tests {
         assert_eq!(err.field, "cameras[0].source.path");
         std::fs::write(dir.path().join("a.jpg"), b"\xff\xd8").unwrap();
         parse_and_validate(&text, None).unwrap();
+    }
+
+    #[test]
+    fn lidar_sources_check_their_own_fields() {
+        let with = |lidar: &str| parse_and_validate(&format!("{MINIMAL}\n[lidar]\n{lidar}\n"), None);
+        let err = |lidar: &str| with(lidar).unwrap_err().to_string();
+        assert_eq!(err("source = \"sick\""), "lidar.address (line 12): is required with source = \"sick\"");
+        assert_eq!(
+            err("source = \"sick\"\naddress = \"scanner\""),
+            "lidar.address (line 14): must be host:port, got \"scanner\""
+        );
+        assert_eq!(
+            err("source = \"sick\"\naddress = \"scanner:0\""),
+            "lidar.address (line 14): port must be 1..=65535, got \"0\""
+        );
+        let sick = with("source = \"sick\"\naddress = \"10.0.0.5:2111\"\nframing = \"cola_a\"").unwrap();
+        assert_eq!(sick.lidar.framing, LidarFraming::ColaA);
+        assert_eq!(sick.lidar.address.as_deref(), Some("10.0.0.5:2111"));
+        assert_eq!(
+            err("address = \"10.0.0.5:2111\""),
+            "lidar.address (line 13): is only used with source = \"sick\""
+        );
+        assert_eq!(err("source = \"replay\""), "lidar.path (line 12): is required with source = \"replay\"");
+        let missing = err("source = \"replay\"\npath = \"/nonexistent/scans.lwrec\"");
+        assert!(
+            missing.starts_with("lidar.path (line 14): recording /nonexistent/scans.lwrec: "),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scans.lwrec");
+        std::fs::write(&path, b"not a recording").unwrap();
+        let bad = err(&format!("source = \"replay\"\npath = {path:?}"));
+        assert!(bad.ends_with("not a lanewatch scan recording (bad magic at offset 0)"), "{bad}");
+        std::fs::write(&path, crate::lidar::recording::encode_header(crate::lidar::sick::Framing::ColaB))
+            .unwrap();
+        let replay = with(&format!("source = \"replay\"\npath = {path:?}\nspeed = 0")).unwrap();
+        assert_eq!(replay.lidar.speed, 0.0);
+        assert_eq!(
+            err(&format!("source = \"replay\"\npath = {path:?}\nspeed = -1")),
+            "lidar.speed (line 15): must be between 0 and 1000, got -1"
+        );
+        assert_eq!(
+            err("framing = \"cola_c\""),
+            "lidar.framing (line 13): unknown variant `cola_c`, expected `cola_a` or `cola_b`"
+        );
+        assert_eq!(err("mount_y_m = 20.0"), "lidar.mount_y_m (line 13): must be between 0 and 10.5, got 20");
     }
 
     #[test]

@@ -184,11 +184,49 @@ pub fn classify(height_m: f64, width_m: f64, duration_s: f64) -> VehicleClass {
     }
 }
 
+/// Appends every detection as one JSON line (`lanewatch-agent --detections-out`), for labs and
+/// replay comparisons: `{"event":"entry","track":1,"lane":0,"t":"..."}` or
+/// `{"event":"exit","track":1,"lane":0,"t":"...","class":"car","max_height_m":1.52,"width_m":1.8}`.
+#[derive(Clone)]
+pub struct DetectionLog {
+    out: Arc<std::sync::Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl DetectionLog {
+    pub fn create(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating detections file {}", path.display()))?;
+        Ok(Self { out: Arc::new(std::sync::Mutex::new(std::io::BufWriter::new(file))) })
+    }
+
+    /// The JSON line of one detection.
+    pub fn line(event: &Detection) -> serde_json::Value {
+        match event {
+            Detection::Entry { track, lane, t } => {
+                serde_json::json!({ "event": "entry", "track": track, "lane": lane, "t": t })
+            }
+            Detection::Exit { track, lane, t, max_height_m, width_m, class } => serde_json::json!({
+                "event": "exit", "track": track, "lane": lane, "t": t, "class": class,
+                "max_height_m": max_height_m, "width_m": width_m,
+            }),
+        }
+    }
+
+    pub fn write(&self, event: &Detection) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = self.out.lock().unwrap();
+        writeln!(out, "{}", Self::line(event))?;
+        out.flush()
+    }
+}
+
 /// The `detect` component: scans in, detections out.
 pub struct DetectComponent {
     pub geometry: ScanGeometry,
     pub input: Arc<Mutex<mpsc::Receiver<Scan>>>,
     pub output: Outlet<Detection>,
+    pub log: Option<DetectionLog>,
 }
 
 impl Component for DetectComponent {
@@ -198,6 +236,7 @@ impl Component for DetectComponent {
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (geometry, input, output) = (self.geometry, self.input.clone(), self.output.clone());
+        let log = self.log.clone();
         Box::pin(async move {
             let mut detector = Detector::new(geometry);
             let mut input = input.lock().await;
@@ -213,6 +252,11 @@ impl Component for DetectComponent {
                             exits += 1;
                             tracing::debug!(track, lane, ?class, max_height_m, "vehicle exited");
                         }
+                    }
+                    if let Some(log) = &log
+                        && let Err(err) = log.write(&event)
+                    {
+                        tracing::warn!(error = %err, "cannot write detection line");
                     }
                     output.send(event).await?;
                 }

@@ -85,6 +85,44 @@ pub enum OccupancyStatus {
     Unknown,
 }
 
+/// How much a capture is worth keeping, lowest first: when the buffer is full, the lowest class
+/// goes first. Ordered by declaration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueClass {
+    /// Only the counts matter (e.g. vision saw the vehicle is not in an HOV lane).
+    Statistics,
+    Compliant,
+    /// Vision counted too few occupants for the lane: potential evidence.
+    ViolationCandidate,
+}
+
+impl ValueClass {
+    pub const ALL: [ValueClass; 3] = [Self::Statistics, Self::Compliant, Self::ViolationCandidate];
+
+    /// The class of a capture whose occupancy is `occupancy`. Vision does not run yet, so every
+    /// capture is `Compliant`; the vision stage will set the other classes.
+    pub fn from_occupancy(occupancy: OccupancyStatus) -> Self {
+        match occupancy {
+            OccupancyStatus::Unknown => Self::Compliant,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Statistics => "statistics",
+            Self::Compliant => "compliant",
+            Self::ViolationCandidate => "violation_candidate",
+        }
+    }
+}
+
+impl Default for ValueClass {
+    fn default() -> Self {
+        Self::from_occupancy(OccupancyStatus::Unknown)
+    }
+}
+
 /// Metadata of one capture, as stored in the buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaptureMeta {
@@ -100,6 +138,31 @@ pub struct CaptureMeta {
     pub camera_id: String,
     pub config_version: u64,
     pub content_type: String,
+    /// Absent in records written before value classes existed: those read as the default.
+    #[serde(default)]
+    pub value_class: ValueClass,
+}
+
+/// Why the agent deleted a capture the control plane never acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionReason {
+    EvictedFull,
+    Expired,
+    Damaged,
+}
+
+/// Proof of such a deletion, kept durably until the control plane acknowledged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeletionReceipt {
+    pub receipt_id: Uuid,
+    /// `None` when a damaged record's id could not be recovered.
+    pub capture_id: Option<Uuid>,
+    pub class: Option<ValueClass>,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub deleted_at: DateTime<Utc>,
+    pub reason: DeletionReason,
+    pub bytes: u64,
 }
 
 /// A capture: one vehicle, one camera image.

@@ -5,6 +5,7 @@
 //! supervised component connected by bounded channels. See `pipeline` for the wiring.
 
 pub mod acquire;
+pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod detect;

@@ -16,12 +16,14 @@ use anyhow::Context;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::acquire::AcquireComponent;
-use crate::buffer::{Buffer, BufferError};
-use crate::config::{AgentConfig, CameraSourceConfig};
-use crate::detect::DetectComponent;
+use crate::buffer::{AppendOutcome, Buffer, BufferOptions};
+use crate::config::{AgentConfig, CameraSourceConfig, LidarSourceKind};
+use crate::detect::{DetectComponent, DetectionLog};
 use crate::domain::{Capture, Scan, ScanGeometry};
+use crate::lidar::driver::{SickScanSource, SickSettings};
+use crate::lidar::recording::ReplayScanSource;
 use crate::sim::camera::{CameraView, SimCamera};
-use crate::sim::lidar::SimScanSource;
+use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
 use crate::sources::{CameraSource, FileReplayCamera, ScanSource};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
@@ -73,10 +75,27 @@ pub struct Pipeline {
     pub buffer: Buffer,
 }
 
+/// Lab and test options that are not part of the device config.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Appends every detection as a JSON line to this file.
+    pub detections_out: Option<PathBuf>,
+}
+
 /// Builds the pipeline stages (not the uplink) from a validated config.
 pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<Pipeline> {
+    build_with(config, config_dir, &BuildOptions::default())
+}
+
+/// [`build`] with lab options. Must run inside the tokio runtime (the simulated scanner and
+/// the scan source spawn tasks there).
+pub fn build_with(
+    config: &AgentConfig,
+    config_dir: Option<&Path>,
+    options: &BuildOptions,
+) -> anyhow::Result<Pipeline> {
     let buffer_path = crate::config::resolve(config_dir, &config.buffer.path);
-    let buffer = Buffer::open(&buffer_path, config.buffer.max_bytes)
+    let buffer = Buffer::open(&buffer_path, BufferOptions::from_config(&config.buffer))
         .with_context(|| format!("opening buffer {}", buffer_path.display()))?;
 
     let mut world = World::new(
@@ -90,14 +109,17 @@ pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<
     let world = SharedWorld::new(world);
     let geometry = ScanGeometry {
         mounting_height_m: config.lidar.mounting_height_m,
-        mount_y_m: f64::from(config.site.lanes) * config.site.lane_width_m / 2.0,
+        mount_y_m: config.lidar.mount_y_m(&config.site),
         fov_deg: config.lidar.fov_deg,
         angular_step_deg: config.lidar.angular_step_deg,
         lanes: config.site.lanes,
         lane_width_m: config.site.lane_width_m,
     };
-    let scan_source: Box<dyn ScanSource> =
-        Box::new(SimScanSource::new(world.clone(), geometry, config.lidar.scan_hz, config.simulator.seed));
+    let scan_source = scan_source(config, config_dir, &world, geometry)?;
+    let detections_log = match &options.detections_out {
+        Some(path) => Some(DetectionLog::create(path)?),
+        None => None,
+    };
 
     let (scan_out, scan_in) = channel::<Scan>();
     let (det_out, det_in) = channel();
@@ -107,7 +129,7 @@ pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<
 
     let mut components: Vec<Arc<dyn Component>> = vec![
         Arc::new(SenseComponent { source: Arc::new(Mutex::new(scan_source)), output: scan_out }),
-        Arc::new(DetectComponent { geometry, input: scan_in, output: det_out }),
+        Arc::new(DetectComponent { geometry, input: scan_in, output: det_out, log: detections_log }),
     ];
     let mut routes = Vec::new();
     for cam in &config.cameras {
@@ -152,11 +174,70 @@ pub fn build(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<
         buffer: buffer.clone(),
         input: cap_in,
         retry: Default::default(),
+        sweep_every: std::time::Duration::from_secs(config.buffer.retention.sweep_interval_secs),
     }));
     Ok(Pipeline { components, buffer })
 }
 
-/// The `sense` component: reads scans from the scan source until shutdown.
+/// The scan source of `[lidar] source`. Every kind goes through the SICK codec: the simulator
+/// is a simulated SICK scanner on 127.0.0.1:0 read by the real driver over TCP.
+fn scan_source(
+    config: &AgentConfig,
+    config_dir: Option<&Path>,
+    world: &SharedWorld,
+    geometry: ScanGeometry,
+) -> anyhow::Result<Box<dyn ScanSource>> {
+    let l = &config.lidar;
+    let settings = |address: String| SickSettings {
+        address,
+        framing: l.framing.framing(),
+        reconnect_min: std::time::Duration::from_millis(l.reconnect_min_ms),
+        reconnect_max: std::time::Duration::from_millis(l.reconnect_max_ms),
+        degraded_after: std::time::Duration::from_secs(l.degraded_after_secs),
+        mounting_angle_deg: l.mounting_angle_deg,
+    };
+    Ok(match l.source {
+        LidarSourceKind::Simulator => {
+            let listener =
+                std::net::TcpListener::bind("127.0.0.1:0").context("binding the simulated sick scanner")?;
+            let server = SickServer::from_std(
+                listener,
+                world.clone(),
+                SickServerConfig {
+                    framing: l.framing.framing(),
+                    scan_hz: l.scan_hz,
+                    geometry,
+                    mounting_angle_deg: l.mounting_angle_deg,
+                    seed: config.simulator.seed,
+                    serial_number: 0x00A1_B2C3,
+                },
+            )
+            .context("starting the simulated sick scanner")?;
+            let source = SickScanSource::new(settings(server.local_addr().to_string()), geometry);
+            Box::new(source.with_guard(Box::new(server)))
+        }
+        LidarSourceKind::Sick => {
+            let address = l.address.clone().context("lidar.address is required with source = \"sick\"")?;
+            Box::new(SickScanSource::new(settings(address), geometry))
+        }
+        LidarSourceKind::Replay => {
+            let path = l.path.as_ref().context("lidar.path is required with source = \"replay\"")?;
+            Box::new(ReplayScanSource::open(
+                &crate::config::resolve(config_dir, path),
+                l.speed,
+                geometry,
+                l.mounting_angle_deg,
+                std::time::Duration::from_secs(l.degraded_after_secs),
+            )?)
+        }
+    })
+}
+
+/// How often the sense component publishes its source's health.
+const SENSE_DETAIL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The `sense` component: reads scans from the scan source until shutdown, and publishes the
+/// source's health and counters in its snapshot detail.
 pub struct SenseComponent {
     pub source: Arc<Mutex<Box<dyn ScanSource>>>,
     pub output: Outlet<Scan>,
@@ -171,15 +252,29 @@ impl Component for SenseComponent {
         let (source, output) = (self.source.clone(), self.output.clone());
         Box::pin(async move {
             let mut source = source.lock().await;
+            let mut publish = tokio::time::interval(SENSE_DETAIL_EVERY);
+            publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                tokio::select! {
+                let scan = tokio::select! {
                     biased;
                     () = ctx.shutting_down() => break,
-                    scan = source.next_scan() => {
+                    _ = publish.tick() => None,
+                    scan = source.next_scan() => Some(scan),
+                };
+                match scan {
+                    Some(scan) => {
                         output.send(scan.context("reading scan")?).await?;
                         ctx.processed(1);
                     }
+                    None => {
+                        if let Some(detail) = source.detail() {
+                            ctx.detail(detail);
+                        }
+                    }
                 }
+            }
+            if let Some(detail) = source.detail() {
+                ctx.detail(detail);
             }
             tracing::info!("scan source stopped");
             output.close();
@@ -188,12 +283,17 @@ impl Component for SenseComponent {
     }
 }
 
-/// The `buffer` component: appends captures durably; a capture whose write failed is retried
-/// after the restart.
+/// Most captures appended in one write transaction (group commit).
+const GROUP_COMMIT_MAX: usize = 32;
+
+/// The `buffer` component: appends captures durably, several per transaction when they queue up
+/// together, and sweeps expired captures every `sweep_every`. Captures whose write failed are
+/// retried after the restart.
 pub struct BufferWriterComponent {
     pub buffer: Buffer,
     pub input: Arc<Mutex<mpsc::Receiver<Capture>>>,
-    pub retry: Arc<std::sync::Mutex<Option<Capture>>>,
+    pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
+    pub sweep_every: std::time::Duration,
 }
 
 impl Component for BufferWriterComponent {
@@ -203,32 +303,62 @@ impl Component for BufferWriterComponent {
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (buffer, input, retry) = (self.buffer.clone(), self.input.clone(), self.retry.clone());
+        let sweep_every = self.sweep_every;
         Box::pin(async move {
             let mut input = input.lock().await;
+            let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let next = retry.lock().unwrap().take();
-                let capture = match next {
-                    Some(capture) => capture,
-                    None => match input.recv().await {
-                        Some(capture) => capture,
-                        None => break,
-                    },
-                };
-                let b = buffer.clone();
-                let c = capture.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || b.append(&c)).await.context("buffer append task")?;
-                match result {
-                    Ok(seq) => {
-                        tracing::debug!(capture_id = %capture.meta.capture_id, seq, lane = capture.meta.lane, "capture buffered");
-                        ctx.processed(1);
+                let mut batch = std::mem::take(&mut *retry.lock().unwrap());
+                if batch.is_empty() {
+                    tokio::select! {
+                        next = input.recv() => match next {
+                            Some(capture) => batch.push(capture),
+                            None => break,
+                        },
+                        _ = sweep.tick() => {
+                            let b = buffer.clone();
+                            let deleted = tokio::task::spawn_blocking(move || b.sweep_expired())
+                                .await
+                                .context("retention sweep task")?
+                                .context("sweeping expired captures")?;
+                            if deleted > 0 {
+                                tracing::info!(deleted, "expired captures deleted");
+                            }
+                            ctx.detail(serde_json::to_value(buffer.stats())?);
+                            continue;
+                        }
                     }
-                    Err(err @ BufferError::Full { .. }) => {
-                        tracing::warn!(capture_id = %capture.meta.capture_id, error = %err, "capture refused");
+                }
+                while batch.len() < GROUP_COMMIT_MAX {
+                    match input.try_recv() {
+                        Ok(capture) => batch.push(capture),
+                        Err(_) => break,
+                    }
+                }
+                let b = buffer.clone();
+                let captures = batch.clone();
+                let result = tokio::task::spawn_blocking(move || b.append_batch(&captures))
+                    .await
+                    .context("buffer append task")?;
+                match result {
+                    Ok(outcomes) => {
+                        for (capture, outcome) in batch.iter().zip(outcomes) {
+                            let capture_id = capture.meta.capture_id;
+                            match outcome {
+                                AppendOutcome::Stored { seq, evicted } => {
+                                    tracing::debug!(%capture_id, seq, evicted, lane = capture.meta.lane, "capture buffered");
+                                    ctx.processed(1);
+                                }
+                                AppendOutcome::Rejected { class, needed } => {
+                                    tracing::warn!(%capture_id, class = class.as_str(), bytes = needed, "buffer full, capture rejected");
+                                }
+                            }
+                        }
                     }
                     Err(err) => {
-                        *retry.lock().unwrap() = Some(capture);
-                        return Err(err).context("appending capture");
+                        *retry.lock().unwrap() = batch;
+                        return Err(err).context("appending captures");
                     }
                 }
                 ctx.detail(serde_json::to_value(buffer.stats())?);

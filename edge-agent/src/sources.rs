@@ -1,8 +1,9 @@
 //! Sensor source seams: a [`ScanSource`] yields LIDAR scans, a [`CameraSource`] yields frames.
 //!
-//! The simulator implements both (`sim::lidar`, `sim::camera`); a SICK driver and V4L2/GigE
-//! cameras plug in here later. [`FileReplayCamera`] loops over image files and passes their
-//! bytes through unchanged.
+//! Scans come from the SICK driver (`lidar::driver`, also fed by the simulated scanner of
+//! `sim::sick_server` over TCP) or from a recording (`lidar::recording`); frames from the
+//! simulator (`sim::camera`) or image files; V4L2/GigE cameras plug in here later.
+//! [`FileReplayCamera`] loops over image files and passes their bytes through unchanged.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,8 +16,12 @@ use crate::domain::{Frame, FramePayload, Scan, ScanGeometry};
 
 pub trait ScanSource: Send + 'static {
     fn geometry(&self) -> ScanGeometry;
-    /// Waits for and returns the next scan.
+    /// Waits for and returns the next scan. Cancel-safe: dropping the future loses no scan.
     fn next_scan(&mut self) -> BoxFuture<'_, anyhow::Result<Scan>>;
+    /// Health and counters for the sense component's snapshot detail.
+    fn detail(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 pub trait CameraSource: Send + 'static {

@@ -163,6 +163,8 @@ pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub dir: TempDir,
+    /// Whether the agent gateway speaks TLS (its certificate names `localhost` and 127.0.0.1).
+    pub tls: bool,
     http: reqwest::Client,
 }
 
@@ -173,6 +175,18 @@ impl ControlPlane {
 
     /// Starts with extra TOML appended to the generated config (e.g. a `[limits]` table).
     pub async fn start_with(db: Db, blob: Blob, extra_toml: &str) -> Result<Self> {
+        Self::start_inner(db, blob, "", extra_toml).await
+    }
+
+    /// Starts with TLS on the agent gateway, serving `cert_pem`/`key_pem` (files in `tls_dir`).
+    pub async fn start_tls(db: Db, blob: Blob, cert: &Path, key: &Path) -> Result<Self> {
+        let grpc = format!("tls = {{ cert_path = {cert:?}, key_path = {key:?} }}\n");
+        let mut cp = Self::start_inner(db, blob, &grpc, "").await?;
+        cp.tls = true;
+        Ok(cp)
+    }
+
+    async fn start_inner(db: Db, blob: Blob, grpc_extra: &str, extra_toml: &str) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("lanewatch-cp-").tempdir()?;
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}/lanewatch.db?mode=rwc", dir.path().display()),
@@ -187,7 +201,7 @@ impl ControlPlane {
             ),
         };
         let config = format!(
-            "version = 1\nshutdown_grace_secs = 5\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n\n\
+            "version = 1\nshutdown_grace_secs = 5\n\n[grpc]\nlisten = \"127.0.0.1:0\"\n{grpc_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\n[database]\nurl = {db_url:?}\n\n[blob]\n{blob_toml}\n\
              [limits]\nheartbeat_interval_ms = 500\nagent_offline_after_secs = 3\n{extra_toml}"
         );
@@ -217,12 +231,14 @@ impl ControlPlane {
             http_addr: addr("http_addr")?,
             proc,
             dir,
+            tls: false,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
         })
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc_addr)
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -320,7 +336,9 @@ pub struct AgentBuilder {
     lanes: u32,
     flow: u32,
     camera: CameraSource,
+    ca_path: Option<PathBuf>,
     extra_toml: String,
+    args: Vec<std::ffi::OsString>,
 }
 
 impl AgentBuilder {
@@ -332,7 +350,9 @@ impl AgentBuilder {
             lanes: 2,
             flow: 2000,
             camera: CameraSource::Simulator,
+            ca_path: None,
             extra_toml: String::new(),
+            args: Vec::new(),
         }
     }
 
@@ -341,8 +361,20 @@ impl AgentBuilder {
         self
     }
 
+    /// Trust this CA certificate (PEM) for the control plane's TLS.
+    pub fn ca_path(mut self, path: &Path) -> Self {
+        self.ca_path = Some(path.to_owned());
+        self
+    }
+
     pub fn flow(mut self, veh_h_per_lane: u32) -> Self {
         self.flow = veh_h_per_lane;
+        self
+    }
+
+    /// An extra command-line argument for `lanewatch-agent` (e.g. `--detections-out`).
+    pub fn arg(mut self, arg: impl Into<std::ffi::OsString>) -> Self {
+        self.args.push(arg.into());
         self
     }
 
@@ -358,10 +390,11 @@ impl AgentBuilder {
             CameraSource::Replay(path) => format!("kind = \"file_replay\"\npath = {path:?}\n"),
         };
         let lanes: Vec<String> = (0..self.lanes).map(|l| l.to_string()).collect();
+        let ca = self.ca_path.as_ref().map(|p| format!("ca_path = {p:?}\n")).unwrap_or_default();
         format!(
             "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
              [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\
-             reconnect_max_ms = 1000\n\n[buffer]\npath = {:?}\n\n[site]\nlanes = {}\n\n\
+             reconnect_max_ms = 1000\n{ca}\n[buffer]\npath = {:?}\n\n[site]\nlanes = {}\n\n\
              [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n\n\
              [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n\n\
              [cameras.source]\n{source}\n{}",
@@ -388,19 +421,20 @@ pub struct Agent {
     pub proc: Proc,
     pub dir: TempDir,
     pub config_path: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
     fn start_in(builder: AgentBuilder, dir: TempDir) -> Result<Self> {
         let config_path = dir.path().join("agent.toml");
         std::fs::write(&config_path, builder.config_toml(dir.path()))?;
-        let proc = Self::spawn(&builder.agent_id, &config_path, dir.path())?;
-        let mut agent = Agent { id: builder.agent_id, proc, dir, config_path };
+        let proc = Self::spawn(&builder.agent_id, &config_path, dir.path(), &builder.args)?;
+        let mut agent = Agent { id: builder.agent_id, proc, dir, config_path, args: builder.args };
         wait_ready_file(&agent.dir.path().join("ready.json"), &mut agent.proc)?;
         Ok(agent)
     }
 
-    fn spawn(id: &str, config: &Path, dir: &Path) -> Result<Proc> {
+    fn spawn(id: &str, config: &Path, dir: &Path, args: &[std::ffi::OsString]) -> Result<Proc> {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         Proc::spawn(
@@ -410,6 +444,7 @@ impl Agent {
                 .arg(config)
                 .arg("--ready-file")
                 .arg(&ready)
+                .args(args)
                 .env("RUST_LOG", "info"),
             dir,
         )
@@ -417,7 +452,7 @@ impl Agent {
 
     /// Starts the agent again on the same config and buffer (after a stop or a kill).
     pub fn restart(&mut self) -> Result<()> {
-        self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path())?;
+        self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path(), &self.args)?;
         wait_ready_file(&self.dir.path().join("ready.json"), &mut self.proc)?;
         Ok(())
     }

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init)]
+        vec![Box::new(M0001Init), Box::new(M0002Access)]
     }
 }
 
@@ -47,6 +47,10 @@ enum Captures {
     ImageBytes,
     ImageContentType,
     ReceivedAt,
+    Decision,
+    Confidence,
+    ModelVersion,
+    SectionsJson,
 }
 
 struct M0001Init;
@@ -120,5 +124,277 @@ impl MigrationTrait for M0001Init {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(Captures::Table).to_owned()).await?;
         manager.drop_table(Table::drop().table(Agents::Table).to_owned()).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Agencies {
+    Table,
+    Id,
+    Name,
+    Jurisdiction,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Sites {
+    Table,
+    Id,
+    Name,
+    Jurisdiction,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Lanes {
+    Table,
+    SiteId,
+    LaneIndex,
+    MinOccupants,
+    WindowsJson,
+}
+
+#[derive(DeriveIden)]
+enum Cameras {
+    Table,
+    SiteId,
+    Id,
+    FirstSeen,
+}
+
+#[derive(DeriveIden)]
+enum Violations {
+    Table,
+    Id,
+    CaptureId,
+    SiteId,
+    CapturedAt,
+    State,
+    Reviewer,
+    Reason,
+    ReviewedAt,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum ApiKeys {
+    Table,
+    Id,
+    Name,
+    Role,
+    AgencyId,
+    AllCaptures,
+    SecretSha256,
+    CreatedAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditLog {
+    Table,
+    Id,
+    At,
+    Actor,
+    Action,
+    Target,
+    Result,
+    Message,
+}
+
+/// Agencies, sites, lanes and cameras, violations, API keys and the audit log; captures gain
+/// the policy decision and vision's section counts. Sites of existing agents are backfilled.
+struct M0002Access;
+
+impl MigrationName for M0002Access {
+    fn name(&self) -> &str {
+        "m0002_access"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for M0002Access {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // SQLite takes one column per ALTER TABLE
+        let columns = [
+            ColumnDef::new(Captures::Decision).string().not_null().default("unknown").to_owned(),
+            ColumnDef::new(Captures::Confidence).double().null().to_owned(),
+            ColumnDef::new(Captures::ModelVersion).string().null().to_owned(),
+            ColumnDef::new(Captures::SectionsJson).string().not_null().default("[]").to_owned(),
+        ];
+        for mut column in columns {
+            manager
+                .alter_table(Table::alter().table(Captures::Table).add_column(&mut column).to_owned())
+                .await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .name("captures_site_captured_at_id_desc")
+                    .table(Captures::Table)
+                    .col(Captures::SiteId)
+                    .col((Captures::CapturedAt, IndexOrder::Desc))
+                    .col((Captures::Id, IndexOrder::Desc))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Agencies::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Agencies::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Agencies::Name).string().not_null())
+                    .col(ColumnDef::new(Agencies::Jurisdiction).string().not_null())
+                    .col(ColumnDef::new(Agencies::CreatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Sites::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Sites::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Sites::Name).string().not_null())
+                    .col(ColumnDef::new(Sites::Jurisdiction).string().null())
+                    .col(ColumnDef::new(Sites::CreatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("sites_jurisdiction")
+                    .table(Sites::Table)
+                    .col(Sites::Jurisdiction)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Lanes::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Lanes::SiteId).string().not_null())
+                    .col(ColumnDef::new(Lanes::LaneIndex).big_integer().not_null())
+                    .col(ColumnDef::new(Lanes::MinOccupants).big_integer().not_null())
+                    .col(ColumnDef::new(Lanes::WindowsJson).string().not_null())
+                    .primary_key(Index::create().col(Lanes::SiteId).col(Lanes::LaneIndex))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Cameras::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Cameras::SiteId).string().not_null())
+                    .col(ColumnDef::new(Cameras::Id).string().not_null())
+                    .col(ColumnDef::new(Cameras::FirstSeen).timestamp_with_time_zone().not_null())
+                    .primary_key(Index::create().col(Cameras::SiteId).col(Cameras::Id))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Violations::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Violations::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Violations::CaptureId).string().not_null().unique_key())
+                    .col(ColumnDef::new(Violations::SiteId).string().not_null())
+                    .col(ColumnDef::new(Violations::CapturedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(Violations::State).string().not_null())
+                    .col(ColumnDef::new(Violations::Reviewer).string().null())
+                    .col(ColumnDef::new(Violations::Reason).string().null())
+                    .col(ColumnDef::new(Violations::ReviewedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(Violations::CreatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("violations_captured_at_id_desc")
+                    .table(Violations::Table)
+                    .col((Violations::CapturedAt, IndexOrder::Desc))
+                    .col((Violations::Id, IndexOrder::Desc))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ApiKeys::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(ApiKeys::Name).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::Role).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::AgencyId).string().null())
+                    .col(ColumnDef::new(ApiKeys::AllCaptures).boolean().not_null())
+                    .col(ColumnDef::new(ApiKeys::SecretSha256).string().not_null())
+                    .col(ColumnDef::new(ApiKeys::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(ApiKeys::RevokedAt).timestamp_with_time_zone().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLog::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(AuditLog::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(AuditLog::At).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(AuditLog::Actor).string().not_null())
+                    .col(ColumnDef::new(AuditLog::Action).string().not_null())
+                    .col(ColumnDef::new(AuditLog::Target).string().not_null())
+                    .col(ColumnDef::new(AuditLog::Result).string().not_null())
+                    .col(ColumnDef::new(AuditLog::Message).string().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_log_at_id_desc")
+                    .table(AuditLog::Table)
+                    .col((AuditLog::At, IndexOrder::Desc))
+                    .col((AuditLog::Id, IndexOrder::Desc))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        // every agent that said hello before this migration gets its site
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "INSERT INTO sites (id, name, jurisdiction, created_at) \
+                 SELECT site_id, site_id, NULL, MIN(first_seen) FROM agents GROUP BY site_id",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            AuditLog::Table.into_iden(),
+            ApiKeys::Table.into_iden(),
+            Violations::Table.into_iden(),
+            Cameras::Table.into_iden(),
+            Lanes::Table.into_iden(),
+            Sites::Table.into_iden(),
+            Agencies::Table.into_iden(),
+        ] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        for column in
+            [Captures::Decision, Captures::Confidence, Captures::ModelVersion, Captures::SectionsJson]
+        {
+            manager.alter_table(Table::alter().table(Captures::Table).drop_column(column).to_owned()).await?;
+        }
+        Ok(())
     }
 }

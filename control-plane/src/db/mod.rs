@@ -1,23 +1,26 @@
 //! The metadata database (sea-orm over SQLite or PostgreSQL, chosen by URL scheme): connects,
-//! migrates, and converts rows to and from domain types by hand.
+//! migrates, and converts rows to and from domain types by hand. Every read that an API caller
+//! can reach takes a `Visibility` and applies it in SQL (`capture_scope`, `violation_scope`,
+//! `site_scope`): this is where agency A is kept out of agency B's rows.
 
 mod entities;
 mod migration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Agent, AgentHello, AgentPulse, Capture, CaptureCursor, CaptureMeta, Health, ImageContentType,
-    OccupancyStatus, VehicleClass,
+    Agency, Agent, AgentHello, AgentPulse, ApiKey, AuditEntry, Capture, CaptureCursor, CaptureFilter,
+    CaptureMeta, Decision, Health, HourlyStats, HovPolicy, ImageContentType, OccupancyStatus, ReviewDecision,
+    Role, SectionCount, Site, TimeWindow, VehicleClass, Violation, ViolationState, Visibility,
 };
-use entities::{agents, captures};
+use entities::{agencies, agents, api_keys, audit_log, cameras, captures, lanes, sites, violations};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -27,6 +30,16 @@ pub enum DbError {
     Dir { path: String, source: std::io::Error },
     #[error("stored row {table}/{id} is malformed: {why}")]
     Malformed { table: &'static str, id: String, why: String },
+}
+
+/// How a review request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reviewed {
+    Done(Violation),
+    /// No such violation visible to the caller.
+    NotFound,
+    /// Only a pending violation can be reviewed.
+    AlreadyReviewed(ViolationState),
 }
 
 /// Whether an insert stored a new row.
@@ -99,6 +112,17 @@ impl Db {
             )
             .exec_without_returning(&self.conn)
             .await?;
+        // a site is created the first time an agent names it; an admin sets its jurisdiction
+        let site = sites::ActiveModel {
+            id: Set(hello.site_id.clone()),
+            name: Set(hello.site_id.clone()),
+            jurisdiction: Set(None),
+            created_at: Set(now),
+        };
+        sites::Entity::insert(site)
+            .on_conflict(OnConflict::column(sites::Column::Id).do_nothing().to_owned())
+            .exec_without_returning(&self.conn)
+            .await?;
         Ok(())
     }
 
@@ -156,9 +180,22 @@ impl Db {
         Ok(found.is_some())
     }
 
-    /// Inserts the capture unless its id exists already (`ON CONFLICT (id) DO NOTHING`).
+    /// Inserts the capture unless its id exists already (`ON CONFLICT (id) DO NOTHING`); a new
+    /// capture also records its camera and, when the policy flagged it, a pending violation, in
+    /// the same transaction.
     pub async fn insert_capture(&self, c: &Capture) -> Result<Inserted, DbError> {
         let m = &c.meta;
+        let sections: Vec<serde_json::Value> = m
+            .sections
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "section": s.section,
+                    "occupants": s.occupants,
+                    "confidence": f32_to_f64(s.confidence),
+                })
+            })
+            .collect();
         let row = captures::ActiveModel {
             id: Set(m.id.to_string()),
             agent_id: Set(c.agent_id.clone()),
@@ -179,41 +216,473 @@ impl Db {
             image_bytes: Set(to_i64(c.image_bytes)),
             image_content_type: Set(c.image_content_type.mime().to_owned()),
             received_at: Set(c.received_at),
+            decision: Set(c.decision.as_str().to_owned()),
+            confidence: Set(m.confidence.map(f32_to_f64)),
+            model_version: Set(m.model_version.clone()),
+            sections_json: Set(serde_json::Value::Array(sections).to_string()),
         };
+        let txn = self.conn.begin().await?;
         let affected = captures::Entity::insert(row)
             .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned())
-            .exec_without_returning(&self.conn)
+            .exec_without_returning(&txn)
             .await?;
-        Ok(if affected == 0 { Inserted::Duplicate } else { Inserted::New })
+        if affected == 0 {
+            txn.rollback().await?;
+            return Ok(Inserted::Duplicate);
+        }
+        let camera = cameras::ActiveModel {
+            site_id: Set(m.site_id.clone()),
+            id: Set(m.camera_id.clone()),
+            first_seen: Set(c.received_at),
+        };
+        cameras::Entity::insert(camera)
+            .on_conflict(
+                OnConflict::columns([cameras::Column::SiteId, cameras::Column::Id]).do_nothing().to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        if c.decision == Decision::ViolationCandidate {
+            let violation = violations::ActiveModel {
+                id: Set(Uuid::now_v7().to_string()),
+                capture_id: Set(m.id.to_string()),
+                site_id: Set(m.site_id.clone()),
+                captured_at: Set(m.captured_at),
+                state: Set(ViolationState::Pending.as_str().to_owned()),
+                reviewer: Set(None),
+                reason: Set(None),
+                reviewed_at: Set(None),
+                created_at: Set(c.received_at),
+            };
+            violations::Entity::insert(violation)
+                .on_conflict(OnConflict::column(violations::Column::CaptureId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(Inserted::New)
     }
 
-    pub async fn capture(&self, id: Uuid) -> Result<Option<Capture>, DbError> {
-        captures::Entity::find_by_id(id.to_string()).one(&self.conn).await?.map(capture_from_row).transpose()
+    /// A capture, when the caller may see it.
+    pub async fn capture(&self, id: Uuid, vis: &Visibility) -> Result<Option<Capture>, DbError> {
+        captures::Entity::find_by_id(id.to_string())
+            .filter(capture_scope(vis))
+            .one(&self.conn)
+            .await?
+            .map(capture_from_row)
+            .transpose()
     }
 
-    /// Newest first by `(captured_at DESC, id DESC)`, strictly after `after` when given.
+    /// Captures the caller may see that match `filter`, newest first by
+    /// `(captured_at DESC, id DESC)`, strictly after `after` when given.
     pub async fn captures_page(
         &self,
+        filter: &CaptureFilter,
+        vis: &Visibility,
         after: Option<CaptureCursor>,
         limit: u64,
     ) -> Result<Vec<Capture>, DbError> {
-        let mut query = captures::Entity::find();
-        if let Some(c) = after {
-            query = query.filter(
-                Condition::any().add(captures::Column::CapturedAt.lt(c.captured_at)).add(
-                    Condition::all()
-                        .add(captures::Column::CapturedAt.eq(c.captured_at))
-                        .add(captures::Column::Id.lt(c.id.to_string())),
-                ),
-            );
+        use captures::Column as C;
+        let mut cond = capture_scope(vis);
+        if let Some(site) = &filter.site_id {
+            cond = cond.add(C::SiteId.eq(site.as_str()));
         }
-        let rows = query
-            .order_by_desc(captures::Column::CapturedAt)
-            .order_by_desc(captures::Column::Id)
+        if let Some(lane) = filter.lane {
+            cond = cond.add(C::Lane.eq(i64::from(lane)));
+        }
+        if let Some(from) = filter.from {
+            cond = cond.add(C::CapturedAt.gte(from));
+        }
+        if let Some(to) = filter.to {
+            cond = cond.add(C::CapturedAt.lt(to));
+        }
+        if let Some(decision) = filter.decision {
+            cond = cond.add(C::Decision.eq(decision.as_str()));
+        }
+        if let Some(n) = filter.min_occupants {
+            cond = cond.add(C::Occupants.gte(i64::from(n)));
+        }
+        if let Some(n) = filter.max_occupants {
+            cond = cond.add(C::Occupants.lte(i64::from(n)));
+        }
+        if let Some(class) = filter.vehicle_class {
+            cond = cond.add(C::VehicleClass.eq(class.as_str()));
+        }
+        if let Some(c) = after {
+            cond = cond.add(after_cursor(C::CapturedAt, C::Id, c));
+        }
+        let rows = captures::Entity::find()
+            .filter(cond)
+            .order_by_desc(C::CapturedAt)
+            .order_by_desc(C::Id)
             .limit(limit)
             .all(&self.conn)
             .await?;
         rows.into_iter().map(capture_from_row).collect()
+    }
+
+    /// The HOV policy of one lane, when one is set.
+    pub async fn hov_policy(&self, site_id: &str, lane: u32) -> Result<Option<HovPolicy>, DbError> {
+        let row = lanes::Entity::find_by_id((site_id.to_owned(), i64::from(lane))).one(&self.conn).await?;
+        row.map(|r| {
+            let windows: Vec<TimeWindow> =
+                serde_json::from_str(&r.windows_json).map_err(|e| DbError::Malformed {
+                    table: "lanes",
+                    id: format!("{}/{}", r.site_id, r.lane_index),
+                    why: format!("windows_json: {e}"),
+                })?;
+            Ok(HovPolicy { min_occupants: u32::try_from(r.min_occupants).unwrap_or(u32::MAX), windows })
+        })
+        .transpose()
+    }
+
+    pub async fn set_hov_policy(&self, site_id: &str, lane: u32, policy: &HovPolicy) -> Result<(), DbError> {
+        let windows = serde_json::to_string(&policy.windows).unwrap_or_else(|_| "[]".to_owned());
+        let row = lanes::ActiveModel {
+            site_id: Set(site_id.to_owned()),
+            lane_index: Set(i64::from(lane)),
+            min_occupants: Set(i64::from(policy.min_occupants)),
+            windows_json: Set(windows),
+        };
+        lanes::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([lanes::Column::SiteId, lanes::Column::LaneIndex])
+                    .update_columns([lanes::Column::MinOccupants, lanes::Column::WindowsJson])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Sites the caller may see, by id.
+    pub async fn sites(&self, vis: &Visibility) -> Result<Vec<Site>, DbError> {
+        let rows = sites::Entity::find()
+            .filter(site_scope(vis))
+            .order_by_asc(sites::Column::Id)
+            .all(&self.conn)
+            .await?;
+        Ok(rows.into_iter().map(site_from_row).collect())
+    }
+
+    pub async fn site(&self, id: &str, vis: &Visibility) -> Result<Option<Site>, DbError> {
+        let row = sites::Entity::find_by_id(id.to_owned()).filter(site_scope(vis)).one(&self.conn).await?;
+        Ok(row.map(site_from_row))
+    }
+
+    /// Sets (or clears) a site's jurisdiction; `None` when there is no such site.
+    pub async fn set_site_jurisdiction(
+        &self,
+        id: &str,
+        jurisdiction: Option<&str>,
+    ) -> Result<Option<Site>, DbError> {
+        let done = sites::Entity::update_many()
+            .col_expr(sites::Column::Jurisdiction, jurisdiction.map(str::to_owned).into())
+            .filter(sites::Column::Id.eq(id))
+            .exec(&self.conn)
+            .await?;
+        if done.rows_affected == 0 {
+            return Ok(None);
+        }
+        self.site(id, &Visibility::All).await
+    }
+
+    pub async fn insert_agency(&self, agency: &Agency, now: DateTime<Utc>) -> Result<(), DbError> {
+        let row = agencies::ActiveModel {
+            id: Set(agency.id.clone()),
+            name: Set(agency.name.clone()),
+            jurisdiction: Set(agency.jurisdiction.clone()),
+            created_at: Set(now),
+        };
+        agencies::Entity::insert(row).exec_without_returning(&self.conn).await?;
+        Ok(())
+    }
+
+    pub async fn agencies(&self) -> Result<Vec<Agency>, DbError> {
+        let rows = agencies::Entity::find().order_by_asc(agencies::Column::Id).all(&self.conn).await?;
+        Ok(rows.into_iter().map(agency_from_row).collect())
+    }
+
+    pub async fn agency(&self, id: &str) -> Result<Option<Agency>, DbError> {
+        Ok(agencies::Entity::find_by_id(id.to_owned()).one(&self.conn).await?.map(agency_from_row))
+    }
+
+    /// Stores a key; only the secret's hash is in `key`.
+    pub async fn insert_api_key(&self, key: &ApiKey) -> Result<(), DbError> {
+        let row = api_keys::ActiveModel {
+            id: Set(key.id.clone()),
+            name: Set(key.name.clone()),
+            role: Set(key.role.as_str().to_owned()),
+            agency_id: Set(key.agency_id.clone()),
+            all_captures: Set(key.all_captures),
+            secret_sha256: Set(key.secret_sha256.clone()),
+            created_at: Set(key.created_at),
+            revoked_at: Set(key.revoked_at),
+        };
+        api_keys::Entity::insert(row).exec_without_returning(&self.conn).await?;
+        Ok(())
+    }
+
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, DbError> {
+        api_keys::Entity::find_by_id(id.to_owned()).one(&self.conn).await?.map(api_key_from_row).transpose()
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKey>, DbError> {
+        let rows = api_keys::Entity::find().order_by_asc(api_keys::Column::CreatedAt).all(&self.conn).await?;
+        rows.into_iter().map(api_key_from_row).collect()
+    }
+
+    /// Revokes a key (idempotent: the first revocation time stays); `None` when there is no such key.
+    pub async fn revoke_api_key(&self, id: &str, now: DateTime<Utc>) -> Result<Option<ApiKey>, DbError> {
+        api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Some(now).into())
+            .filter(api_keys::Column::Id.eq(id))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(&self.conn)
+            .await?;
+        self.api_key(id).await
+    }
+
+    /// Violations the caller may see, newest capture first, strictly after `after` when given.
+    pub async fn violations_page(
+        &self,
+        state: Option<ViolationState>,
+        site_id: Option<&str>,
+        vis: &Visibility,
+        after: Option<CaptureCursor>,
+        limit: u64,
+    ) -> Result<Vec<Violation>, DbError> {
+        use violations::Column as V;
+        let mut cond = violation_scope(vis);
+        if let Some(state) = state {
+            cond = cond.add(V::State.eq(state.as_str()));
+        }
+        if let Some(site) = site_id {
+            cond = cond.add(V::SiteId.eq(site));
+        }
+        if let Some(c) = after {
+            cond = cond.add(after_cursor(V::CapturedAt, V::Id, c));
+        }
+        let rows = violations::Entity::find()
+            .filter(cond)
+            .order_by_desc(V::CapturedAt)
+            .order_by_desc(V::Id)
+            .limit(limit)
+            .all(&self.conn)
+            .await?;
+        rows.into_iter().map(violation_from_row).collect()
+    }
+
+    pub async fn violation(&self, id: Uuid, vis: &Visibility) -> Result<Option<Violation>, DbError> {
+        violations::Entity::find_by_id(id.to_string())
+            .filter(violation_scope(vis))
+            .one(&self.conn)
+            .await?
+            .map(violation_from_row)
+            .transpose()
+    }
+
+    pub async fn violation_of_capture(
+        &self,
+        capture_id: Uuid,
+        vis: &Visibility,
+    ) -> Result<Option<Violation>, DbError> {
+        violations::Entity::find()
+            .filter(violations::Column::CaptureId.eq(capture_id.to_string()))
+            .filter(violation_scope(vis))
+            .one(&self.conn)
+            .await?
+            .map(violation_from_row)
+            .transpose()
+    }
+
+    /// Confirms or rejects a pending violation (a compare-and-set on its state).
+    pub async fn review_violation(
+        &self,
+        id: Uuid,
+        decision: ReviewDecision,
+        reviewer: &str,
+        reason: Option<&str>,
+        vis: &Visibility,
+        now: DateTime<Utc>,
+    ) -> Result<Reviewed, DbError> {
+        use violations::Column as V;
+        let state = match decision {
+            ReviewDecision::Confirm => ViolationState::Confirmed,
+            ReviewDecision::Reject => ViolationState::Rejected,
+        };
+        let done = violations::Entity::update_many()
+            .col_expr(V::State, state.as_str().into())
+            .col_expr(V::Reviewer, Some(reviewer.to_owned()).into())
+            .col_expr(V::Reason, reason.map(str::to_owned).into())
+            .col_expr(V::ReviewedAt, Some(now).into())
+            .filter(V::Id.eq(id.to_string()))
+            .filter(V::State.eq(ViolationState::Pending.as_str()))
+            .filter(violation_scope(vis))
+            .exec(&self.conn)
+            .await?;
+        let current = self.violation(id, vis).await?;
+        Ok(match current {
+            None => Reviewed::NotFound,
+            Some(v) if done.rows_affected == 1 => Reviewed::Done(v),
+            Some(v) => Reviewed::AlreadyReviewed(v.state),
+        })
+    }
+
+    pub async fn insert_audit(&self, e: &AuditEntry) -> Result<(), DbError> {
+        let row = audit_log::ActiveModel {
+            id: Set(e.id.to_string()),
+            at: Set(e.at),
+            actor: Set(e.actor.clone()),
+            action: Set(e.action.clone()),
+            target: Set(e.target.clone()),
+            result: Set(if e.ok { "ok" } else { "error" }.to_owned()),
+            message: Set(e.message.clone()),
+        };
+        audit_log::Entity::insert(row).exec_without_returning(&self.conn).await?;
+        Ok(())
+    }
+
+    /// Audit rows, newest first, strictly after `after` when given.
+    pub async fn audit_page(
+        &self,
+        after: Option<CaptureCursor>,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>, DbError> {
+        use audit_log::Column as A;
+        let mut query = audit_log::Entity::find();
+        if let Some(c) = after {
+            query = query.filter(after_cursor(A::At, A::Id, c));
+        }
+        let rows = query.order_by_desc(A::At).order_by_desc(A::Id).limit(limit).all(&self.conn).await?;
+        rows.into_iter().map(audit_from_row).collect()
+    }
+
+    /// Vehicles per site per hour in `[from, to)` among the captures the caller may see.
+    pub async fn occupancy_stats(
+        &self,
+        site_id: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        vis: &Visibility,
+    ) -> Result<Vec<HourlyStats>, DbError> {
+        use captures::Column as C;
+        let backend = self.conn.get_database_backend();
+        let hour = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "to_char(date_trunc('hour', captured_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00Z')"
+            }
+            _ => "strftime('%Y-%m-%dT%H:00:00Z', captured_at)",
+        };
+        let counted = |cond: &str| {
+            Expr::cust(format!(
+                "SUM(CASE WHEN occupancy_status = 'counted' AND occupants {cond} THEN 1 ELSE 0 END)"
+            ))
+        };
+        let mut cond = capture_scope(vis).add(C::CapturedAt.gte(from)).add(C::CapturedAt.lt(to));
+        if let Some(site) = site_id {
+            cond = cond.add(C::SiteId.eq(site));
+        }
+        let stmt = Query::select()
+            .column(C::SiteId)
+            .expr_as(Expr::cust(hour), Alias::new("hour"))
+            .expr_as(Expr::cust("COUNT(*)"), Alias::new("vehicles"))
+            .expr_as(counted("= 0"), Alias::new("o0"))
+            .expr_as(counted("= 1"), Alias::new("o1"))
+            .expr_as(counted("= 2"), Alias::new("o2"))
+            .expr_as(counted(">= 3"), Alias::new("o3"))
+            .expr_as(
+                Expr::cust("SUM(CASE WHEN occupancy_status = 'counted' THEN 0 ELSE 1 END)"),
+                Alias::new("unknown"),
+            )
+            .expr_as(
+                Expr::cust(
+                    "SUM(CASE WHEN EXISTS (SELECT 1 FROM violations v WHERE v.capture_id = captures.id \
+                     AND v.state <> 'rejected') THEN 1 ELSE 0 END)",
+                ),
+                Alias::new("violations"),
+            )
+            .from(captures::Entity)
+            .cond_where(cond)
+            .add_group_by([Expr::col(C::SiteId).into(), Expr::cust(hour)])
+            .order_by(C::SiteId, sea_orm::Order::Asc)
+            .order_by_expr(Expr::cust(hour), sea_orm::Order::Asc)
+            .to_owned();
+        let rows = self.conn.query_all(backend.build(&stmt)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let site_id: String = row.try_get("", "site_id")?;
+            let hour_text: String = row.try_get("", "hour")?;
+            let hour = DateTime::parse_from_rfc3339(&hour_text)
+                .map_err(|_| DbError::Malformed {
+                    table: "captures",
+                    id: site_id.clone(),
+                    why: format!("hour bucket {hour_text:?} is not a timestamp"),
+                })?
+                .with_timezone(&Utc);
+            let n = |name: &str| -> Result<u64, DbError> { Ok(to_u64(row.try_get::<i64>("", name)?)) };
+            out.push(HourlyStats {
+                hour,
+                vehicles: n("vehicles")?,
+                occupants_0: n("o0")?,
+                occupants_1: n("o1")?,
+                occupants_2: n("o2")?,
+                occupants_3_plus: n("o3")?,
+                unknown: n("unknown")?,
+                violations: n("violations")?,
+                site_id,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Rows strictly after a cursor in `(at DESC, id DESC)` order.
+fn after_cursor<C: ColumnTrait>(at: C, id: C, c: CaptureCursor) -> Condition {
+    Condition::any()
+        .add(at.lt(c.captured_at))
+        .add(Condition::all().add(at.eq(c.captured_at)).add(id.lt(c.id.to_string())))
+}
+
+/// The ids of the sites in a jurisdiction.
+fn sites_in(jurisdiction: &str) -> SelectStatement {
+    Query::select()
+        .column(sites::Column::Id)
+        .from(sites::Entity)
+        .and_where(sites::Column::Jurisdiction.eq(jurisdiction))
+        .to_owned()
+}
+
+fn site_scope(vis: &Visibility) -> Condition {
+    match vis {
+        Visibility::All => Condition::all(),
+        Visibility::Jurisdiction { jurisdiction, .. } => {
+            Condition::all().add(sites::Column::Jurisdiction.eq(jurisdiction.as_str()))
+        }
+    }
+}
+
+fn violation_scope(vis: &Visibility) -> Condition {
+    match vis {
+        Visibility::All => Condition::all(),
+        Visibility::Jurisdiction { jurisdiction, .. } => {
+            Condition::all().add(violations::Column::SiteId.in_subquery(sites_in(jurisdiction)))
+        }
+    }
+}
+
+fn capture_scope(vis: &Visibility) -> Condition {
+    match vis {
+        Visibility::All => Condition::all(),
+        Visibility::Jurisdiction { jurisdiction, all_captures } => {
+            let cond = Condition::all().add(captures::Column::SiteId.in_subquery(sites_in(jurisdiction)));
+            if *all_captures {
+                cond
+            } else {
+                let flagged =
+                    Query::select().column(violations::Column::CaptureId).from(violations::Entity).to_owned();
+                cond.add(captures::Column::Id.in_subquery(flagged))
+            }
+        }
     }
 }
 
@@ -265,6 +734,7 @@ fn capture_from_row(r: captures::Model) -> Result<Capture, DbError> {
         .ok_or_else(|| malformed("image_sha256 is not 32 hex bytes"))?;
     let content_type = ImageContentType::parse(&r.image_content_type)
         .ok_or_else(|| malformed("unknown image_content_type"))?;
+    let sections = sections_from_json(&r.sections_json).ok_or_else(|| malformed("sections_json"))?;
     Ok(Capture {
         meta: CaptureMeta {
             id,
@@ -280,13 +750,90 @@ fn capture_from_row(r: captures::Model) -> Result<Capture, DbError> {
             width_m: r.width_m as f32,
             camera_id: r.camera_id,
             config_version: to_u64(r.config_version),
+            sections,
+            confidence: r.confidence.map(|v| v as f32),
+            model_version: r.model_version,
         },
+        decision: Decision::from_db(&r.decision),
         agent_id: r.agent_id,
         image_key: r.image_key,
         image_sha256: sha,
         image_bytes: to_u64(r.image_bytes),
         image_content_type: content_type,
         received_at: r.received_at,
+    })
+}
+
+fn sections_from_json(text: &str) -> Option<Vec<SectionCount>> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value
+        .as_array()?
+        .iter()
+        .map(|s| {
+            Some(SectionCount {
+                section: s.get("section")?.as_str()?.to_owned(),
+                occupants: u32::try_from(s.get("occupants")?.as_u64()?).ok()?,
+                confidence: s.get("confidence")?.as_f64()? as f32,
+            })
+        })
+        .collect()
+}
+
+fn site_from_row(r: sites::Model) -> Site {
+    Site { id: r.id, name: r.name, jurisdiction: r.jurisdiction, created_at: r.created_at }
+}
+
+fn agency_from_row(r: agencies::Model) -> Agency {
+    Agency { id: r.id, name: r.name, jurisdiction: r.jurisdiction }
+}
+
+fn api_key_from_row(r: api_keys::Model) -> Result<ApiKey, DbError> {
+    let role = Role::parse(&r.role).ok_or_else(|| DbError::Malformed {
+        table: "api_keys",
+        id: r.id.clone(),
+        why: format!("unknown role {:?}", r.role),
+    })?;
+    Ok(ApiKey {
+        id: r.id,
+        name: r.name,
+        role,
+        agency_id: r.agency_id,
+        all_captures: r.all_captures,
+        secret_sha256: r.secret_sha256,
+        created_at: r.created_at,
+        revoked_at: r.revoked_at,
+    })
+}
+
+fn violation_from_row(r: violations::Model) -> Result<Violation, DbError> {
+    let malformed =
+        |why: &str| DbError::Malformed { table: "violations", id: r.id.clone(), why: why.to_owned() };
+    Ok(Violation {
+        id: Uuid::parse_str(&r.id).map_err(|_| malformed("id is not a uuid"))?,
+        capture_id: Uuid::parse_str(&r.capture_id).map_err(|_| malformed("capture_id is not a uuid"))?,
+        site_id: r.site_id,
+        captured_at: r.captured_at,
+        state: ViolationState::from_db(&r.state),
+        reviewer: r.reviewer,
+        reason: r.reason,
+        reviewed_at: r.reviewed_at,
+        created_at: r.created_at,
+    })
+}
+
+fn audit_from_row(r: audit_log::Model) -> Result<AuditEntry, DbError> {
+    Ok(AuditEntry {
+        id: Uuid::parse_str(&r.id).map_err(|_| DbError::Malformed {
+            table: "audit_log",
+            id: r.id.clone(),
+            why: "id is not a uuid".to_owned(),
+        })?,
+        at: r.at,
+        actor: r.actor,
+        action: r.action,
+        target: r.target,
+        ok: r.result == "ok",
+        message: r.message,
     })
 }
 
@@ -317,6 +864,9 @@ mod tests {
             width_m: 2.5,
             camera_id: "cam0".into(),
             config_version: 3,
+            sections: vec![SectionCount { section: "driver".into(), occupants: 1, confidence: 0.9 }],
+            confidence: Some(0.9),
+            model_version: Some("occ-1".into()),
         };
         Capture {
             image_key: crate::domain::image_key(&meta, ImageContentType::Jpeg),
@@ -326,6 +876,7 @@ mod tests {
             image_bytes: 10,
             image_content_type: ImageContentType::Jpeg,
             received_at: Utc::now(),
+            decision: Decision::Compliant,
         }
     }
 
@@ -337,7 +888,7 @@ mod tests {
         assert_eq!(db.insert_capture(&c).await.unwrap(), Inserted::New);
         assert_eq!(db.insert_capture(&c).await.unwrap(), Inserted::Duplicate);
         assert!(db.capture_exists(c.meta.id).await.unwrap());
-        let back = db.capture(c.meta.id).await.unwrap().unwrap();
+        let back = db.capture(c.meta.id, &Visibility::All).await.unwrap().unwrap();
         assert_eq!(back.meta, c.meta);
         assert_eq!(back.image_sha256, c.image_sha256);
     }
@@ -358,7 +909,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut after = None;
         loop {
-            let page = db.captures_page(after, 3).await.unwrap();
+            let page = db.captures_page(&CaptureFilter::default(), &Visibility::All, after, 3).await.unwrap();
             if page.is_empty() {
                 break;
             }

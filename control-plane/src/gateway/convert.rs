@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::domain::{
     AgentHello, AgentPulse, CaptureMeta, ComponentState, ComponentStatus, Health, ImageContentType,
-    OccupancyStatus, VehicleClass,
+    OccupancyStatus, SectionCount, VehicleClass,
 };
 use crate::error::Error;
 
@@ -130,6 +130,26 @@ pub fn capture_start(
             Err(Error::invalid(format!("capture_start.meta.{field} is not finite")))
         }
     };
+    let sections = occupancy
+        .sections
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| {
+            if sc.confidence.is_finite() && (0.0..=1.0).contains(&sc.confidence) {
+                Ok(SectionCount {
+                    section: sc.section.clone(),
+                    occupants: sc.occupants,
+                    confidence: sc.confidence,
+                })
+            } else {
+                Err(Error::invalid(format!(
+                    "capture_start.meta.occupancy.sections[{i}].confidence {} is outside 0..=1",
+                    sc.confidence
+                )))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let confidence = sections.iter().map(|sc| sc.confidence).reduce(f32::min);
     Ok(StartRequest {
         meta: CaptureMeta {
             id,
@@ -145,6 +165,10 @@ pub fn capture_start(
             width_m: finite("width_m", m.width_m)?,
             camera_id: m.camera_id.clone(),
             config_version: m.config_version,
+            sections,
+            confidence,
+            // the wire does not carry the model version yet
+            model_version: None,
         },
         content_type,
         size_bytes: s.image_size_bytes,

@@ -289,6 +289,8 @@ impl Gateway {
             max_chunk_bytes: limits.max_chunk_bytes,
             max_image_bytes: limits.max_image_bytes,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            // fields added to the contract later keep their defaults until this gateway uses them
+            ..Default::default()
         });
         {
             let mut sessions = lock(&self.shared.sessions);
@@ -416,6 +418,12 @@ impl Gateway {
                         Reply::Config { staged, error: a.error },
                     );
                 }
+                // messages added to the contract later (e.g. by a newer agent) are ignored here,
+                // so a regenerated proto keeps this gateway compiling and serving
+                #[allow(unreachable_patterns)]
+                _ => {
+                    tracing::debug!(agent_id = %hello.agent_id, "ignoring an agent message this gateway does not handle")
+                }
             }
         }
     }
@@ -435,6 +443,13 @@ impl Gateway {
         } else {
             let image_key = domain::image_key(&a.meta, a.content_type);
             let image_bytes = a.data.len() as u64;
+            let policy = self
+                .shared
+                .db
+                .hov_policy(&a.meta.site_id, a.meta.lane)
+                .await
+                .map_err(|e| unavailable("database", &e))?;
+            let decision = domain::decide(&a.meta, policy.as_ref());
             self.shared
                 .blobs
                 .put(&image_key, a.data, a.content_type.mime())
@@ -448,6 +463,7 @@ impl Gateway {
                 image_bytes,
                 image_content_type: a.content_type,
                 received_at: Utc::now(),
+                decision,
             };
             match self.shared.db.insert_capture(&capture).await.map_err(|e| unavailable("database", &e))? {
                 Inserted::New => {

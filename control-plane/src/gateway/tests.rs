@@ -110,7 +110,7 @@ async fn capture_is_stored_once_then_duplicate() {
     );
     send_all(&tx, capture(id, &image)).await;
     assert_eq!(next_ack(&mut inbound).await.outcome, pb::AckOutcome::Duplicate as i32);
-    let stored = h.db.capture(id).await.unwrap().unwrap();
+    let stored = h.db.capture(id, &crate::domain::Visibility::All).await.unwrap().unwrap();
     assert_eq!(stored.meta.vehicle_class, domain::VehicleClass::Unknown);
     assert_eq!(stored.image_bytes, 2500);
     drop(tx);

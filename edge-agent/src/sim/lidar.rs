@@ -1,14 +1,12 @@
 //! Simulated overhead LIDAR: one scan plane across the road at x = 0, range per beam to the
-//! road surface or the nearest vehicle (roof or side), with small Gaussian noise.
+//! road surface or the nearest vehicle (roof or side), with small Gaussian noise. The scans
+//! reach the agent through `sick_server`, encoded as a real scanner would send them.
 
-use futures::future::BoxFuture;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
-use super::{SharedWorld, World};
-use crate::domain::{Scan, ScanGeometry};
-use crate::sources::ScanSource;
+use super::World;
+use crate::domain::ScanGeometry;
 
 /// Range noise (one sigma), metres.
 pub const RANGE_NOISE_M: f64 = 0.02;
@@ -55,38 +53,6 @@ fn ray_box(y: f64, z: f64, dy: f64, dz: f64, y0: f64, y1: f64, top: f64) -> Opti
         }
     }
     (tmin <= tmax).then_some(tmin)
-}
-
-/// A [`ScanSource`] that samples the shared simulated world at `scan_hz`, in real time.
-pub struct SimScanSource {
-    world: SharedWorld,
-    geometry: ScanGeometry,
-    interval: tokio::time::Interval,
-    rng: StdRng,
-}
-
-impl SimScanSource {
-    pub fn new(world: SharedWorld, geometry: ScanGeometry, scan_hz: u32, seed: u64) -> Self {
-        let mut interval =
-            tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / f64::from(scan_hz)));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        Self { world, geometry, interval, rng: StdRng::seed_from_u64(seed ^ 0x5ca7) }
-    }
-}
-
-impl ScanSource for SimScanSource {
-    fn geometry(&self) -> ScanGeometry {
-        self.geometry
-    }
-
-    fn next_scan(&mut self) -> BoxFuture<'_, anyhow::Result<Scan>> {
-        Box::pin(async move {
-            self.interval.tick().await;
-            let (t, world) = self.world.sync_now();
-            let ranges_m = scan_world(&world, &self.geometry, &mut self.rng);
-            Ok(Scan { t, ranges_m })
-        })
-    }
 }
 
 #[cfg(test)]

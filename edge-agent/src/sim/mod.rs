@@ -1,5 +1,6 @@
 //! Traffic simulator: a real-time world of vehicles on the site's lanes, seen by a simulated
-//! overhead LIDAR (`lidar`) and simulated cameras (`camera`), with per-vehicle ground truth.
+//! overhead LIDAR (`lidar`, served as a SICK scanner over TCP by `sick_server`) and simulated
+//! cameras (`camera`), with per-vehicle ground truth.
 //!
 //! The world is the single source of truth; sensors only sample it at their own times, so the
 //! scan source and the camera sources stay swappable for real drivers (SICK, V4L2/GigE) behind
@@ -8,6 +9,7 @@
 
 pub mod camera;
 pub mod lidar;
+pub mod sick_server;
 
 use std::io::Write;
 use std::path::Path;

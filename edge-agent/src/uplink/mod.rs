@@ -4,6 +4,10 @@
 //! Only this module and `wire` know protobuf types. A capture leaves the buffer only when its
 //! `CaptureAck` (STORED or DUPLICATE) arrived; after a session error everything unacked is sent
 //! again (ingest is idempotent on the capture id).
+//!
+//! Deletion receipts (captures the buffer deleted without upload) are sent only to a control
+//! plane whose `Welcome` set `accepts_deletion_receipts`, and leave the buffer only when their
+//! `ReceiptAck` arrived; unacked receipts are sent again in the next session.
 
 pub mod wire;
 
@@ -28,6 +32,8 @@ use crate::supervisor::{ComponentCtx, Registry, RunFuture, SupervisorHandle};
 
 const DEFAULT_MAX_CHUNK_BYTES: usize = 64 * 1024;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most deletion receipts sent and not yet acknowledged.
+const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
 
 /// Everything the uplink needs; shared by restarts.
 pub struct UplinkComponent {
@@ -93,6 +99,8 @@ struct Session {
     cursor: u64,
     max_chunk_bytes: usize,
     max_image_bytes: u64,
+    /// `None` when the control plane does not take deletion receipts.
+    receipts_in_flight: Option<HashSet<Uuid>>,
 }
 
 impl Session {
@@ -197,10 +205,12 @@ impl Uplink {
                 DEFAULT_MAX_CHUNK_BYTES
             },
             max_image_bytes: welcome.max_image_bytes,
+            receipts_in_flight: welcome.accepts_deletion_receipts.then(HashSet::new),
         };
         let mut stats = self.buffer.subscribe();
         loop {
             self.fill_window(&mut session).await?;
+            self.send_receipts(&mut session).await?;
             tokio::select! {
                 message = inbound.message() => match message? {
                     Some(message) => self.handle(&mut session, message).await?,
@@ -238,6 +248,25 @@ impl Uplink {
         Ok(())
     }
 
+    /// Sends the buffered deletion receipts that are not in flight yet, oldest first.
+    async fn send_receipts(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        let Some(in_flight) = session.receipts_in_flight.as_mut() else { return Ok(()) };
+        let pending = self.buffer.stats().receipts_pending as usize;
+        if pending <= in_flight.len() || in_flight.len() >= MAX_RECEIPTS_IN_FLIGHT {
+            return Ok(());
+        }
+        let buffer = self.buffer.clone();
+        let want =
+            in_flight.len() + (MAX_RECEIPTS_IN_FLIGHT - in_flight.len()).min(pending - in_flight.len());
+        let receipts = tokio::task::spawn_blocking(move || buffer.receipts(want)).await??;
+        let fresh: Vec<_> = receipts.into_iter().filter(|r| in_flight.insert(r.receipt_id)).collect();
+        for receipt in fresh {
+            tracing::debug!(receipt_id = %receipt.receipt_id, reason = ?receipt.reason, "deletion receipt sent");
+            session.send(agent_message::Body::DeletionReceipt(wire::deletion_receipt(&receipt))).await?;
+        }
+        Ok(())
+    }
+
     async fn heartbeat(&self, session: &Session) -> anyhow::Result<()> {
         let snapshots = self.registry.snapshots();
         let stats = self.buffer.stats();
@@ -271,6 +300,23 @@ impl Uplink {
                         tracing::warn!(capture_id = %id, "ack without outcome, capture kept for the next session");
                     }
                 }
+            }
+            Some(control_message::Body::ReceiptAck(ack)) => {
+                let mut ids = Vec::with_capacity(ack.receipt_ids.len());
+                for text in &ack.receipt_ids {
+                    match Uuid::parse_str(text) {
+                        Ok(id) => ids.push(id),
+                        Err(_) => tracing::warn!(receipt_id = %text, "ack for malformed receipt id ignored"),
+                    }
+                }
+                if let Some(in_flight) = session.receipts_in_flight.as_mut() {
+                    for id in &ids {
+                        in_flight.remove(id);
+                    }
+                }
+                let buffer = self.buffer.clone();
+                let removed = tokio::task::spawn_blocking(move || buffer.ack_receipts(&ids)).await??;
+                tracing::debug!(acked = ack.receipt_ids.len(), removed, "deletion receipts acknowledged");
             }
             Some(control_message::Body::ConfigPush(push)) => {
                 let ack = self.stage_config(&push).await;
@@ -370,6 +416,9 @@ mod tests {
     struct FakeGateway {
         hellos: Arc<Mutex<Vec<pb::Hello>>>,
         stored: Stored,
+        /// Welcome says it takes deletion receipts, and it acks each one.
+        takes_receipts: bool,
+        receipts: Arc<Mutex<Vec<pb::DeletionReceipt>>>,
     }
 
     #[tonic::async_trait]
@@ -397,6 +446,7 @@ mod tests {
                                 max_chunk_bytes: 1000,
                                 max_image_bytes: 1 << 20,
                                 server_version: "test".into(),
+                                accepts_deletion_receipts: me.takes_receipts,
                             };
                             tx.send(Ok(send(control_message::Body::Welcome(welcome)))).await.unwrap();
                         }
@@ -416,12 +466,108 @@ mod tests {
                                 current = None;
                             }
                         }
+                        Some(agent_message::Body::DeletionReceipt(receipt)) => {
+                            assert!(
+                                me.takes_receipts,
+                                "receipt sent to a control plane that does not take them"
+                            );
+                            let ack = pb::ReceiptAck { receipt_ids: vec![receipt.receipt_id.clone()] };
+                            me.receipts.lock().unwrap().push(receipt);
+                            tx.send(Ok(send(control_message::Body::ReceiptAck(ack)))).await.unwrap();
+                        }
                         _ => {}
                     }
                 }
             });
             Ok(tonic::Response::new(ReceiverStream::new(rx)))
         }
+    }
+
+    async fn serve(gateway: FakeGateway) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentGatewayServer::new(gateway))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    fn start_uplink(
+        addr: std::net::SocketAddr,
+        buffer: &Buffer,
+        dir: &std::path::Path,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let registry = Registry::default();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop);
+        let uplink = UplinkComponent {
+            control_plane: ControlPlaneConfig { url: format!("http://{addr}"), ..Default::default() },
+            config_dir: None,
+            agent_id: "agent-a".into(),
+            site_id: "site-a".into(),
+            config_version: 4,
+            config_path: dir.join("agent.toml"),
+            buffer: buffer.clone(),
+            registry: registry.clone(),
+            supervisor: Default::default(),
+        };
+        let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
+        tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
+    }
+
+    /// A buffer holding two deletion receipts (two captures evicted) and one capture.
+    fn buffer_with_receipts(dir: &std::path::Path) -> Buffer {
+        let one = crate::buffer::record_len(&crate::buffer::tests::capture(&[0; 100]));
+        let buffer = Buffer::open(&dir.join("b.redb"), crate::buffer::BufferOptions::new(one + 1)).unwrap();
+        for _ in 0..3 {
+            buffer.append(&crate::buffer::tests::capture(&[0; 100])).unwrap();
+        }
+        assert_eq!(buffer.stats().receipts_pending, 2);
+        buffer
+    }
+
+    #[tokio::test]
+    async fn sends_receipts_and_deletes_them_only_on_ack() {
+        let gateway = FakeGateway { takes_receipts: true, ..Default::default() };
+        let addr = serve(gateway.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = buffer_with_receipts(dir.path());
+        let expected: Vec<String> =
+            buffer.receipts(10).unwrap().iter().map(|r| r.receipt_id.to_string()).collect();
+        let task = start_uplink(addr, &buffer, dir.path());
+        let mut stats = buffer.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            stats.wait_for(|s| s.receipts_pending == 0 && s.captures == 0),
+        )
+        .await
+        .expect("receipts acked and capture uploaded")
+        .unwrap();
+        task.abort();
+        let sent: Vec<String> =
+            gateway.receipts.lock().unwrap().iter().map(|r| r.receipt_id.clone()).collect();
+        assert_eq!(sent, expected, "oldest first");
+        let first = gateway.receipts.lock().unwrap()[0].clone();
+        assert_eq!(first.reason, pb::DeletionReason::EvictedFull as i32);
+        assert_eq!(first.value_class, pb::CaptureValueClass::Compliant as i32);
+    }
+
+    #[tokio::test]
+    async fn keeps_receipts_for_a_control_plane_that_does_not_take_them() {
+        let gateway = FakeGateway::default();
+        let addr = serve(gateway.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = buffer_with_receipts(dir.path());
+        let task = start_uplink(addr, &buffer, dir.path());
+        let mut stats = buffer.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
+            .await
+            .expect("capture uploaded")
+            .unwrap();
+        task.abort();
+        assert_eq!(buffer.stats().receipts_pending, 2, "receipts wait for a control plane that acks them");
     }
 
     #[tokio::test]
@@ -436,7 +582,8 @@ mod tests {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        let buffer = Buffer::open(&dir.path().join("b.redb"), 1 << 24).unwrap();
+        let buffer =
+            Buffer::open(&dir.path().join("b.redb"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
         let images: Vec<Vec<u8>> = vec![vec![1; 10], (0..5000).map(|i| i as u8).collect(), vec![3; 1000]];
         for image in &images {
             buffer.append(&crate::buffer::tests::capture(image)).unwrap();

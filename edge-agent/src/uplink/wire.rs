@@ -3,7 +3,7 @@
 use lanewatch_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Capture, OccupancyStatus, VehicleClass};
+use crate::domain::{Capture, DeletionReason, DeletionReceipt, OccupancyStatus, ValueClass, VehicleClass};
 use crate::supervisor::{ComponentSnapshot, ComponentStatus};
 
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -50,6 +50,32 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
         image_size_bytes: capture.image.len() as u64,
         image_sha256: Sha256::digest(&capture.image).to_vec(),
         image_content_type: m.content_type.clone(),
+    }
+}
+
+fn value_class(class: Option<ValueClass>) -> pb::CaptureValueClass {
+    match class {
+        None => pb::CaptureValueClass::Unspecified,
+        Some(ValueClass::Statistics) => pb::CaptureValueClass::Statistics,
+        Some(ValueClass::Compliant) => pb::CaptureValueClass::Compliant,
+        Some(ValueClass::ViolationCandidate) => pb::CaptureValueClass::ViolationCandidate,
+    }
+}
+
+pub fn deletion_receipt(r: &DeletionReceipt) -> pb::DeletionReceipt {
+    let reason = match r.reason {
+        DeletionReason::EvictedFull => pb::DeletionReason::EvictedFull,
+        DeletionReason::Expired => pb::DeletionReason::Expired,
+        DeletionReason::Damaged => pb::DeletionReason::Damaged,
+    };
+    pb::DeletionReceipt {
+        receipt_id: r.receipt_id.to_string(),
+        capture_id: r.capture_id.map(|id| id.to_string()).unwrap_or_default(),
+        value_class: value_class(r.class) as i32,
+        captured_at: r.captured_at.map(timestamp),
+        deleted_at: Some(timestamp(r.deleted_at)),
+        reason: reason as i32,
+        bytes: r.bytes,
     }
 }
 

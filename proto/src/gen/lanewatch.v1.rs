@@ -200,7 +200,7 @@ impl ComponentStatus {
 /// Everything an agent sends within a session.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
     pub body: ::core::option::Option<agent_message::Body>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -221,12 +221,15 @@ pub mod agent_message {
         Introspection(super::IntrospectionResponse),
         #[prost(message, tag = "16")]
         CommandResult(super::CommandResult),
+        /// Sent only when the Welcome set accepts_deletion_receipts.
+        #[prost(message, tag = "17")]
+        DeletionReceipt(super::DeletionReceipt),
     }
 }
 /// Everything the control plane sends within a session.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14")]
+    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14, 15")]
     pub body: ::core::option::Option<control_message::Body>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -243,6 +246,8 @@ pub mod control_message {
         IntrospectionRequest(super::IntrospectionRequest),
         #[prost(message, tag = "14")]
         Command(super::Command),
+        #[prost(message, tag = "15")]
+        ReceiptAck(super::ReceiptAck),
     }
 }
 /// Opens a session.
@@ -285,6 +290,10 @@ pub struct Welcome {
     pub max_image_bytes: u64,
     #[prost(string, tag = "6")]
     pub server_version: ::prost::alloc::string::String,
+    /// The control plane stores DeletionReceipts and answers them with ReceiptAck. Agents send
+    /// receipts only when this is set; until then they keep them buffered.
+    #[prost(bool, tag = "7")]
+    pub accepts_deletion_receipts: bool,
 }
 /// Periodic liveness and summary state.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -388,6 +397,34 @@ pub struct CommandResult {
     #[prost(string, tag = "3")]
     pub message: ::prost::alloc::string::String,
 }
+/// Proof that an agent deleted a capture without upload. Durable on the agent until acked.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DeletionReceipt {
+    /// Globally unique (UUID v7), chosen by the agent; storing is idempotent on it.
+    #[prost(string, tag = "1")]
+    pub receipt_id: ::prost::alloc::string::String,
+    /// Empty when the damaged record's id could not be read.
+    #[prost(string, tag = "2")]
+    pub capture_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "CaptureValueClass", tag = "3")]
+    pub value_class: i32,
+    /// Unset when unknown (a damaged record).
+    #[prost(message, optional, tag = "4")]
+    pub captured_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "5")]
+    pub deleted_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(enumeration = "DeletionReason", tag = "6")]
+    pub reason: i32,
+    /// Bytes the capture occupied in the agent's buffer.
+    #[prost(uint64, tag = "7")]
+    pub bytes: u64,
+}
+/// Acknowledges DeletionReceipts: sent only once they are durably stored.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReceiptAck {
+    #[prost(string, repeated, tag = "1")]
+    pub receipt_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
 /// Overall health of an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -478,6 +515,76 @@ impl ConfigOutcome {
             "CONFIG_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
             "CONFIG_OUTCOME_STAGED" => Some(Self::Staged),
             "CONFIG_OUTCOME_REJECTED" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+/// Why an agent deleted a capture that the control plane never acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum DeletionReason {
+    Unspecified = 0,
+    /// The buffer was full and a capture of higher (or equal, newer) value needed the space.
+    EvictedFull = 1,
+    /// The legal retention period of its value class ran out before it was uploaded.
+    Expired = 2,
+    /// Its stored bytes failed the checksum; what is known about it comes from the buffer index.
+    Damaged = 3,
+}
+impl DeletionReason {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "DELETION_REASON_UNSPECIFIED",
+            Self::EvictedFull => "DELETION_REASON_EVICTED_FULL",
+            Self::Expired => "DELETION_REASON_EXPIRED",
+            Self::Damaged => "DELETION_REASON_DAMAGED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "DELETION_REASON_UNSPECIFIED" => Some(Self::Unspecified),
+            "DELETION_REASON_EVICTED_FULL" => Some(Self::EvictedFull),
+            "DELETION_REASON_EXPIRED" => Some(Self::Expired),
+            "DELETION_REASON_DAMAGED" => Some(Self::Damaged),
+            _ => None,
+        }
+    }
+}
+/// How much a capture is worth keeping, lowest first; eviction deletes the lowest class first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum CaptureValueClass {
+    Unspecified = 0,
+    /// Only counts matter.
+    Statistics = 1,
+    Compliant = 2,
+    ViolationCandidate = 3,
+}
+impl CaptureValueClass {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CAPTURE_VALUE_CLASS_UNSPECIFIED",
+            Self::Statistics => "CAPTURE_VALUE_CLASS_STATISTICS",
+            Self::Compliant => "CAPTURE_VALUE_CLASS_COMPLIANT",
+            Self::ViolationCandidate => "CAPTURE_VALUE_CLASS_VIOLATION_CANDIDATE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CAPTURE_VALUE_CLASS_UNSPECIFIED" => Some(Self::Unspecified),
+            "CAPTURE_VALUE_CLASS_STATISTICS" => Some(Self::Statistics),
+            "CAPTURE_VALUE_CLASS_COMPLIANT" => Some(Self::Compliant),
+            "CAPTURE_VALUE_CLASS_VIOLATION_CANDIDATE" => Some(Self::ViolationCandidate),
             _ => None,
         }
     }

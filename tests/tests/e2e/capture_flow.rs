@@ -87,3 +87,52 @@ async fn simulated_traffic_yields_captures_with_unknown_occupancy() -> Result<()
     assert_eq!(times, sorted, "captures are newest first");
     Ok(())
 }
+
+/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, as PEM files.
+fn test_pki(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate()?;
+    let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let server_cert = server_params.signed_by(&server_key, &issuer)?;
+    let (ca, cert, key) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&ca, ca_cert.pem())?;
+    std::fs::write(&cert, server_cert.pem())?;
+    std::fs::write(&key, server_key.serialize_pem())?;
+    Ok((ca, cert, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_upload_over_tls_and_plaintext_is_refused() -> Result<()> {
+    let pki = tempfile::tempdir()?;
+    let (ca, cert, key) = test_pki(pki.path())?;
+    let cp = ControlPlane::start_tls(Db::Sqlite, Blob::Local, &cert, &key).await?;
+    assert!(cp.grpc_url().starts_with("https://"));
+
+    // A plaintext client cannot open a session on the TLS gateway.
+    let plaintext = format!("http://{}", cp.grpc_addr);
+    assert!(
+        lanewatch_tests::grpc::Session::open(&plaintext, "agent-plain", "site-plain").await.is_err(),
+        "plaintext session refused"
+    );
+
+    // An agent that trusts the CA uploads as usual.
+    let frames = tempfile::tempdir()?;
+    let image = lanewatch_tests::noise_jpeg(320, 240, 9);
+    std::fs::write(frames.path().join("f.jpg"), &image)?;
+    let _agent = AgentBuilder::new(&cp, "site-tls")
+        .ca_path(&ca)
+        .camera(CameraSource::Replay(frames.path().into()))
+        .start()?;
+    let capture = cp
+        .wait_for("a capture over TLS", || async {
+            Ok(cp.all_captures().await?.into_iter().find(|c| c["site"] == "site-tls"))
+        })
+        .await?;
+    assert_eq!(capture["imageSha256"], lanewatch_tests::sha256_hex(&image));
+    Ok(())
+}

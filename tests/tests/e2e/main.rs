@@ -5,4 +5,5 @@ mod capture_flow;
 mod config;
 mod lifecycle;
 mod protocol;
+mod sensing;
 mod tidy;

@@ -1,0 +1,292 @@
+//! `lanewatch-agent bench buffer`: measures the capture buffer against raw `fsync`'d writes of
+//! the same bytes, and its recovery after the writing process was killed. Numbers, not
+//! assertions: a fast disk and a slow one give different figures, the ratios travel better.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use chrono::Utc;
+use rand::RngCore;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::buffer::{AppendOutcome, Buffer, BufferOptions, record_len};
+use crate::domain::{Capture, CaptureMeta, OccupancyStatus, ValueClass, VehicleClass};
+
+/// What to measure, and how much.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Image size of every capture (a 1080p JPEG is about 200 KB).
+    pub image_bytes: usize,
+    /// Captures per append measurement.
+    pub append_captures: usize,
+    /// Captures per transaction in the group-commit measurement.
+    pub group: usize,
+    /// Captures in the buffer whose recovery is timed.
+    pub recovery_captures: usize,
+    /// Image size of those captures.
+    pub recovery_image_bytes: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            image_bytes: 200_000,
+            append_captures: 200,
+            group: 8,
+            recovery_captures: 10_000,
+            recovery_image_bytes: 200_000,
+        }
+    }
+}
+
+/// The figures, as printed with `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub image_bytes: usize,
+    pub record_bytes: u64,
+    pub append_captures: usize,
+    /// Raw sequential writes of the same record bytes to a plain file, `fsync` after each.
+    pub raw_fsync_per_s: f64,
+    /// `Buffer::append`, one durable transaction per capture (the default options).
+    pub append_per_s: f64,
+    /// Buffer appends per second over raw `fsync`'d writes per second: 1.0 is as fast as raw.
+    pub append_vs_raw_fsync: f64,
+    /// The same without redb quick-repair (one `fsync` per commit instead of two).
+    pub append_no_quick_repair_per_s: f64,
+    pub append_no_quick_repair_vs_raw_fsync: f64,
+    /// Raw writes with one `fsync` per `group` records.
+    pub raw_fsync_group_per_s: f64,
+    /// `Buffer::append_batch` of `group` captures per transaction (group commit).
+    pub append_group_per_s: f64,
+    pub append_group_vs_raw_fsync_group: f64,
+    pub group: usize,
+    pub recovery_captures: usize,
+    pub recovery_image_bytes: usize,
+    /// Opening the buffer the killed writer left (default options, quick-repair on).
+    pub recovery_10k_s: f64,
+    /// The same for a buffer written without quick-repair: redb walks and checksums the file.
+    pub recovery_10k_full_repair_s: f64,
+    /// Captures found after recovery (should equal `recovery_captures`).
+    pub recovered_captures: u64,
+    pub recovered_captures_full_repair: u64,
+    /// Time the killed writer needed to fill the buffer, with group commit.
+    pub recovery_fill_s: f64,
+}
+
+/// Runs every measurement in temporary directories. `exe` is this binary: the recovery
+/// measurement runs it as a child writer and kills it with SIGKILL.
+pub fn run(options: &BenchOptions, exe: &Path) -> anyhow::Result<BenchReport> {
+    let dir = tempfile::tempdir().context("creating temporary directory")?;
+    let pool = payloads(options.image_bytes, 16);
+    let captures: Vec<Capture> =
+        (0..options.append_captures).map(|i| capture(pool[i % pool.len()].clone())).collect();
+    let record_bytes = record_len(&captures[0]);
+
+    let raw = raw_fsync(&dir.path().join("raw.bin"), &captures, 1)?;
+    let raw_group = raw_fsync(&dir.path().join("raw-group.bin"), &captures, options.group)?;
+    let append = append_rate(&dir.path().join("append.redb"), &captures, 1, true)?;
+    let append_no_qr = append_rate(&dir.path().join("append-no-qr.redb"), &captures, 1, false)?;
+    let append_group = append_rate(&dir.path().join("append-group.redb"), &captures, options.group, true)?;
+
+    let (recovery_s, recovered, fill) = recovery(dir.path(), exe, options, true)?;
+    let (recovery_full, recovered_full, _) = recovery(dir.path(), exe, options, false)?;
+
+    Ok(BenchReport {
+        image_bytes: options.image_bytes,
+        record_bytes,
+        append_captures: options.append_captures,
+        raw_fsync_per_s: raw,
+        append_per_s: append,
+        append_vs_raw_fsync: append / raw,
+        append_no_quick_repair_per_s: append_no_qr,
+        append_no_quick_repair_vs_raw_fsync: append_no_qr / raw,
+        raw_fsync_group_per_s: raw_group,
+        append_group_per_s: append_group,
+        append_group_vs_raw_fsync_group: append_group / raw_group,
+        group: options.group,
+        recovery_captures: options.recovery_captures,
+        recovery_image_bytes: options.recovery_image_bytes,
+        recovery_10k_s: recovery_s.as_secs_f64(),
+        recovery_10k_full_repair_s: recovery_full.as_secs_f64(),
+        recovered_captures: recovered,
+        recovered_captures_full_repair: recovered_full,
+        recovery_fill_s: fill.as_secs_f64(),
+    })
+}
+
+impl BenchReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mb = |per_s: f64| per_s * self.record_bytes as f64 / 1e6;
+        let mut out = format!(
+            "capture buffer benchmark: records of {} bytes ({} byte images), {} captures per run\n\n",
+            self.record_bytes, self.image_bytes, self.append_captures
+        );
+        out += &format!("{:<44} {:>12} {:>10} {:>10}\n", "measurement", "captures/s", "MB/s", "vs raw");
+        let mut row = |name: &str, per_s: f64, ratio: Option<f64>| {
+            let ratio = ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+            out += &format!("{name:<44} {per_s:>12.1} {:>10.1} {ratio:>10}\n", mb(per_s));
+        };
+        row("raw write + fsync, each record", self.raw_fsync_per_s, None);
+        row("buffer append (quick-repair, default)", self.append_per_s, Some(self.append_vs_raw_fsync));
+        row(
+            "buffer append (no quick-repair)",
+            self.append_no_quick_repair_per_s,
+            Some(self.append_no_quick_repair_vs_raw_fsync),
+        );
+        row(&format!("raw write, fsync every {}", self.group), self.raw_fsync_group_per_s, None);
+        row(
+            &format!("buffer append_batch of {} (group commit)", self.group),
+            self.append_group_per_s,
+            Some(self.append_group_vs_raw_fsync_group),
+        );
+        out += &format!(
+            "\nrecovery after SIGKILL of the writer, {} captures of {} byte images (filled in {:.1} s):\n",
+            self.recovery_captures, self.recovery_image_bytes, self.recovery_fill_s
+        );
+        out += &format!(
+            "  quick-repair (default): {:.3} s, {} captures recovered\n",
+            self.recovery_10k_s, self.recovered_captures
+        );
+        out += &format!(
+            "  full repair:            {:.3} s, {} captures recovered\n",
+            self.recovery_10k_full_repair_s, self.recovered_captures_full_repair
+        );
+        out
+    }
+}
+
+fn payloads(bytes: usize, count: usize) -> Vec<Bytes> {
+    let mut rng = rand::rng();
+    (0..count)
+        .map(|_| {
+            let mut v = vec![0u8; bytes];
+            rng.fill_bytes(&mut v);
+            Bytes::from(v)
+        })
+        .collect()
+}
+
+fn capture(image: Bytes) -> Capture {
+    let now = Utc::now();
+    Capture {
+        meta: CaptureMeta {
+            capture_id: Uuid::now_v7(),
+            site_id: "bench".into(),
+            lane: 0,
+            captured_at: now,
+            detected_at: now,
+            class: VehicleClass::Car,
+            occupancy: OccupancyStatus::Unknown,
+            height_m: 1.5,
+            width_m: 1.8,
+            camera_id: "front".into(),
+            config_version: 0,
+            content_type: "image/jpeg".into(),
+            value_class: ValueClass::Compliant,
+        },
+        image,
+    }
+}
+
+fn per_s(count: usize, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Sequential writes of each capture's record size to a plain file, `fsync` every `group`.
+fn raw_fsync(path: &Path, captures: &[Capture], group: usize) -> anyhow::Result<f64> {
+    let records: Vec<Vec<u8>> = captures
+        .iter()
+        .map(|c| {
+            let mut r = vec![0u8; record_len(c) as usize - c.image.len()];
+            r.extend_from_slice(&c.image);
+            r
+        })
+        .collect();
+    let mut file = std::fs::File::create(path)?;
+    file.sync_all()?;
+    let start = Instant::now();
+    for chunk in records.chunks(group.max(1)) {
+        for record in chunk {
+            file.write_all(record)?;
+        }
+        file.sync_data()?;
+    }
+    Ok(per_s(records.len(), start.elapsed()))
+}
+
+fn append_rate(path: &Path, captures: &[Capture], group: usize, quick_repair: bool) -> anyhow::Result<f64> {
+    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
+    let buffer = Buffer::open(path, options)?;
+    let start = Instant::now();
+    for chunk in captures.chunks(group.max(1)) {
+        let outcomes = buffer.append_batch(chunk)?;
+        anyhow::ensure!(
+            outcomes.iter().all(|o| matches!(o, AppendOutcome::Stored { .. })),
+            "bench capture rejected"
+        );
+    }
+    Ok(per_s(captures.len(), start.elapsed()))
+}
+
+/// Fills a buffer in a child process, kills it with SIGKILL once it reported the last commit,
+/// and times opening what it left. Returns (open time, captures found, fill time).
+fn recovery(
+    dir: &Path,
+    exe: &Path,
+    options: &BenchOptions,
+    quick_repair: bool,
+) -> anyhow::Result<(Duration, u64, Duration)> {
+    let path = dir.join(format!("recovery-{quick_repair}.redb"));
+    let start = Instant::now();
+    let mut child = Command::new(exe)
+        .args(["bench", "buffer-crash-writer", "--path"])
+        .arg(&path)
+        .args(["--count", &options.recovery_captures.to_string()])
+        .args(["--image-bytes", &options.recovery_image_bytes.to_string()])
+        .args(["--quick-repair", &quick_repair.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting the writer {}", exe.display()))?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("writer stdout")?).read_line(&mut line)?;
+    let fill = start.elapsed();
+    // SIGKILL on Unix: no destructor runs, the database is left open
+    child.kill().context("killing the writer")?;
+    child.wait()?;
+    anyhow::ensure!(line.trim() == "ready", "writer failed before it was ready: {line:?}");
+    let start = Instant::now();
+    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
+    let buffer = Buffer::open(&path, options)?;
+    let elapsed = start.elapsed();
+    let recovered = buffer.stats().captures;
+    drop(buffer);
+    std::fs::remove_file(&path)?;
+    Ok((elapsed, recovered, fill))
+}
+
+/// The child of the recovery measurement: appends `count` captures in groups of 64, prints
+/// "ready" and waits to be killed.
+pub fn crash_writer(path: &Path, count: usize, image_bytes: usize, quick_repair: bool) -> anyhow::Result<()> {
+    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
+    let buffer = Buffer::open(path, options)?;
+    let pool = payloads(image_bytes, 16);
+    let mut written = 0;
+    while written < count {
+        let n = (count - written).min(64);
+        let batch: Vec<Capture> = (0..n).map(|i| capture(pool[(written + i) % pool.len()].clone())).collect();
+        buffer.append_batch(&batch)?;
+        written += n;
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
