@@ -64,6 +64,11 @@ impl Metrics {
             session_errors.clone(),
         );
         registry.register("agents_online", "Agents with a live session", agents_online.clone());
+        // Export every ingest outcome from the start, so that rates and alerts see zeros rather
+        // than absent series.
+        for outcome in ["stored", "duplicate", "failed"] {
+            let _ = captures_ingested.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() });
+        }
         Self {
             registry: Arc::new(registry),
             sessions_active,

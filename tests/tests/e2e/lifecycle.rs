@@ -85,3 +85,54 @@ fn demo_fleet_reaches_a_first_queryable_capture_and_stops_cleanly() -> Result<()
     assert_eq!(sites, 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_component_is_restarted_then_escalates_to_a_nonzero_exit() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let frames = tempfile::tempdir()?;
+    let frame = frames.path().join("frame.jpg");
+    std::fs::write(&frame, lanewatch_tests::noise_jpeg(64, 64, 5))?;
+    let mut agent = AgentBuilder::new(&cp, "site-crash")
+        .camera(lanewatch_tests::CameraSource::Replay(frames.path().into()))
+        .extra_toml("\n[supervision]\nmax_restarts = 3\nwindow_secs = 60\nbackoff_min_ms = 50\nbackoff_max_ms = 200\n")
+        .start()?;
+    cp.wait_for("the camera component running", || async {
+        let data = cp
+            .graphql(
+                "query($id: ID!) { agent(id: $id) { components { name status } } }",
+                json!({ "id": agent.id }),
+            )
+            .await?;
+        let running = data["agent"]["components"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("front")) && c["status"] == "RUNNING")
+        });
+        Ok(running.then_some(()))
+    })
+    .await?;
+
+    // The camera's source disappears: every restart of its component fails again.
+    std::fs::remove_file(&frame)?;
+    let status = agent.proc.wait(Duration::from_secs(30))?;
+    let stderr = agent.proc.stderr();
+    assert_eq!(status.code(), Some(3), "escalation exits 3: {status}\n{stderr}");
+    assert!(stderr.contains("failed 4 times in 60s"), "names the component and its failures:\n{stderr}");
+    assert!(stderr.contains("frame.jpg"), "and the last error:\n{stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_and_graphiql_are_served() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    assert_eq!(cp.get(&cp.http_url("/healthz")).await?.status(), 200);
+    assert_eq!(cp.get(&cp.http_url("/readyz")).await?.status(), 200);
+    let metrics = cp.get(&cp.http_url("/metrics")).await?.text().await?;
+    for name in ["sessions_active", "captures_ingested_total", "agents_online"] {
+        assert!(metrics.contains(name), "/metrics exposes {name}:\n{metrics}");
+    }
+    let graphiql = cp.get(&cp.http_url("/graphql")).await?;
+    assert_eq!(graphiql.status(), 200);
+    assert!(graphiql.text().await?.to_lowercase().contains("graphiql"));
+    let console = cp.get(&cp.http_url("/")).await?.text().await?;
+    assert!(console.contains("Lanewatch"), "the console is served at /");
+    Ok(())
+}
