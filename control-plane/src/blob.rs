@@ -1,5 +1,6 @@
 //! Capture image storage: a local directory (durable write: temp file, fsync, rename, fsync
-//! directory) or an S3-compatible bucket. `put` returns only once the bytes are durable.
+//! directory) or an S3-compatible bucket. `put` returns only once the bytes are durable; S3
+//! objects can be handed out as presigned `GetObject` URLs (`links.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -237,6 +238,22 @@ impl S3Store {
         };
         let body = out.body.collect().await.map_err(|e| self.s3_error("get_object body", key, e))?;
         Ok(body.into_bytes().to_vec())
+    }
+
+    /// A presigned `GetObject` URL for `key`, valid for `ttl` (signing only: no request is made).
+    pub async fn presigned_get(&self, key: &str, ttl: std::time::Duration) -> Result<String, BlobError> {
+        check_key(key)?;
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| self.s3_error("presign", key, e))?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| self.s3_error("presign get_object", key, e))?;
+        Ok(request.uri().to_owned())
     }
 
     pub async fn check_ready(&self) -> Result<(), BlobError> {

@@ -59,7 +59,39 @@ pub struct Config {
     pub blob: BlobConfig,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub image_links: ImageLinksConfig,
+    pub cluster: ClusterConfig,
 }
+
+/// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ImageLinksConfig {
+    /// `blob.presign_ttl_secs`: how long a link handed out by the API stays valid.
+    pub ttl_secs: u64,
+    /// `http.url_signing_key`; `None` means a random key per process (single replica only).
+    pub signing_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ImageLinksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageLinksConfig")
+            .field("ttl_secs", &self.ttl_secs)
+            .field("signing_key", &self.signing_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Several replicas sharing one PostgreSQL database (`[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterConfig {
+    /// Route requests and subscription events between replicas over PostgreSQL LISTEN/NOTIFY.
+    pub enabled: bool,
+}
+
+/// Default lifetime of an image link.
+pub const DEFAULT_PRESIGN_TTL_SECS: u64 = 300;
+/// S3 refuses presigned URLs valid for longer than seven days.
+pub const MAX_PRESIGN_TTL_SECS: u64 = 604_800;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthConfig {
@@ -182,6 +214,15 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     auth: FileAuth,
+    #[serde(default)]
+    cluster: FileCluster,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    #[serde(default)]
+    enabled: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -221,11 +262,14 @@ struct FileHttp {
     listen: String,
     #[serde(default)]
     public_url: Option<String>,
+    /// Key for HMAC-signed image links; every replica behind one URL needs the same key.
+    #[serde(default)]
+    url_signing_key: Option<String>,
 }
 
 impl Default for FileHttp {
     fn default() -> Self {
-        Self { listen: default_http_listen(), public_url: None }
+        Self { listen: default_http_listen(), public_url: None, url_signing_key: None }
     }
 }
 
@@ -271,6 +315,7 @@ struct FileBlob {
     create_bucket: Option<bool>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    presign_ttl_secs: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -378,7 +423,31 @@ impl FileConfig {
             ));
         }
 
+        let ttl_secs = self.blob.presign_ttl_secs.unwrap_or(DEFAULT_PRESIGN_TTL_SECS);
+        if !(1..=MAX_PRESIGN_TTL_SECS).contains(&ttl_secs) {
+            return Err(ConfigError::new(
+                "blob.presign_ttl_secs",
+                format!("{ttl_secs} is outside 1..={MAX_PRESIGN_TTL_SECS}"),
+            ));
+        }
+        let signing_key = match self.http.url_signing_key {
+            None => None,
+            Some(key) if key.len() < 32 => {
+                return Err(ConfigError::new("http.url_signing_key", "must be at least 32 characters"));
+            }
+            Some(key) => Some(key.into_bytes()),
+        };
+        let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if self.cluster.enabled && !is_postgres {
+            return Err(ConfigError::new("cluster.enabled", "replicas must share a postgresql database.url"));
+        }
         let blob = validate_blob(self.blob, overrides, env)?;
+        if self.cluster.enabled && signing_key.is_none() && matches!(blob, BlobConfig::Local { .. }) {
+            return Err(ConfigError::new(
+                "http.url_signing_key",
+                "required with cluster.enabled: every replica must verify the image links of the others",
+            ));
+        }
         let limits = validate_limits(&self.limits)?;
         let loopback = http_listen.ip().is_loopback();
         let allow_anonymous_local = match self.auth.allow_anonymous_local {
@@ -400,6 +469,8 @@ impl FileConfig {
             blob,
             limits,
             auth: AuthConfig { allow_anonymous_local },
+            image_links: ImageLinksConfig { ttl_secs, signing_key },
+            cluster: ClusterConfig { enabled: self.cluster.enabled },
         })
     }
 }
@@ -611,6 +682,24 @@ max_chunk_bytes = 65536
         let off = "version = 1\n[auth]\nallow_anonymous_local = false";
         assert!(!parse(off).unwrap().auth.allow_anonymous_local);
         assert_eq!(field_of("version = 1\n[auth]\nanonymous = true"), "auth.anonymous");
+    }
+
+    #[test]
+    fn image_links_and_cluster_are_validated() {
+        let c = parse("version = 1").unwrap();
+        assert_eq!(c.image_links.ttl_secs, DEFAULT_PRESIGN_TTL_SECS);
+        assert!(c.image_links.signing_key.is_none() && !c.cluster.enabled);
+        assert_eq!(field_of("version = 1\n[blob]\npresign_ttl_secs = 0"), "blob.presign_ttl_secs");
+        assert_eq!(field_of("version = 1\n[http]\nurl_signing_key = \"short\""), "http.url_signing_key");
+        assert_eq!(field_of("version = 1\n[cluster]\nenabled = true"), "cluster.enabled");
+        let pg = "version = 1\n[database]\nurl = \"postgres://db/lw\"\n[cluster]\nenabled = true";
+        assert_eq!(field_of(pg), "http.url_signing_key");
+        let key = "k".repeat(32);
+        let c = parse(&format!("{pg}\n[http]\nurl_signing_key = \"{key}\"\n[blob]\npresign_ttl_secs = 60"))
+            .unwrap();
+        assert!(c.cluster.enabled);
+        assert_eq!(c.image_links.ttl_secs, 60);
+        assert!(!format!("{c:?}").contains(&key));
     }
 
     #[test]

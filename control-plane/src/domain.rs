@@ -496,6 +496,74 @@ pub struct CommandOutcome {
     pub message: String,
 }
 
+/// Why an agent deleted a capture without uploading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionReason {
+    EvictedFull,
+    Expired,
+    Damaged,
+    Unknown,
+}
+
+impl DeletionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EvictedFull => "evicted_full",
+            Self::Expired => "expired",
+            Self::Damaged => "damaged",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::EvictedFull, Self::Expired, Self::Damaged, Self::Unknown].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// How much a capture was worth keeping, as the agent classed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueClass {
+    Statistics,
+    Compliant,
+    ViolationCandidate,
+    Unknown,
+}
+
+impl ValueClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Statistics => "statistics",
+            Self::Compliant => "compliant",
+            Self::ViolationCandidate => "violation_candidate",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Statistics, Self::Compliant, Self::ViolationCandidate, Self::Unknown]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// An agent's proof that it deleted a capture the control plane never acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletionReceipt {
+    pub receipt_id: Uuid,
+    /// `None` when the agent could not read the damaged record's id.
+    pub capture_id: Option<Uuid>,
+    pub agent_id: String,
+    pub site_id: String,
+    pub value_class: ValueClass,
+    /// `None` when unknown (a damaged record).
+    pub captured_at: Option<DateTime<Utc>>,
+    pub deleted_at: DateTime<Utc>,
+    pub reason: DeletionReason,
+    /// Bytes the capture occupied in the agent's buffer.
+    pub bytes: u64,
+    pub received_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,12 @@
 
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{
-    ComplexObject, Context, EmptySubscription, Enum, ErrorExtensions, ID, InputObject, Object, Schema,
-    SchemaBuilder, SimpleObject,
+    ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, Object, Schema, SchemaBuilder,
+    SimpleObject, Subscription,
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -20,9 +22,11 @@ use crate::blob::BlobStore;
 use crate::db::{Db, Reviewed};
 use crate::domain::{self, CaptureCursor};
 use crate::error::{Error, ErrorKind};
+use crate::events::EventKind;
 use crate::gateway::Gateway;
+use crate::links::ImageLinks;
 
-pub type LanewatchSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type LanewatchSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// What resolvers need, put into the schema's data. The request's `Principal` is added per
 /// request by the HTTP layer.
@@ -31,8 +35,8 @@ pub struct ApiContext {
     pub db: Db,
     pub gateway: Gateway,
     pub blobs: BlobStore,
-    /// Absolute base URL for image links, without a trailing slash.
-    pub public_url: String,
+    /// Time-limited image URLs (presigned S3 or HMAC-signed `/images/{id}`).
+    pub links: ImageLinks,
 }
 
 pub const MAX_DEPTH: usize = 10;
@@ -40,8 +44,8 @@ pub const MAX_COMPLEXITY: usize = 1000;
 pub const MAX_PAGE: i32 = 100;
 
 /// The schema without runtime data (enough for the SDL).
-pub fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query, Mutation, EmptySubscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
+pub fn builder() -> SchemaBuilder<Query, Mutation, SubscriptionRoot> {
+    Schema::build(Query, Mutation, SubscriptionRoot).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY)
 }
 
 pub fn schema(ctx: ApiContext) -> LanewatchSchema {
@@ -184,16 +188,14 @@ impl Query {
             .captures_page(&filter, &who.visibility(), after, limit + 1)
             .await
             .map_err(storage_error)?;
-        Ok(connection(rows, limit, after.is_some(), CaptureCursor::of, |c| {
-            Capture::from_domain(c, &api.public_url)
-        }))
+        Ok(connection(rows, limit, after.is_some(), CaptureCursor::of, Capture::from_domain))
     }
 
     async fn capture(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Capture>> {
         let (api, who) = guard(ctx, Action::ReadCaptures)?;
         let id = parse_uuid("capture id", &id).map_err(|e| e.extend())?;
         let found = api.db.capture(id, &who.visibility()).await.map_err(storage_error)?;
-        Ok(found.map(|c| Capture::from_domain(c, &api.public_url)))
+        Ok(found.map(Capture::from_domain))
     }
 
     /// Violation records the caller may see, newest capture first.
@@ -284,6 +286,33 @@ impl Query {
             after.is_some(),
             |e| CaptureCursor { captured_at: e.at, id: e.id },
             AuditEntry::from,
+        ))
+    }
+
+    /// Proofs that agents deleted captures without uploading them (evicted when their buffer
+    /// was full, expired, damaged), newest deletion first. Admins and operators see all; an
+    /// agency sees those of its jurisdiction's sites.
+    async fn deletion_receipts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        site: Option<String>,
+    ) -> async_graphql::Result<Connection<PageCursor, DeletionReceipt>> {
+        let (api, who) = guard(ctx, Action::ReadCaptures)?;
+        let limit = page_size(first)?;
+        let after = cursor(after)?;
+        let rows = api
+            .db
+            .receipts_page(site.as_deref(), &who.visibility(), after, limit + 1)
+            .await
+            .map_err(storage_error)?;
+        Ok(connection(
+            rows,
+            limit,
+            after.is_some(),
+            |r| CaptureCursor { captured_at: r.deleted_at, id: r.receipt_id },
+            DeletionReceipt::from,
         ))
     }
 }
@@ -493,6 +522,143 @@ impl Mutation {
         .await;
         audited(api, who, "revokeApiKey", &format!("api_key/{}", id.as_str()), result).await
     }
+}
+
+/// Why an agent deleted a capture without uploading it.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum DeletionReason {
+    EvictedFull,
+    Expired,
+    Damaged,
+    Unknown,
+}
+
+/// How much a capture was worth keeping, as its agent classed it.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ValueClass {
+    Statistics,
+    Compliant,
+    ViolationCandidate,
+    Unknown,
+}
+
+/// An agent's proof that it deleted a capture the control plane never received.
+#[derive(SimpleObject)]
+pub struct DeletionReceipt {
+    receipt_id: ID,
+    /// Null when the agent could not read the damaged record's id.
+    capture_id: Option<ID>,
+    agent_id: String,
+    site: String,
+    value_class: ValueClass,
+    /// Null when unknown (a damaged record).
+    captured_at: Option<DateTime<Utc>>,
+    deleted_at: DateTime<Utc>,
+    reason: DeletionReason,
+    /// Bytes the capture occupied in the agent's buffer.
+    bytes: u64,
+}
+
+impl From<domain::DeletionReceipt> for DeletionReceipt {
+    fn from(r: domain::DeletionReceipt) -> Self {
+        Self {
+            receipt_id: ID(r.receipt_id.to_string()),
+            capture_id: r.capture_id.map(|id| ID(id.to_string())),
+            agent_id: r.agent_id,
+            site: r.site_id,
+            value_class: match r.value_class {
+                domain::ValueClass::Statistics => ValueClass::Statistics,
+                domain::ValueClass::Compliant => ValueClass::Compliant,
+                domain::ValueClass::ViolationCandidate => ValueClass::ViolationCandidate,
+                domain::ValueClass::Unknown => ValueClass::Unknown,
+            },
+            captured_at: r.captured_at,
+            deleted_at: r.deleted_at,
+            reason: match r.reason {
+                domain::DeletionReason::EvictedFull => DeletionReason::EvictedFull,
+                domain::DeletionReason::Expired => DeletionReason::Expired,
+                domain::DeletionReason::Damaged => DeletionReason::Damaged,
+                domain::DeletionReason::Unknown => DeletionReason::Unknown,
+            },
+            bytes: r.bytes,
+        }
+    }
+}
+
+/// Live updates over WebSocket (`/graphql/ws`), fed by the gateway's event bus (and, with
+/// replicas, by the others'). Authorization is checked when subscribing; visibility per event.
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// Captures as they are durably stored, optionally of one site; each is re-read through the
+    /// caller's visibility, so an agency sees exactly what its `captures` query would show.
+    async fn capture_added(
+        &self,
+        ctx: &Context<'_>,
+        site: Option<String>,
+    ) -> async_graphql::Result<BoxStream<'static, Capture>> {
+        let (api, who) = guard(ctx, Action::ReadCaptures)?;
+        let db = api.db.clone();
+        let visibility = who.visibility();
+        let events = tokio_stream::wrappers::BroadcastStream::new(api.gateway.events().subscribe());
+        Ok(events
+            .filter_map(move |event| {
+                let db = db.clone();
+                let visibility = visibility.clone();
+                let site = site.clone();
+                async move {
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(lagged) => {
+                            tracing::warn!(error = %lagged, "captureAdded subscriber fell behind");
+                            return None;
+                        }
+                    };
+                    let EventKind::CaptureStored { capture_id, site_id } = event.kind else { return None };
+                    if site.as_ref().is_some_and(|s| *s != site_id) {
+                        return None;
+                    }
+                    match db.capture(capture_id, &visibility).await {
+                        Ok(found) => found.map(Capture::from_domain),
+                        Err(e) => {
+                            tracing::warn!(%capture_id, error = %e, "captureAdded cannot read a capture");
+                            None
+                        }
+                    }
+                }
+            })
+            .boxed())
+    }
+
+    /// Agents going online or offline (operators and admins).
+    async fn agent_status_changed(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<BoxStream<'static, AgentStatusChange>> {
+        guard(ctx, Action::ReadFleet)?;
+        let (api, _) = parts(ctx)?;
+        let events = tokio_stream::wrappers::BroadcastStream::new(api.gateway.events().subscribe());
+        Ok(events
+            .filter_map(|event| async move {
+                match event.ok()?.kind {
+                    EventKind::AgentStatus { agent_id, site_id, online, at } => {
+                        Some(AgentStatusChange { agent_id: ID(agent_id), site: site_id, online, at })
+                    }
+                    EventKind::CaptureStored { .. } => None,
+                }
+            })
+            .boxed())
+    }
+}
+
+/// An agent's session opened (`online`) or closed.
+#[derive(SimpleObject, Clone)]
+pub struct AgentStatusChange {
+    agent_id: ID,
+    site: String,
+    online: bool,
+    at: DateTime<Utc>,
 }
 
 /// The opaque Relay cursor of a keyset page: `(timestamp, uuid)`.
@@ -824,7 +990,7 @@ pub struct Agent {
 impl Agent {
     fn from_domain(agent: domain::Agent, gateway: &Gateway) -> Self {
         // the row says online until the session's end is recorded; the registry is the truth
-        let online = agent.online && gateway.is_online(&agent.id);
+        let online = agent.online && gateway.counts_as_online(&agent);
         Self { agent, online }
     }
 }
@@ -940,16 +1106,23 @@ pub struct Capture {
     width_m: f64,
     camera_id: String,
     config_version: u64,
-    /// Absolute URL of the image.
-    image_url: String,
     image_sha256: String,
     image_bytes: u64,
     #[graphql(skip)]
     capture_id: Uuid,
+    #[graphql(skip)]
+    image_key: String,
 }
 
 #[ComplexObject]
 impl Capture {
+    /// Absolute, time-limited URL of the image (`blob.presign_ttl_secs`): a presigned S3 URL, or
+    /// a signed `/images/{id}` link that needs no API key until it expires.
+    async fn image_url(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let (api, _) = guard(ctx, Action::ReadCaptures)?;
+        api.links.url(self.capture_id, &self.image_key, Utc::now()).await.map_err(|e| e.extend())
+    }
+
     /// The violation record of this capture, when it has one the caller may see.
     async fn violation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Violation>> {
         let (api, who) = guard(ctx, Action::ReadViolations)?;
@@ -965,7 +1138,7 @@ fn widen(v: f32) -> f64 {
 }
 
 impl Capture {
-    fn from_domain(c: domain::Capture, public_url: &str) -> Self {
+    fn from_domain(c: domain::Capture) -> Self {
         let m = c.meta;
         let status = match m.occupancy_status {
             domain::OccupancyStatus::Unknown => OccupancyStatus::Unknown,
@@ -999,15 +1172,11 @@ impl Capture {
             width_m: widen(m.width_m),
             camera_id: m.camera_id,
             config_version: m.config_version,
-            image_url: image_url(public_url, m.id),
+            image_key: c.image_key,
             image_sha256: hex::encode(c.image_sha256),
             image_bytes: c.image_bytes,
         }
     }
-}
-
-fn image_url(public_url: &str, id: Uuid) -> String {
-    format!("{public_url}/images/{id}")
 }
 
 /// A capture the HOV policy flagged, and its review.
@@ -1044,7 +1213,7 @@ impl Violation {
     async fn capture(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Capture>> {
         let (api, who) = guard(ctx, Action::ReadCaptures)?;
         let found = api.db.capture(self.0.capture_id, &who.visibility()).await.map_err(storage_error)?;
-        Ok(found.map(|c| Capture::from_domain(c, &api.public_url)))
+        Ok(found.map(Capture::from_domain))
     }
     /// Everything needed to prosecute, once confirmed; null while pending or when rejected.
     /// Image hashes are recomputed from the stored bytes and must equal those verified at ingest.
@@ -1071,7 +1240,7 @@ impl Violation {
         }
         let image = EvidenceImage {
             camera_id: c.meta.camera_id.clone(),
-            url: image_url(&api.public_url, c.meta.id),
+            url: api.links.url(c.meta.id, &c.image_key, Utc::now()).await.map_err(|e| e.extend())?,
             sha256: hex::encode(digest),
             bytes: bytes.len() as u64,
             content_type: c.image_content_type.mime().to_owned(),
@@ -1086,7 +1255,7 @@ impl Violation {
             decision: Decision::from_domain(c.decision),
             images: vec![image],
             generated_at: Utc::now(),
-            capture: Capture::from_domain(c, &api.public_url),
+            capture: Capture::from_domain(c),
         }))
     }
 }
@@ -1150,7 +1319,7 @@ mod tests {
         let gateway =
             Gateway::new(db.clone(), blobs.clone(), Default::default(), crate::metrics::Metrics::new(), rx);
         let schema =
-            schema(ApiContext { db: db.clone(), gateway, blobs, public_url: "http://cp.test".into() });
+            schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: test_links(&blobs) });
         let operator = |q: async_graphql::Request| q.data(Principal::anonymous_local());
         let mut ids = Vec::new();
         for i in 0..5 {
@@ -1204,7 +1373,8 @@ mod tests {
                 assert_eq!(node["occupancy"]["status"], "UNREADABLE");
                 assert!(node["occupancy"]["occupants"].is_null());
                 let id = node["id"].as_str().unwrap().to_owned();
-                assert_eq!(node["imageUrl"], format!("http://cp.test/images/{id}"));
+                let url = node["imageUrl"].as_str().unwrap();
+                assert!(url.starts_with(&format!("http://cp.test/images/{id}?expires=")), "{url}");
                 seen.push(id);
             }
             if page["pageInfo"]["hasNextPage"] != true {
@@ -1222,6 +1392,11 @@ mod tests {
         assert!(offline.errors.is_empty(), "{:?}", offline.errors);
         let anonymous = schema.execute("{ agents { id } }").await;
         assert!(anonymous.errors[0].message.contains("no authenticated principal"), "{:?}", anonymous.errors);
+    }
+
+    fn test_links(blobs: &BlobStore) -> ImageLinks {
+        let config = crate::config::ImageLinksConfig { ttl_secs: 300, signing_key: None };
+        ImageLinks::new("http://cp.test".into(), &config, blobs.clone())
     }
 
     #[test]

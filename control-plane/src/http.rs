@@ -1,12 +1,17 @@
 //! The HTTP surface (axum): GraphQL and GraphiQL, capture images, health and readiness probes,
 //! Prometheus metrics and the operator console. `/graphql` (POST) and `/images/{id}` resolve the
 //! `Authorization: Bearer <key>` header into a `Principal` first; without one they answer 401
-//! unless anonymous local access is allowed.
+//! unless anonymous local access is allowed. `/images/{id}` also accepts, without a key, an
+//! unexpired signed link from `links.rs` (403 when expired or tampered with). `/graphql/ws`
+//! serves subscriptions (graphql-transport-ws and graphql-ws); the key travels in the
+//! `connection_init` payload as `{"authorization": "Bearer <key>"}` (or the upgrade's header).
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +22,7 @@ use crate::blob::{BlobError, BlobStore};
 use crate::db::Db;
 use crate::error::Error;
 use crate::graphql::LanewatchSchema;
+use crate::links::ImageLinks;
 use crate::metrics::Metrics;
 
 const CONSOLE_HTML: &str = include_str!("../../console/index.html");
@@ -29,12 +35,15 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Requests without a key act as an operator (`auth.allow_anonymous_local`).
     pub allow_anonymous: bool,
+    /// Verifies signed `/images/{id}` links.
+    pub links: ImageLinks,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(console))
         .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/images/{id}", get(image))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -47,7 +56,7 @@ async fn console() -> Html<&'static str> {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
 }
 
 async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
@@ -85,17 +94,72 @@ async fn graphql(State(state): State<AppState>, headers: HeaderMap, request: Gra
     GraphQLResponse::from(state.schema.execute(request.into_inner().data(who)).await).into_response()
 }
 
+/// Subscriptions: the principal comes from `connection_init`, else from the upgrade request.
+async fn graphql_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let header_auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let schema = state.schema.clone();
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let from_payload = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
+                    let authorization = from_payload.or(header_auth);
+                    let who = auth::authenticate(&state.db, authorization.as_deref(), state.allow_anonymous)
+                        .await
+                        .map_err(|e| {
+                            tracing::info!(code = e.kind.metric_label(), error = %e.message, "subscription refused");
+                            async_graphql::Error::new(e.message)
+                        })?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(who);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+/// `?expires=<unix secs>&sig=<hex>` of a signed image link.
+#[derive(Debug, serde::Deserialize)]
+struct LinkParams {
+    expires: Option<i64>,
+    sig: Option<String>,
+}
+
 async fn image(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(link): Query<LinkParams>,
 ) -> Result<Response, Error> {
-    let who = principal(&state, &headers).await?;
-    who.authorize(Action::ReadCaptures)?;
     let id = Uuid::parse_str(&id).map_err(|_| Error::invalid(format!("image id {id:?} is not a uuid")))?;
+    // a request with a key is judged by its key; without one, a signed link is judged by its
+    // signature and expiry (the API handed it to someone allowed to see the capture)
+    let visibility = match (&link, headers.contains_key(header::AUTHORIZATION)) {
+        (LinkParams { expires: Some(expires), sig: Some(sig) }, false) => {
+            state.links.verify(id, *expires, sig, chrono::Utc::now()).inspect_err(|e| {
+                tracing::info!(capture_id = %id, error = %e.message, "image link refused");
+            })?;
+            crate::domain::Visibility::All
+        }
+        _ => {
+            let who = principal(&state, &headers).await?;
+            who.authorize(Action::ReadCaptures)?;
+            who.visibility()
+        }
+    };
     let capture = state
         .db
-        .capture(id, &who.visibility())
+        .capture(id, &visibility)
         .await
         .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?
         .ok_or_else(|| Error::not_found(format!("no capture with id {id}")))?;

@@ -3,12 +3,15 @@
 
 pub mod auth;
 pub mod blob;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod graphql;
 pub mod http;
 pub mod ingest;
+pub mod links;
 pub mod metrics;

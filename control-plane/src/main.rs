@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use lanewatch_control_plane::auth::{self, KeyRequest};
 use lanewatch_control_plane::blob::BlobStore;
+use lanewatch_control_plane::cluster::Cluster;
 use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::domain::{AuditEntry, Role};
@@ -18,6 +19,7 @@ use lanewatch_control_plane::error::ErrorKind;
 use lanewatch_control_plane::gateway::Gateway;
 use lanewatch_control_plane::graphql::{self, ApiContext};
 use lanewatch_control_plane::http::{self, AppState};
+use lanewatch_control_plane::links::ImageLinks;
 use lanewatch_control_plane::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -193,7 +195,12 @@ fn load_config(args: &Args, env: &Env) -> Result<Config, String> {
 async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(?config, "starting control plane");
     let db = Db::connect(&config.database.url).await.context("cannot open the database")?;
-    db.mark_all_offline().await.context("cannot reset agent liveness")?;
+    if config.cluster.enabled {
+        // other replicas' sessions are live; rows of a crashed replica go stale by last_seen
+        tracing::info!("cluster mode: leaving other replicas' agents online");
+    } else {
+        db.mark_all_offline().await.context("cannot reset agent liveness")?;
+    }
     let blobs = BlobStore::open(&config.blob).await.context("cannot open the blob store")?;
     tracing::info!(store = %blobs.describe(), "blob store open");
     let metrics = Metrics::new();
@@ -218,6 +225,16 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
             "grpc is PLAINTEXT (loopback only); configure grpc.tls before exposing the gateway"
         ),
     }
+    if config.cluster.enabled {
+        let cluster = Cluster::start(&db, &gateway, shutdown_rx.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))
+            .context("cannot join the cluster")?;
+        tracing::info!(
+            replica_id = cluster.replica_id(),
+            "routing through other replicas over postgresql notify"
+        );
+    }
     let grpc_task =
         tokio::spawn(grpc_server.add_service(gateway.clone().into_service()).serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener),
@@ -225,12 +242,17 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         ));
 
     let public_url = config.http.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
-    let schema = graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), public_url });
+    if config.image_links.signing_key.is_none() && matches!(blobs, BlobStore::Local(_)) {
+        tracing::warn!("http.url_signing_key is not set: image links are signed with a per-process key");
+    }
+    let links = ImageLinks::new(public_url, &config.image_links, blobs.clone());
+    let schema =
+        graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
     if config.auth.allow_anonymous_local {
         tracing::warn!(%http_addr, "requests without an api key act as an operator (auth.allow_anonymous_local)");
     }
     let allow_anonymous = config.auth.allow_anonymous_local;
-    let app = http::router(AppState { schema, db, blobs, metrics, allow_anonymous });
+    let app = http::router(AppState { schema, db, blobs, metrics, allow_anonymous, links });
     let http_task = tokio::spawn(
         axum::serve(http_listener, app).with_graceful_shutdown(stopped(shutdown_rx.clone())).into_future(),
     );

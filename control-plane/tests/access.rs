@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use http_body_util::BodyExt;
 use lanewatch_control_plane::auth::{self, KeyRequest};
 use lanewatch_control_plane::blob::BlobStore;
-use lanewatch_control_plane::config::{BlobConfig, Limits};
+use lanewatch_control_plane::config::{BlobConfig, ImageLinksConfig, Limits};
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::domain::{
     self, AgentHello, Capture, CaptureMeta, HovPolicy, ImageContentType, OccupancyStatus, Role, VehicleClass,
@@ -18,6 +18,7 @@ use lanewatch_control_plane::domain::{
 use lanewatch_control_plane::gateway::Gateway;
 use lanewatch_control_plane::graphql::{self, ApiContext};
 use lanewatch_control_plane::http::{self, AppState};
+use lanewatch_control_plane::links::ImageLinks;
 use lanewatch_control_plane::metrics::Metrics;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
@@ -96,14 +97,21 @@ async fn app(backend: Backend, allow_anonymous: bool) -> App {
     let blobs = BlobStore::open(&BlobConfig::Local { dir: dir.path().join("blobs") }).await.unwrap();
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let gateway = Gateway::new(db.clone(), blobs.clone(), Limits::default(), Metrics::new(), rx);
-    let schema = graphql::schema(ApiContext {
+    let config = ImageLinksConfig {
+        ttl_secs: 300,
+        signing_key: Some(b"access-test-url-signing-key-0123456789".to_vec()),
+    };
+    let links = ImageLinks::new("http://cp.test".into(), &config, blobs.clone());
+    let schema =
+        graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
+    let router = http::router(AppState {
+        schema,
         db: db.clone(),
-        gateway,
-        blobs: blobs.clone(),
-        public_url: "http://cp.test".into(),
+        blobs,
+        metrics: Metrics::new(),
+        allow_anonymous,
+        links,
     });
-    let router =
-        http::router(AppState { schema, db: db.clone(), blobs, metrics: Metrics::new(), allow_anonymous });
     App { router, db, url, _shutdown: shutdown, _dir: dir, _pg: pg }
 }
 
@@ -465,7 +473,21 @@ async fn permission_matrix(backend: Backend) {
     let image = &package["images"][0];
     let expected = hex::encode(sha2::Sha256::digest(format!("jpeg bytes of {}", s.a_bad).as_bytes()));
     assert_eq!(image["sha256"], expected);
-    assert_eq!(image["url"], format!("http://cp.test/images/{}", s.a_bad));
+    let url = image["url"].as_str().unwrap();
+    let signed = url.strip_prefix("http://cp.test").unwrap().to_owned();
+    assert!(signed.starts_with(&format!("/images/{}?expires=", s.a_bad)), "{url}");
+    // a signed link works without a key until it expires; a tampered one is refused with 403
+    let (status, bytes) = app.request("GET", &signed, NO_KEY, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, format!("jpeg bytes of {}", s.a_bad).as_bytes());
+    let tampered = format!("{}0", &signed[..signed.len() - 1]).replace("0", "1");
+    let (status, body) = app.request("GET", &tampered, NO_KEY, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("signature is invalid"));
+    let other = signed.replace(&s.a_bad.to_string(), &s.b_ok.to_string());
+    assert_eq!(app.request("GET", &other, NO_KEY, None).await.0, StatusCode::FORBIDDEN);
+    let expired = format!("/images/{}?expires=1&sig={}", s.a_bad, "00".repeat(32));
+    assert_eq!(app.request("GET", &expired, NO_KEY, None).await.0, StatusCode::FORBIDDEN);
     assert!(app.data(Some(&k.agency_b), evidence, json!({ "id": va })).await["violation"].is_null());
     let pending = app.data(Some(&k.admin), evidence, json!({ "id": vb })).await;
     assert!(pending["violation"]["evidencePackage"].is_null(), "rejected has no evidence: {pending}");

@@ -1,5 +1,6 @@
 //! `lanewatch-agent bench buffer`: measures the capture buffer against raw `fsync`'d writes of
-//! the same bytes, and its recovery after the writing process was killed. Numbers, not
+//! the same bytes, how fast a backlog drains against how fast it was ingested (`drain_vs_ingest`),
+//! and its recovery after the writing process was killed. Numbers, not
 //! assertions: a fast disk and a slow one give different figures, the ratios travel better.
 
 use std::io::{BufRead, Write};
@@ -76,6 +77,14 @@ pub struct BenchReport {
     pub recovered_captures_full_repair: u64,
     /// Time the killed writer needed to fill the buffer, with group commit.
     pub recovery_fill_s: f64,
+    /// Ingest of the drain measurement's backlog (`append_batch` of `group`, classes mixed).
+    pub ingest_per_s: f64,
+    /// Draining that backlog as the uplink does after an outage: choose the next capture by
+    /// value (`next_by_priority`), read it, delete it on its ack (one durable transaction each).
+    /// The network is not part of it: this is the buffer's share of the drain.
+    pub drain_per_s: f64,
+    /// Drain over ingest: above 1.0 the buffer empties a backlog faster than it filled.
+    pub drain_vs_ingest: f64,
 }
 
 /// Runs every measurement in temporary directories. `exe` is this binary: the recovery
@@ -93,6 +102,7 @@ pub fn run(options: &BenchOptions, exe: &Path) -> anyhow::Result<BenchReport> {
     let append_no_qr = append_rate(&dir.path().join("append-no-qr.redb"), &captures, 1, false)?;
     let append_group = append_rate(&dir.path().join("append-group.redb"), &captures, options.group, true)?;
 
+    let (ingest, drain) = drain_vs_ingest(&dir.path().join("drain.redb"), &captures, options.group)?;
     let (recovery_s, recovered, fill) = recovery(dir.path(), exe, options, true)?;
     let (recovery_full, recovered_full, _) = recovery(dir.path(), exe, options, false)?;
 
@@ -116,6 +126,9 @@ pub fn run(options: &BenchOptions, exe: &Path) -> anyhow::Result<BenchReport> {
         recovered_captures: recovered,
         recovered_captures_full_repair: recovered_full,
         recovery_fill_s: fill.as_secs_f64(),
+        ingest_per_s: ingest,
+        drain_per_s: drain,
+        drain_vs_ingest: drain / ingest,
     })
 }
 
@@ -144,6 +157,10 @@ impl BenchReport {
             &format!("buffer append_batch of {} (group commit)", self.group),
             self.append_group_per_s,
             Some(self.append_group_vs_raw_fsync_group),
+        );
+        out += &format!(
+            "\nbacklog drain after an outage (by value, delete on ack), same run:\n  ingest {:.1} captures/s, drain {:.1} captures/s, drain_vs_ingest {:.2}\n",
+            self.ingest_per_s, self.drain_per_s, self.drain_vs_ingest
         );
         out += &format!(
             "\nrecovery after SIGKILL of the writer, {} captures of {} byte images (filled in {:.1} s):\n",
@@ -218,6 +235,36 @@ fn raw_fsync(path: &Path, captures: &[Capture], group: usize) -> anyhow::Result<
         file.sync_data()?;
     }
     Ok(per_s(records.len(), start.elapsed()))
+}
+
+/// Fills a buffer with `captures` (value classes mixed) by group commit, then drains it the
+/// way the uplink does; returns (ingest, drain) in captures per second.
+fn drain_vs_ingest(path: &Path, captures: &[Capture], group: usize) -> anyhow::Result<(f64, f64)> {
+    let buffer = Buffer::open(path, BufferOptions::new(u64::MAX))?;
+    let mixed: Vec<Capture> = captures
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut c = c.clone();
+            c.meta.capture_id = Uuid::now_v7();
+            c.meta.value_class = ValueClass::ALL[i % ValueClass::ALL.len()];
+            c
+        })
+        .collect();
+    let start = Instant::now();
+    for chunk in mixed.chunks(group.max(1)) {
+        buffer.append_batch(chunk)?;
+    }
+    let ingest = per_s(mixed.len(), start.elapsed());
+    let start = Instant::now();
+    let mut drained = 0;
+    let none = std::collections::HashSet::new();
+    while let Some((_, capture)) = buffer.next_by_priority(&none)? {
+        anyhow::ensure!(buffer.delete(capture.meta.capture_id)?, "drained capture was not buffered");
+        drained += 1;
+    }
+    anyhow::ensure!(drained == mixed.len(), "drained {drained} of {} captures", mixed.len());
+    Ok((ingest, per_s(drained, start.elapsed())))
 }
 
 fn append_rate(path: &Path, captures: &[Capture], group: usize, quick_repair: bool) -> anyhow::Result<f64> {

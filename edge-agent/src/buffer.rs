@@ -51,7 +51,7 @@
 //! - Expired captures (`captured_at` + the retention of their class ≤ now) are deleted on open
 //!   and by the periodic [`Buffer::sweep_expired`], whether or not the uplink is connected.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -608,6 +608,44 @@ impl Buffer {
         Ok(out)
     }
 
+    /// The next capture to upload that is not in `skip`: the highest value class first
+    /// (violation candidates, then compliant, then statistics), oldest (lowest sequence number)
+    /// first within a class, so a backlog after an outage sends its evidence first. A damaged
+    /// record met on the way is deleted with a receipt and counted, as in [`Buffer::pending`].
+    pub fn next_by_priority(&self, skip: &HashSet<u64>) -> Result<Option<(u64, Capture)>, BufferError> {
+        loop {
+            let seq = {
+                let state = self.state.lock().unwrap();
+                ValueClass::ALL.iter().rev().find_map(|&class| {
+                    state
+                        .by_value
+                        .range((class, 0)..=(class, u64::MAX))
+                        .map(|&(_, seq)| seq)
+                        .find(|seq| !skip.contains(seq))
+                })
+            };
+            let Some(seq) = seq else { return Ok(None) };
+            let record = {
+                let txn = self.db.begin_read().map_err(storage)?;
+                let table = txn.open_table(CAPTURES).map_err(storage)?;
+                table.get(seq).map_err(storage)?.map(|v| decode(v.value()))
+            };
+            match record {
+                Some(Ok(capture)) => return Ok(Some((seq, capture))),
+                Some(Err(reason)) => {
+                    tracing::error!(seq, reason, "damaged buffer record skipped");
+                    self.write(|t, state, now| t.remove(state, seq, Some(DeletionReason::Damaged), now))?;
+                }
+                // deleted (acked, evicted, expired) since the state was read: choose again
+                None if !self.state.lock().unwrap().entries.contains_key(&seq) => {}
+                None => {
+                    tracing::error!(seq, "buffer index entry without record deleted");
+                    self.write(|t, state, now| t.remove(state, seq, Some(DeletionReason::Damaged), now))?;
+                }
+            }
+        }
+    }
+
     /// Deletes an acknowledged capture; returns whether it was still there.
     pub fn delete(&self, capture_id: Uuid) -> Result<bool, BufferError> {
         self.write(|t, state, now| {
@@ -850,6 +888,42 @@ pub(crate) mod tests {
 
     fn opts(max_bytes: u64) -> BufferOptions {
         BufferOptions::new(max_bytes)
+    }
+
+    #[test]
+    fn next_by_priority_takes_the_most_valuable_class_first_then_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = Buffer::open(&dir.path().join("b.redb"), opts(1 << 24)).unwrap();
+        let order = [
+            ValueClass::Statistics,
+            ValueClass::Compliant,
+            ValueClass::ViolationCandidate,
+            ValueClass::Statistics,
+            ValueClass::ViolationCandidate,
+            ValueClass::Compliant,
+        ];
+        let appended: Vec<Capture> = order.iter().map(|&c| classed(c, &[1; 10])).collect();
+        buf.append_batch(&appended).unwrap();
+        let mut skip = HashSet::new();
+        let mut taken = Vec::new();
+        while let Some((seq, capture)) = buf.next_by_priority(&skip).unwrap() {
+            skip.insert(seq);
+            taken.push(capture.meta.capture_id);
+        }
+        let id = |i: usize| appended[i].meta.capture_id;
+        assert_eq!(taken, vec![id(2), id(4), id(1), id(5), id(0), id(3)]);
+        // an acknowledged capture is gone; a new, more valuable one goes first
+        buf.delete(id(2)).unwrap();
+        let late = classed(ValueClass::ViolationCandidate, &[2; 10]);
+        buf.append(&late).unwrap();
+        let (_, next) = buf.next_by_priority(&HashSet::new()).unwrap().unwrap();
+        assert_eq!(next.meta.capture_id, id(4));
+        let (_, after) = buf.next_by_priority(&HashSet::from([next_seq(&buf, id(4))])).unwrap().unwrap();
+        assert_eq!(after.meta.capture_id, late.meta.capture_id);
+    }
+
+    fn next_seq(buf: &Buffer, id: Uuid) -> u64 {
+        buf.pending(0, usize::MAX).unwrap().into_iter().find(|(_, c)| c.meta.capture_id == id).unwrap().0
     }
 
     fn fixed_clock(t: DateTime<Utc>) -> (Clock, Arc<Mutex<DateTime<Utc>>>) {

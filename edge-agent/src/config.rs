@@ -50,6 +50,8 @@ pub struct ControlPlaneConfig {
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
     pub max_in_flight: usize,
+    /// Cap on uploaded image bytes per second (token bucket, one second of burst); 0 = unlimited.
+    pub max_upload_bytes_per_sec: u64,
 }
 
 impl Default for ControlPlaneConfig {
@@ -61,6 +63,7 @@ impl Default for ControlPlaneConfig {
             reconnect_min_ms: 200,
             reconnect_max_ms: 10_000,
             max_in_flight: 8,
+            max_upload_bytes_per_sec: 0,
         }
     }
 }
@@ -427,6 +430,9 @@ pub fn line_of_field(text: &str, field: &str) -> Option<usize> {
     best.map(|offset| line_of_offset(text, offset))
 }
 
+/// Below this an upload cap is a typo rather than a link: one 200 KB image would take minutes.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 1024;
+
 fn range_check<T: PartialOrd + fmt::Display>(
     out: &mut Vec<(String, String)>,
     field: &str,
@@ -472,6 +478,15 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
         3_600_000,
     );
     range_check(&mut out, "control_plane.max_in_flight", cp.max_in_flight, 1, 1024);
+    if cp.max_upload_bytes_per_sec != 0 {
+        range_check(
+            &mut out,
+            "control_plane.max_upload_bytes_per_sec",
+            cp.max_upload_bytes_per_sec,
+            MIN_UPLOAD_BYTES_PER_SEC,
+            u64::MAX,
+        );
+    }
     if let Some(ca) = &cp.ca_path
         && !resolve(base_dir, ca).is_file()
     {
@@ -750,6 +765,11 @@ mod tests {
                 "flow_veh_h_per_lane = 900",
                 "flow_veh_h_per_lane = 900\n[lidar]\nscan_hz = 500",
                 "lidar.scan_hz (line 8): must be between 1 and 200, got 500",
+            ),
+            (
+                "flow_veh_h_per_lane = 900",
+                "flow_veh_h_per_lane = 900\n[control_plane]\nmax_upload_bytes_per_sec = 10",
+                "control_plane.max_upload_bytes_per_sec (line 8): must be between 1024 and 18446744073709551615, got 10",
             ),
             (
                 "flow_veh_h_per_lane = 900",

@@ -32,6 +32,10 @@ struct Cli {
     /// Appends every vehicle detection as a JSON line to this file (labs, replay comparisons).
     #[arg(long)]
     detections_out: Option<PathBuf>,
+    /// Appends every capture the buffer accepted as a JSON line to this file, synced per group
+    /// commit (tests that check nothing accepted is lost).
+    #[arg(long)]
+    accepted_log: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -232,7 +236,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, config_path, cli.ready_file, cli.detections_out)) {
+    match runtime.block_on(run(config, config_path, cli.ready_file, cli.detections_out, cli.accepted_log)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -264,11 +268,12 @@ async fn run(
     config_path: PathBuf,
     ready_file: Option<PathBuf>,
     detections_out: Option<PathBuf>,
+    accepted_log: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
 
     // 4. build the pipeline and the uplink
-    let options = pipeline::BuildOptions { detections_out };
+    let options = pipeline::BuildOptions { detections_out, accepted_log };
     let pipeline =
         pipeline::build_with(&config, config_dir.as_deref(), &options).context("building pipeline")?;
     let registry = Registry::default();

@@ -80,6 +80,8 @@ pub struct Pipeline {
 pub struct BuildOptions {
     /// Appends every detection as a JSON line to this file.
     pub detections_out: Option<PathBuf>,
+    /// Appends every capture the buffer accepted as a JSON line to this file ([`AcceptedLog`]).
+    pub accepted_log: Option<PathBuf>,
 }
 
 /// Builds the pipeline stages (not the uplink) from a validated config.
@@ -170,10 +172,15 @@ pub fn build_with(
     }
     drop(cap_tx);
     components.insert(2, Arc::new(TriggerComponent { input: det_in, routes }));
+    let accepted_log = match &options.accepted_log {
+        Some(path) => Some(AcceptedLog::open(path)?),
+        None => None,
+    };
     components.push(Arc::new(BufferWriterComponent {
         buffer: buffer.clone(),
         input: cap_in,
         retry: Default::default(),
+        accepted_log,
         sweep_every: std::time::Duration::from_secs(config.buffer.retention.sweep_interval_secs),
     }));
     Ok(Pipeline { components, buffer })
@@ -294,6 +301,50 @@ pub struct BufferWriterComponent {
     pub input: Arc<Mutex<mpsc::Receiver<Capture>>>,
     pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
     pub sweep_every: std::time::Duration,
+    pub accepted_log: Option<AcceptedLog>,
+}
+
+/// Appends one JSON line per capture the buffer accepted (`lanewatch-agent --accepted-log`):
+/// `{"capture_id":"..","value_class":"compliant","captured_at":".."}`, written after the
+/// group commit and `fsync`'d once per group, for tests that check nothing accepted is lost.
+/// A kill between the commit and the write leaves an accepted capture unlisted (never the
+/// reverse), and possibly a last line cut short, which readers skip.
+#[derive(Clone)]
+pub struct AcceptedLog {
+    file: Arc<std::sync::Mutex<std::fs::File>>,
+}
+
+impl AcceptedLog {
+    /// Opens `path` for appending, creating it; a restarted agent continues the same file.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening accepted log {}", path.display()))?;
+        Ok(Self { file: Arc::new(std::sync::Mutex::new(file)) })
+    }
+
+    /// Appends the lines of one group commit and syncs them to disk.
+    pub fn append<'a>(&self, captures: impl IntoIterator<Item = &'a Capture>) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut text = String::new();
+        for c in captures {
+            let line = serde_json::json!({
+                "capture_id": c.meta.capture_id,
+                "value_class": c.meta.value_class.as_str(),
+                "captured_at": c.meta.captured_at,
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.file.lock().unwrap();
+        file.write_all(text.as_bytes())?;
+        file.sync_data()
+    }
 }
 
 impl Component for BufferWriterComponent {
@@ -303,6 +354,7 @@ impl Component for BufferWriterComponent {
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (buffer, input, retry) = (self.buffer.clone(), self.input.clone(), self.retry.clone());
+        let accepted_log = self.accepted_log.clone();
         let sweep_every = self.sweep_every;
         Box::pin(async move {
             let mut input = input.lock().await;
@@ -343,6 +395,19 @@ impl Component for BufferWriterComponent {
                     .context("buffer append task")?;
                 match result {
                     Ok(outcomes) => {
+                        if let Some(log) = &accepted_log {
+                            let stored = batch
+                                .iter()
+                                .zip(&outcomes)
+                                .filter(|(_, o)| matches!(o, AppendOutcome::Stored { .. }))
+                                .map(|(c, _)| c.clone());
+                            let stored: Vec<Capture> = stored.collect();
+                            let log = log.clone();
+                            tokio::task::spawn_blocking(move || log.append(&stored))
+                                .await
+                                .context("accepted log task")?
+                                .context("writing accepted log")?;
+                        }
                         for (capture, outcome) in batch.iter().zip(outcomes) {
                             let capture_id = capture.meta.capture_id;
                             match outcome {

@@ -9,6 +9,7 @@
 //! in the README does).
 
 pub mod grpc;
+pub mod proxy;
 pub mod services;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -166,6 +167,10 @@ pub struct ControlPlane {
     /// Whether the agent gateway speaks TLS (its certificate names `localhost` and 127.0.0.1).
     pub tls: bool,
     http: reqwest::Client,
+    config_path: PathBuf,
+    ready_path: PathBuf,
+    /// Starts so far (1 + restarts), to keep each run's logs.
+    starts: u32,
 }
 
 impl ControlPlane {
@@ -207,18 +212,9 @@ impl ControlPlane {
         );
         let config_path = dir.path().join("control.toml");
         std::fs::write(&config_path, config)?;
-        let ready = dir.path().join("ready.json");
-        let mut proc = Proc::spawn(
-            "lanewatch-control",
-            Command::new(bin("lanewatch-control"))
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--ready-file")
-                .arg(&ready)
-                .env("RUST_LOG", "info"),
-            dir.path(),
-        )?;
-        let ready = tokio::task::block_in_place(|| wait_ready_file(&ready, &mut proc))?;
+        let ready_path = dir.path().join("ready.json");
+        let mut proc = Self::spawn(&config_path, &ready_path, dir.path(), "lanewatch-control", &[])?;
+        let ready = tokio::task::block_in_place(|| wait_ready_file(&ready_path, &mut proc))?;
         let addr = |key: &str| -> Result<SocketAddr> {
             ready[key]
                 .as_str()
@@ -233,7 +229,67 @@ impl ControlPlane {
             dir,
             tls: false,
             http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?,
+            config_path,
+            ready_path,
+            starts: 1,
         })
+    }
+
+    fn spawn(config: &Path, ready: &Path, dir: &Path, name: &str, extra: &[String]) -> Result<Proc> {
+        let _ = std::fs::remove_file(ready);
+        Proc::spawn(
+            name,
+            Command::new(bin("lanewatch-control"))
+                .arg("--config")
+                .arg(config)
+                .arg("--ready-file")
+                .arg(ready)
+                .args(extra)
+                .env("RUST_LOG", "info"),
+            dir,
+        )
+    }
+
+    /// Stops the control plane with `signal` (SIGTERM: graceful; SIGKILL: a crash), waits for
+    /// it to exit, and starts it again with the same config, database and blob store on the
+    /// SAME ports (the addresses of the first start, passed as `--grpc-listen`/`--http-listen`),
+    /// so agents reconnect to the address they know. A bind that fails because the port is
+    /// briefly still held is retried, bounded.
+    pub async fn restart(&mut self, signal: nix::sys::signal::Signal) -> Result<()> {
+        self.proc.signal(signal);
+        let within = Duration::from_secs(20);
+        tokio::task::block_in_place(|| self.proc.wait(within))?;
+        self.starts += 1;
+        let name = format!("lanewatch-control.{}", self.starts);
+        let extra =
+            [format!("--grpc-listen={}", self.grpc_addr), format!("--http-listen={}", self.http_addr)];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut proc = Self::spawn(&self.config_path, &self.ready_path, self.dir.path(), &name, &extra)?;
+            match tokio::task::block_in_place(|| wait_ready_file(&self.ready_path, &mut proc)) {
+                Ok(_) => {
+                    self.proc = proc;
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline && format!("{e:#}").contains("cannot bind") => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e.context("restarting the control plane on its ports")),
+            }
+        }
+    }
+
+    /// Stderr of every start so far, for failure messages.
+    pub fn all_stderr(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            let name = if i == 1 { "lanewatch-control".to_owned() } else { format!("lanewatch-control.{i}") };
+            out.push_str(
+                &std::fs::read_to_string(self.dir.path().join(format!("{name}.stderr.log")))
+                    .unwrap_or_default(),
+            );
+        }
+        out
     }
 
     pub fn grpc_url(&self) -> String {
@@ -294,6 +350,31 @@ impl ControlPlane {
         }
     }
 
+    /// All deletion receipts, newest deletion first, following the connection's pages.
+    pub async fn all_receipts(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let data = self
+                .graphql(
+                    "query($after: String) { deletionReceipts(first: 100, after: $after) {
+                        edges { node { receiptId captureId agentId site valueClass capturedAt
+                          deletedAt reason bytes } }
+                        pageInfo { hasNextPage endCursor } } }",
+                    json!({ "after": after }),
+                )
+                .await?;
+            let conn = &data["deletionReceipts"];
+            for edge in conn["edges"].as_array().cloned().unwrap_or_default() {
+                out.push(edge["node"].clone());
+            }
+            if conn["pageInfo"]["hasNextPage"].as_bool() != Some(true) {
+                return Ok(out);
+            }
+            after = conn["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+        }
+    }
+
     /// Polls `check` until it yields a value, bounded by [`WAIT`].
     pub async fn wait_for<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T>
     where
@@ -338,6 +419,8 @@ pub struct AgentBuilder {
     camera: CameraSource,
     ca_path: Option<PathBuf>,
     extra_toml: String,
+    control_plane_toml: String,
+    buffer_toml: String,
     args: Vec<std::ffi::OsString>,
 }
 
@@ -352,8 +435,16 @@ impl AgentBuilder {
             camera: CameraSource::Simulator,
             ca_path: None,
             extra_toml: String::new(),
+            control_plane_toml: String::new(),
+            buffer_toml: String::new(),
             args: Vec::new(),
         }
+    }
+
+    /// Connect to this URL instead of the control plane's (e.g. a [`proxy::Proxy`] in between).
+    pub fn control_url(mut self, url: &str) -> Self {
+        self.control_url = url.to_owned();
+        self
     }
 
     pub fn camera(mut self, camera: CameraSource) -> Self {
@@ -378,6 +469,22 @@ impl AgentBuilder {
         self
     }
 
+    /// Extra lines for the `[control_plane]` table (e.g. `max_upload_bytes_per_sec = 1000`).
+    pub fn control_plane_toml(mut self, toml: &str) -> Self {
+        self.control_plane_toml.push_str(toml);
+        self.control_plane_toml.push('\n');
+        self
+    }
+
+    /// Extra lines for the `[buffer]` table (e.g. `max_bytes = 1048576`).
+    pub fn buffer_toml(mut self, toml: &str) -> Self {
+        self.buffer_toml.push_str(toml);
+        self.buffer_toml.push('\n');
+        self
+    }
+
+    /// Extra TOML appended at the end of the file, i.e. into the `[cameras.source]` table
+    /// unless it opens tables of its own.
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self
@@ -394,14 +501,16 @@ impl AgentBuilder {
         format!(
             "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
              [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\
-             reconnect_max_ms = 1000\n{ca}\n[buffer]\npath = {:?}\n\n[site]\nlanes = {}\n\n\
+             reconnect_max_ms = 1000\n{}{ca}\n[buffer]\npath = {:?}\n{}\n[site]\nlanes = {}\n\n\
              [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n\n\
              [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n\n\
              [cameras.source]\n{source}\n{}",
             self.agent_id,
             self.site_id,
             self.control_url,
+            self.control_plane_toml,
             data_dir.join("buffer.redb"),
+            self.buffer_toml,
             self.lanes,
             self.flow,
             lanes.join(", "),

@@ -31,6 +31,29 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// This database's URL with the server's `host:port` replaced by `addr` (a proxy's).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap_or(("postgres", &self.url));
+        let (user, host_and_db) = match rest.rsplit_once('@') {
+            Some((user, tail)) => (format!("{user}@"), tail),
+            None => (String::new(), rest),
+        };
+        let db = host_and_db.split_once('/').map_or("", |(_, db)| db);
+        format!("{scheme}://{user}{addr}/{db}")
+    }
+
+    /// The server's address, from the URL (for a proxy in front of it).
+    pub fn server_addr(&self) -> Result<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, t)| t);
+        let host = host_and_db.split('/').next().unwrap_or(host_and_db);
+        let host = if host.contains(':') { host.to_owned() } else { format!("{host}:5432") };
+        host.to_socket_addrs()?.next().context("postgres host resolves to no address")
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = psql(
@@ -54,8 +77,9 @@ fn psql(url: &str, sql: &str) -> Result<()> {
 /// A SeaweedFS server (master, volume, filer and S3 gateway) on 127.0.0.1 with free ports,
 /// telemetry off and one S3 identity; killed when dropped.
 pub struct SeaweedFs {
-    _proc: Proc,
-    _dir: TempDir,
+    proc: Option<Proc>,
+    dir: TempDir,
+    ports: Vec<u16>,
     pub s3_endpoint: String,
     pub access_key: String,
     pub secret_key: String,
@@ -94,29 +118,39 @@ impl SeaweedFs {
         std::fs::write(&iam_path, iam.to_string())?;
         std::fs::create_dir_all(dir.path().join("data"))?;
         let s3_port = ports[6];
-        let mut cmd = Command::new(weed);
-        cmd.arg("server")
-            .arg("-ip=127.0.0.1")
-            .arg("-ip.bind=127.0.0.1")
-            .arg(format!("-dir={}", dir.path().join("data").display()))
-            .arg(format!("-master.port={}", ports[0]))
-            .arg(format!("-master.port.grpc={}", ports[1]))
-            .arg(format!("-volume.port={}", ports[2]))
-            .arg(format!("-volume.port.grpc={}", ports[3]))
-            .arg("-filer")
-            .arg(format!("-filer.port={}", ports[4]))
-            .arg(format!("-filer.port.grpc={}", ports[5]))
-            .arg("-s3")
-            .arg(format!("-s3.port={s3_port}"))
-            .arg(format!("-s3.port.grpc={}", ports[7]))
-            .arg(format!("-s3.config={}", iam_path.display()))
-            .arg("-master.telemetry=false")
-            .arg("-master.volumeSizeLimitMB=64")
-            .arg("-volume.max=8");
-        let mut proc = Proc::spawn("seaweedfs", &mut cmd, dir.path())?;
         let endpoint = format!("http://127.0.0.1:{s3_port}");
-        wait_http(&endpoint, &mut proc)?;
-        Ok(Self { _proc: proc, _dir: dir, s3_endpoint: endpoint, access_key, secret_key })
+        let proc = spawn_weed(&weed, &dir, &ports, "seaweedfs")?;
+        Ok(Self { proc: Some(proc), dir, ports, s3_endpoint: endpoint, access_key, secret_key })
+    }
+
+    /// Kills the server (SIGKILL: every connection drops at once); its data stays on disk.
+    pub fn stop(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            drop(proc); // kills and reaps
+        }
+    }
+
+    /// Starts a stopped server again on the same ports and data, waiting until S3 answers.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let weed = Self::binary()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match spawn_weed(&weed, &self.dir, &self.ports, &format!("seaweedfs.{attempt}")) {
+                Ok(proc) => {
+                    self.proc = Some(proc);
+                    return Ok(());
+                }
+                // a port may still be held for a moment after the kill
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("seaweedfs restart attempt failed, retrying: {e:#}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.context("restarting seaweedfs on its ports")),
+            }
+        }
     }
 
     /// A [`crate::Blob`] pointing at a new bucket on this server.
@@ -128,6 +162,34 @@ impl SeaweedFs {
             secret_key: self.secret_key.clone(),
         }
     }
+}
+
+/// Starts `weed server` (master, volume, filer, S3) on `ports` with its data under `dir`.
+fn spawn_weed(weed: &std::path::Path, dir: &TempDir, ports: &[u16], name: &str) -> Result<Proc> {
+    let iam_path = dir.path().join("s3.json");
+    let s3_port = ports[6];
+    let mut cmd = Command::new(weed);
+    cmd.arg("server")
+        .arg("-ip=127.0.0.1")
+        .arg("-ip.bind=127.0.0.1")
+        .arg(format!("-dir={}", dir.path().join("data").display()))
+        .arg(format!("-master.port={}", ports[0]))
+        .arg(format!("-master.port.grpc={}", ports[1]))
+        .arg(format!("-volume.port={}", ports[2]))
+        .arg(format!("-volume.port.grpc={}", ports[3]))
+        .arg("-filer")
+        .arg(format!("-filer.port={}", ports[4]))
+        .arg(format!("-filer.port.grpc={}", ports[5]))
+        .arg("-s3")
+        .arg(format!("-s3.port={s3_port}"))
+        .arg(format!("-s3.port.grpc={}", ports[7]))
+        .arg(format!("-s3.config={}", iam_path.display()))
+        .arg("-master.telemetry=false")
+        .arg("-master.volumeSizeLimitMB=64")
+        .arg("-volume.max=8");
+    let mut proc = Proc::spawn(name, &mut cmd, dir.path())?;
+    wait_http(&format!("http://127.0.0.1:{s3_port}"), &mut proc)?;
+    Ok(proc)
 }
 
 /// Waits until the S3 gateway answers HTTP (any status) and the filer behind it accepts writes.

@@ -210,3 +210,28 @@ pub mod audit_log {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod deletion_receipts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deletion_receipts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub receipt_id: String,
+        pub capture_id: Option<String>,
+        pub agent_id: String,
+        pub site_id: String,
+        pub value_class: String,
+        pub captured_at: Option<DateTimeUtc>,
+        pub deleted_at: DateTimeUtc,
+        pub reason: String,
+        pub bytes: i64,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -7,7 +7,7 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002Access)]
+        vec![Box::new(M0001Init), Box::new(M0002Access), Box::new(M0003DeletionReceipts)]
     }
 }
 
@@ -396,5 +396,70 @@ impl MigrationTrait for M0002Access {
             manager.alter_table(Table::alter().table(Captures::Table).drop_column(column).to_owned()).await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum DeletionReceipts {
+    Table,
+    ReceiptId,
+    CaptureId,
+    AgentId,
+    SiteId,
+    ValueClass,
+    CapturedAt,
+    DeletedAt,
+    Reason,
+    Bytes,
+    ReceivedAt,
+}
+
+/// Deletion receipts: agents' proof of captures deleted without upload, keyed by receipt id so
+/// that storing one twice stores it once.
+struct M0003DeletionReceipts;
+
+impl MigrationName for M0003DeletionReceipts {
+    fn name(&self) -> &str {
+        "m0003_deletion_receipts"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for M0003DeletionReceipts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DeletionReceipts::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(DeletionReceipts::ReceiptId).string().not_null().primary_key())
+                    .col(ColumnDef::new(DeletionReceipts::CaptureId).string().null())
+                    .col(ColumnDef::new(DeletionReceipts::AgentId).string().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::SiteId).string().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::ValueClass).string().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::CapturedAt).timestamp_with_time_zone().null())
+                    .col(ColumnDef::new(DeletionReceipts::DeletedAt).timestamp_with_time_zone().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::Reason).string().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::Bytes).big_integer().not_null())
+                    .col(ColumnDef::new(DeletionReceipts::ReceivedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("deletion_receipts_site_deleted_at_id_desc")
+                    .table(DeletionReceipts::Table)
+                    .col(DeletionReceipts::SiteId)
+                    .col((DeletionReceipts::DeletedAt, IndexOrder::Desc))
+                    .col((DeletionReceipts::ReceiptId, IndexOrder::Desc))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(DeletionReceipts::Table).to_owned()).await
     }
 }

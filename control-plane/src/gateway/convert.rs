@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::domain::{
-    AgentHello, AgentPulse, CaptureMeta, ComponentState, ComponentStatus, Health, ImageContentType,
-    OccupancyStatus, SectionCount, VehicleClass,
+    AgentHello, AgentPulse, CaptureMeta, ComponentState, ComponentStatus, DeletionReason, DeletionReceipt,
+    Health, ImageContentType, OccupancyStatus, SectionCount, ValueClass, VehicleClass,
 };
 use crate::error::Error;
 
@@ -173,6 +173,61 @@ pub fn capture_start(
         content_type,
         size_bytes: s.image_size_bytes,
         sha256,
+    })
+}
+
+/// A validated DeletionReceipt of the session's agent, received at `now`.
+pub fn deletion_receipt(
+    r: &pb::DeletionReceipt,
+    hello: &AgentHello,
+    now: DateTime<Utc>,
+) -> Result<DeletionReceipt, Error> {
+    let receipt_id = Uuid::parse_str(&r.receipt_id).map_err(|_| {
+        Error::invalid(format!("deletion_receipt.receipt_id {:?} is not a uuid", r.receipt_id))
+    })?;
+    let capture_id = if r.capture_id.is_empty() {
+        None
+    } else {
+        Some(Uuid::parse_str(&r.capture_id).map_err(|_| {
+            Error::invalid(format!("deletion_receipt.capture_id {:?} is not a uuid", r.capture_id))
+        })?)
+    };
+    let captured_at = match &r.captured_at {
+        None => None,
+        Some(t) => {
+            Some(timestamp(t).ok_or_else(|| Error::invalid("deletion_receipt.captured_at is out of range"))?)
+        }
+    };
+    let deleted_at = r
+        .deleted_at
+        .as_ref()
+        .ok_or_else(|| Error::invalid("deletion_receipt.deleted_at is missing"))
+        .and_then(|t| {
+            timestamp(t).ok_or_else(|| Error::invalid("deletion_receipt.deleted_at is out of range"))
+        })?;
+    let value_class = match pb::CaptureValueClass::try_from(r.value_class) {
+        Ok(pb::CaptureValueClass::Statistics) => ValueClass::Statistics,
+        Ok(pb::CaptureValueClass::Compliant) => ValueClass::Compliant,
+        Ok(pb::CaptureValueClass::ViolationCandidate) => ValueClass::ViolationCandidate,
+        Ok(pb::CaptureValueClass::Unspecified) | Err(_) => ValueClass::Unknown,
+    };
+    let reason = match pb::DeletionReason::try_from(r.reason) {
+        Ok(pb::DeletionReason::EvictedFull) => DeletionReason::EvictedFull,
+        Ok(pb::DeletionReason::Expired) => DeletionReason::Expired,
+        Ok(pb::DeletionReason::Damaged) => DeletionReason::Damaged,
+        Ok(pb::DeletionReason::Unspecified) | Err(_) => DeletionReason::Unknown,
+    };
+    Ok(DeletionReceipt {
+        receipt_id,
+        capture_id,
+        agent_id: hello.agent_id.clone(),
+        site_id: hello.site_id.clone(),
+        value_class,
+        captured_at,
+        deleted_at,
+        reason,
+        bytes: r.bytes,
+        received_at: now,
     })
 }
 

@@ -17,10 +17,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 use crate::blob::BlobStore;
+use crate::cluster::Cluster;
 use crate::config::Limits;
 use crate::db::{Db, Inserted};
-use crate::domain::{self, AgentHello, Capture, CommandOutcome, ComponentState};
+use crate::domain::{self, AgentHello, Capture, CommandOutcome, ComponentState, DeletionReceipt};
 use crate::error::{Error, ErrorKind};
+use crate::events::{EventKind, Events};
 use crate::ingest::{Assembled, Progress, Upload};
 use crate::metrics::Metrics;
 
@@ -50,6 +52,10 @@ struct Shared {
     sessions: Mutex<HashMap<String, LiveSession>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     shutdown: watch::Receiver<bool>,
+    /// Stored captures and session changes, for subscriptions and other replicas.
+    events: Events,
+    /// Other replicas, when several share the database (`cluster.rs`).
+    cluster: std::sync::OnceLock<Cluster>,
 }
 
 /// The gateway's shared state; cheap to clone.
@@ -105,6 +111,8 @@ impl Gateway {
                 sessions: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
                 shutdown,
+                events: Events::new(),
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -119,8 +127,42 @@ impl Gateway {
         lock(&self.shared.sessions).contains_key(agent_id)
     }
 
-    /// Asks a connected agent for its supervision snapshot.
+    /// Whether `agent` has a live session: here, or (with replicas) on the replica whose
+    /// heartbeats keep its row fresh.
+    pub fn counts_as_online(&self, agent: &domain::Agent) -> bool {
+        if self.is_online(&agent.id) {
+            return true;
+        }
+        let fresh = chrono::Duration::seconds(
+            i64::try_from(self.shared.limits.agent_offline_after_secs).unwrap_or(i64::MAX),
+        );
+        self.is_clustered() && agent.online && Utc::now() - agent.last_seen <= fresh
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.shared.events
+    }
+
+    /// Routes requests for agents whose session sits on another replica through `cluster`.
+    pub fn attach_cluster(&self, cluster: Cluster) {
+        let _ = self.shared.cluster.set(cluster);
+    }
+
+    /// Whether other replicas may hold sessions (then the database's `online` flag is the truth).
+    pub fn is_clustered(&self) -> bool {
+        self.shared.cluster.get().is_some()
+    }
+
+    /// Asks an agent for its supervision snapshot, through the replica holding its session.
     pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+        match self.shared.cluster.get() {
+            Some(cluster) if !self.is_online(agent_id) => cluster.request_introspection(agent_id).await,
+            _ => self.local_introspection(agent_id).await,
+        }
+    }
+
+    /// Asks an agent connected to this replica for its supervision snapshot.
+    pub async fn local_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
         let request_id = Uuid::now_v7().to_string();
         let msg = Out::IntrospectionRequest(pb::IntrospectionRequest { request_id: request_id.clone() });
         match self.request(agent_id, request_id, msg, "introspection").await? {
@@ -282,6 +324,7 @@ impl Gateway {
             .map_err(|e| Error::unavailable(format!("cannot record agent {}: {e}", hello.agent_id)))?;
         let session_id = Uuid::now_v7();
         let limits = &self.shared.limits;
+        #[allow(clippy::needless_update)]
         let welcome = Out::Welcome(pb::Welcome {
             session_id: session_id.to_string(),
             protocol_version: pb::PROTOCOL_VERSION,
@@ -289,6 +332,7 @@ impl Gateway {
             max_chunk_bytes: limits.max_chunk_bytes,
             max_image_bytes: limits.max_image_bytes,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            accepts_deletion_receipts: true,
             // fields added to the contract later keep their defaults until this gateway uses them
             ..Default::default()
         });
@@ -297,6 +341,12 @@ impl Gateway {
             sessions.insert(hello.agent_id.clone(), LiveSession { session_id, tx: tx.clone() });
             self.shared.metrics.agents_online.set(sessions.len() as i64);
         }
+        self.shared.events.publish(EventKind::AgentStatus {
+            agent_id: hello.agent_id.clone(),
+            site_id: hello.site_id.clone(),
+            online: true,
+            at: Utc::now(),
+        });
         tracing::info!(
             agent_id = %hello.agent_id,
             site_id = %hello.site_id,
@@ -321,8 +371,20 @@ impl Gateway {
             self.shared.metrics.agents_online.set(sessions.len() as i64);
             ours
         };
-        if removed && let Err(e) = self.shared.db.mark_offline(agent_id).await {
-            tracing::warn!(agent_id, error = %e, "cannot mark agent offline");
+        if removed {
+            if let Err(e) = self.shared.db.mark_offline(agent_id).await {
+                tracing::warn!(agent_id, error = %e, "cannot mark agent offline");
+            }
+            let site_id = match self.shared.db.agent(agent_id).await {
+                Ok(Some(agent)) => agent.site_id,
+                _ => String::new(),
+            };
+            self.shared.events.publish(EventKind::AgentStatus {
+                agent_id: agent_id.to_owned(),
+                site_id,
+                online: false,
+                at: Utc::now(),
+            });
         }
         tracing::info!(agent_id, %session_id, "agent session closed");
     }
@@ -401,6 +463,13 @@ impl Gateway {
                         }
                     }
                 }
+                In::DeletionReceipt(r) => {
+                    let receipt = convert::deletion_receipt(&r, hello, Utc::now())?;
+                    let ack = self.store_receipts(&hello.agent_id, session_id, &[receipt]).await?;
+                    if tx.send(Ok(pb::ControlMessage { body: Some(Out::ReceiptAck(ack)) })).await.is_err() {
+                        return Ok(End::AgentGone);
+                    }
+                }
                 In::Introspection(r) => {
                     let components = r.components.into_iter().map(convert::component).collect();
                     self.route_reply(&r.request_id, Reply::Introspection(components));
@@ -426,6 +495,30 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Stores deletion receipts durably (idempotent on the receipt id); returns the ack to send.
+    async fn store_receipts(
+        &self,
+        agent_id: &str,
+        session_id: Uuid,
+        receipts: &[DeletionReceipt],
+    ) -> Result<pb::ReceiptAck, Error> {
+        let new = self.shared.db.insert_receipts(receipts).await.map_err(|e| {
+            Error::unavailable(format!("cannot store {} deletion receipts: database: {e}", receipts.len()))
+        })?;
+        for r in receipts {
+            tracing::info!(
+                agent_id,
+                %session_id,
+                receipt_id = %r.receipt_id,
+                capture_id = ?r.capture_id,
+                reason = r.reason.as_str(),
+                "deletion receipt stored"
+            );
+        }
+        tracing::debug!(agent_id, received = receipts.len(), new, "deletion receipts stored");
+        Ok(pb::ReceiptAck { receipt_ids: receipts.iter().map(|r| r.receipt_id.to_string()).collect() })
     }
 
     /// Stores a verified capture: blob first, then metadata; returns the ack to send.
@@ -468,6 +561,10 @@ impl Gateway {
             match self.shared.db.insert_capture(&capture).await.map_err(|e| unavailable("database", &e))? {
                 Inserted::New => {
                     metrics.capture_bytes.inc_by(image_bytes);
+                    self.shared.events.publish(EventKind::CaptureStored {
+                        capture_id: id,
+                        site_id: capture.meta.site_id.clone(),
+                    });
                     pb::AckOutcome::Stored
                 }
                 Inserted::Duplicate => pb::AckOutcome::Duplicate,

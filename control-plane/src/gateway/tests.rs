@@ -248,3 +248,57 @@ async fn shutdown_lets_the_capture_in_flight_finish() {
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(err.message(), "control plane is shutting down");
 }
+
+#[tokio::test]
+async fn deletion_receipts_are_stored_once_and_acked() {
+    let h = harness().await;
+    let mut client =
+        pb::agent_gateway_client::AgentGatewayClient::connect(format!("http://{}", h.addr)).await.unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::AgentMessage { body: Some(hello("agent-r")) }).await.unwrap();
+    let mut inbound = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    match inbound.message().await.unwrap() {
+        Some(pb::ControlMessage { body: Some(Out::Welcome(w)) }) => assert!(w.accepts_deletion_receipts),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    let receipt_id = Uuid::now_v7();
+    let receipt = pb::DeletionReceipt {
+        receipt_id: receipt_id.to_string(),
+        capture_id: Uuid::now_v7().to_string(),
+        value_class: pb::CaptureValueClass::Statistics as i32,
+        captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+        deleted_at: Some(prost_types::Timestamp { seconds: 1_700_000_100, nanos: 0 }),
+        reason: pb::DeletionReason::EvictedFull as i32,
+        bytes: 1234,
+    };
+    // sent twice, as after a lost ack: acked twice, stored once
+    for _ in 0..2 {
+        send_all(&tx, vec![In::DeletionReceipt(receipt.clone())]).await;
+        match inbound.message().await.unwrap() {
+            Some(pb::ControlMessage { body: Some(Out::ReceiptAck(ack)) }) => {
+                assert_eq!(ack.receipt_ids, vec![receipt_id.to_string()]);
+            }
+            other => panic!("expected receipt ack, got {other:?}"),
+        }
+    }
+    let stored = h.db.receipts_page(None, &domain::Visibility::All, None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let r = &stored[0];
+    assert_eq!(
+        (r.receipt_id, r.agent_id.as_str(), r.site_id.as_str(), r.reason, r.value_class, r.bytes),
+        (
+            receipt_id,
+            "agent-r",
+            "a1",
+            domain::DeletionReason::EvictedFull,
+            domain::ValueClass::Statistics,
+            1234
+        )
+    );
+
+    // a malformed receipt ends the session with INVALID_ARGUMENT
+    let bad = pb::DeletionReceipt { receipt_id: "nope".into(), ..receipt };
+    send_all(&tx, vec![In::DeletionReceipt(bad)]).await;
+    let status = inbound.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+}

@@ -5,10 +5,16 @@
 //! `CaptureAck` (STORED or DUPLICATE) arrived; after a session error everything unacked is sent
 //! again (ingest is idempotent on the capture id).
 //!
+//! Captures go by value, not by age ([`Buffer::next_by_priority`]): after an outage the backlog
+//! sends violation candidates first, then compliant, then statistics, oldest first within a
+//! class; a more valuable capture made meanwhile overtakes the rest of the backlog. Image bytes
+//! pass a token bucket when `max_upload_bytes_per_sec` is set ([`throttle`]).
+//!
 //! Deletion receipts (captures the buffer deleted without upload) are sent only to a control
 //! plane whose `Welcome` set `accepts_deletion_receipts`, and leave the buffer only when their
 //! `ReceiptAck` arrived; unacked receipts are sent again in the next session.
 
+pub mod throttle;
 pub mod wire;
 
 use std::collections::HashSet;
@@ -68,6 +74,7 @@ impl crate::supervisor::Component for UplinkComponent {
             supervisor: self.supervisor.clone(),
             ctx,
             acked: 0,
+            bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
         Box::pin(me.run())
     }
@@ -85,6 +92,8 @@ struct Uplink {
     supervisor: Arc<OnceLock<SupervisorHandle>>,
     ctx: ComponentCtx,
     acked: u64,
+    /// Shared by the sessions of one run, so reconnecting does not refill the burst.
+    bucket: throttle::TokenBucket,
 }
 
 /// Exponential backoff with jitter (50–100 % of the step).
@@ -96,7 +105,8 @@ pub fn jittered(step_ms: u64) -> Duration {
 struct Session {
     tx: mpsc::Sender<pb::AgentMessage>,
     in_flight: HashSet<Uuid>,
-    cursor: u64,
+    /// Sequence numbers sent (or skipped as too large) in this session.
+    sent: HashSet<u64>,
     max_chunk_bytes: usize,
     max_image_bytes: u64,
     /// `None` when the control plane does not take deletion receipts.
@@ -148,10 +158,17 @@ impl Uplink {
     }
 
     async fn connect(&self) -> anyhow::Result<AgentGatewayClient<tonic::transport::Channel>> {
+        let keepalive = Duration::from_millis(self.cp.heartbeat_interval_ms.max(1000));
         let mut endpoint = Endpoint::from_shared(self.cp.url.clone())
             .context("invalid control plane url")?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_keepalive(Some(Duration::from_secs(30)));
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            // a partition that drops packets without closing the connection (a blackhole)
+            // would otherwise leave the session waiting for acks forever: HTTP/2 pings that
+            // go unanswered end it, and the backoff loop reconnects
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive * 3)
+            .keep_alive_while_idle(true);
         if self.cp.url.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.cp.ca_path {
@@ -198,7 +215,7 @@ impl Uplink {
         let mut session = Session {
             tx,
             in_flight: HashSet::new(),
-            cursor: 0,
+            sent: HashSet::new(),
             max_chunk_bytes: if welcome.max_chunk_bytes > 0 {
                 welcome.max_chunk_bytes as usize
             } else {
@@ -222,14 +239,19 @@ impl Uplink {
         }
     }
 
-    /// Sends pending captures, oldest first, until `max_in_flight` are unacknowledged.
+    /// Sends pending captures, most valuable first, until `max_in_flight` are unacknowledged.
     async fn fill_window(&mut self, session: &mut Session) -> anyhow::Result<()> {
         while session.in_flight.len() < self.cp.max_in_flight {
             let buffer = self.buffer.clone();
-            let cursor = session.cursor;
-            let next = tokio::task::spawn_blocking(move || buffer.pending(cursor, 1)).await??;
-            let Some((seq, capture)) = next.into_iter().next() else { return Ok(()) };
-            session.cursor = seq + 1;
+            let sent = std::mem::take(&mut session.sent);
+            let (sent, next) = tokio::task::spawn_blocking(move || {
+                let next = buffer.next_by_priority(&sent);
+                (sent, next)
+            })
+            .await?;
+            session.sent = sent;
+            let Some((seq, capture)) = next? else { return Ok(()) };
+            session.sent.insert(seq);
             let id = capture.meta.capture_id;
             if session.max_image_bytes > 0 && capture.image.len() as u64 > session.max_image_bytes {
                 tracing::error!(capture_id = %id, size = capture.image.len(), max = session.max_image_bytes, "capture larger than the control plane accepts, skipped this session");
@@ -240,10 +262,17 @@ impl Uplink {
             }
             let id_text = id.to_string();
             session.send(agent_message::Body::CaptureStart(wire::capture_start(&capture))).await?;
-            for chunk in wire::chunks(&id_text, &capture.image, session.max_chunk_bytes) {
+            // under a cap, a chunk is at most one second of it, so the control plane keeps
+            // hearing from us while we wait for tokens
+            let chunk_bytes = match self.cp.max_upload_bytes_per_sec {
+                0 => session.max_chunk_bytes,
+                rate => session.max_chunk_bytes.min(usize::try_from(rate).unwrap_or(usize::MAX)),
+            };
+            for chunk in wire::chunks(&id_text, &capture.image, chunk_bytes) {
+                self.bucket.take(chunk.data.len()).await;
                 session.send(agent_message::Body::CaptureChunk(chunk)).await?;
             }
-            tracing::debug!(capture_id = %id, bytes = capture.image.len(), "capture sent");
+            tracing::debug!(capture_id = %id, seq, class = capture.meta.value_class.as_str(), bytes = capture.image.len(), "capture sent");
         }
         Ok(())
     }
@@ -616,6 +645,38 @@ mod tests {
         );
         let stored: Vec<Vec<u8>> = gateway.stored.lock().unwrap().iter().map(|(_, d)| d.clone()).collect();
         assert_eq!(stored, images, "uploaded oldest first, bytes unchanged");
+    }
+
+    #[tokio::test]
+    async fn uploads_a_backlog_by_value_then_age() {
+        use crate::domain::ValueClass::{Compliant, Statistics, ViolationCandidate};
+        let gateway = FakeGateway::default();
+        let addr = serve(gateway.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let buffer =
+            Buffer::open(&dir.path().join("b.redb"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
+        let mut expected = Vec::new();
+        for (i, class) in
+            [Statistics, Compliant, ViolationCandidate, Statistics, ViolationCandidate, Compliant]
+                .into_iter()
+                .enumerate()
+        {
+            let mut capture = crate::buffer::tests::capture(&[i as u8; 100]);
+            capture.meta.value_class = class;
+            buffer.append(&capture).unwrap();
+            expected.push((class, capture.meta.capture_id.to_string()));
+        }
+        expected.sort_by_key(|(class, _)| std::cmp::Reverse(*class)); // stable: oldest first within a class
+        let task = start_uplink(addr, &buffer, dir.path());
+        let mut stats = buffer.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
+            .await
+            .expect("backlog uploaded")
+            .unwrap();
+        task.abort();
+        let stored: Vec<String> = gateway.stored.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
+        let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+        assert_eq!(stored, expected, "violation candidates, compliant, statistics; oldest first in each");
     }
 
     #[test]

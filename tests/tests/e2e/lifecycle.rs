@@ -104,7 +104,8 @@ async fn a_failing_component_is_restarted_then_escalates_to_a_nonzero_exit() -> 
             )
             .await?;
         let running = data["agent"]["components"].as_array().is_some_and(|cs| {
-            cs.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("front")) && c["status"] == "RUNNING")
+            cs.iter()
+                .any(|c| c["name"].as_str().is_some_and(|n| n.contains("front")) && c["status"] == "RUNNING")
         });
         Ok(running.then_some(()))
     })

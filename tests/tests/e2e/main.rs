@@ -3,7 +3,9 @@
 
 mod capture_flow;
 mod config;
+mod faults;
 mod lifecycle;
 mod protocol;
+mod replicas;
 mod sensing;
 mod tidy;

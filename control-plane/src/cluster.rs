@@ -1,0 +1,299 @@
+//! Several control-plane replicas against one PostgreSQL database: they talk over PostgreSQL
+//! LISTEN/NOTIFY on one channel, `lanewatch_cluster`, through the pool sea-orm already holds, so
+//! replicas need no address of each other and no extra port (see docs/DECISIONS.md).
+//!
+//! Two kinds of message travel (JSON, at most `MAX_PAYLOAD_BYTES`, under PostgreSQL's 8000):
+//! - events (`events::EventKind`): every replica forwards the events its own gateway published
+//!   and republishes those of the others, marked remote, so subscriptions on any replica see
+//!   every capture and session change;
+//! - introspection requests for an agent whose session is not on this replica: broadcast with a
+//!   request id; only the replica holding the session answers, addressed to the asker. Nobody
+//!   answering within the request timeout means the agent is offline.
+//!
+//! NOTIFY is fire-and-forget: a message sent while a replica's listener reconnects is lost (a
+//! missed subscription event, a request that times out); queries read the database and are
+//! unaffected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sea_orm::sqlx::PgPool;
+use sea_orm::sqlx::postgres::PgListener;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, oneshot, watch};
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::domain::{ComponentState, ComponentStatus};
+use crate::error::{Error, ErrorKind};
+use crate::events::EventKind;
+use crate::gateway::{AGENT_REQUEST_TIMEOUT, Gateway};
+
+/// The one NOTIFY channel all replicas listen on.
+pub const CHANNEL: &str = "lanewatch_cluster";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+pub const MAX_PAYLOAD_BYTES: usize = 7900;
+
+type IntrospectionResult = Result<Vec<WireComponent>, String>;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+enum Message {
+    Event { from: String, event: EventKind },
+    IntrospectionRequest { from: String, request_id: String, agent_id: String },
+    IntrospectionReply { to: String, request_id: String, result: IntrospectionResult },
+}
+
+/// `ComponentState` on the cluster channel, converted by hand.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireComponent {
+    name: String,
+    status: String,
+    restarts: u32,
+    last_failure: Option<String>,
+    last_failure_at: Option<chrono::DateTime<chrono::Utc>>,
+    backoff_ms: u64,
+    processed: u64,
+    detail_json: String,
+}
+
+impl WireComponent {
+    fn from_domain(c: ComponentState) -> Self {
+        let status = match c.status {
+            ComponentStatus::Unknown => "unknown",
+            ComponentStatus::Starting => "starting",
+            ComponentStatus::Running => "running",
+            ComponentStatus::BackingOff => "backing_off",
+            ComponentStatus::Stopped => "stopped",
+            ComponentStatus::Failed => "failed",
+        };
+        Self {
+            name: c.name,
+            status: status.to_owned(),
+            restarts: c.restarts,
+            last_failure: c.last_failure,
+            last_failure_at: c.last_failure_at,
+            backoff_ms: c.backoff_ms,
+            processed: c.processed,
+            detail_json: c.detail_json,
+        }
+    }
+
+    fn into_domain(self) -> ComponentState {
+        let status = match self.status.as_str() {
+            "starting" => ComponentStatus::Starting,
+            "running" => ComponentStatus::Running,
+            "backing_off" => ComponentStatus::BackingOff,
+            "stopped" => ComponentStatus::Stopped,
+            "failed" => ComponentStatus::Failed,
+            _ => ComponentStatus::Unknown,
+        };
+        ComponentState {
+            name: self.name,
+            status,
+            restarts: self.restarts,
+            last_failure: self.last_failure,
+            last_failure_at: self.last_failure_at,
+            backoff_ms: self.backoff_ms,
+            processed: self.processed,
+            detail_json: self.detail_json,
+        }
+    }
+}
+
+struct Inner {
+    replica_id: String,
+    pool: PgPool,
+    db: Db,
+    waiters: Mutex<HashMap<String, oneshot::Sender<IntrospectionResult>>>,
+}
+
+/// This replica's link to the others; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// Listens on the cluster channel, attaches itself to `gateway` and forwards its events;
+    /// both tasks end when `shutdown` turns true.
+    pub async fn start(db: &Db, gateway: &Gateway, shutdown: watch::Receiver<bool>) -> Result<Self, Error> {
+        let pool = db
+            .postgres_pool()
+            .ok_or_else(|| Error::invalid("replicas must share a postgresql database"))?
+            .clone();
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open the cluster listener: {e}")))?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot listen on {CHANNEL}: {e}")))?;
+        let cluster = Self {
+            inner: Arc::new(Inner {
+                replica_id: Uuid::now_v7().to_string(),
+                pool,
+                db: db.clone(),
+                waiters: Mutex::new(HashMap::new()),
+            }),
+        };
+        tracing::info!(replica_id = %cluster.inner.replica_id, channel = CHANNEL, "joined the cluster");
+        gateway.attach_cluster(cluster.clone());
+        tokio::spawn(cluster.clone().forward(gateway.events().subscribe(), shutdown.clone()));
+        tokio::spawn(cluster.clone().listen(listener, gateway.clone(), shutdown));
+        Ok(cluster)
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.inner.replica_id
+    }
+
+    /// Asks whichever replica holds `agent_id`'s session for its supervision snapshot.
+    pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+        let offline = || Error::unavailable(format!("agent {agent_id} is offline"));
+        let agent = self
+            .inner
+            .db
+            .agent(agent_id)
+            .await
+            .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+        if !agent.is_some_and(|a| a.online) {
+            return Err(offline());
+        }
+        let request_id = Uuid::now_v7().to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.waiters).insert(request_id.clone(), tx);
+        let message = Message::IntrospectionRequest {
+            from: self.inner.replica_id.clone(),
+            request_id: request_id.clone(),
+            agent_id: agent_id.to_owned(),
+        };
+        let sent = self.notify(&message).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(AGENT_REQUEST_TIMEOUT, rx).await,
+            Err(e) => {
+                lock(&self.inner.waiters).remove(&request_id);
+                return Err(e);
+            }
+        };
+        lock(&self.inner.waiters).remove(&request_id);
+        match answer {
+            Ok(Ok(Ok(components))) => Ok(components.into_iter().map(WireComponent::into_domain).collect()),
+            Ok(Ok(Err(message))) => Err(Error::unavailable(message)),
+            // no replica holds the session (or its answer was lost)
+            Ok(Err(_)) | Err(_) => Err(Error::new(
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "no replica answered the introspection of agent {agent_id} within {}s",
+                    AGENT_REQUEST_TIMEOUT.as_secs()
+                ),
+            )),
+        }
+    }
+
+    async fn notify(&self, message: &Message) -> Result<(), Error> {
+        let payload = serde_json::to_string(message)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot encode cluster message: {e}")))?;
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::exhausted(format!(
+                "cluster message of {} bytes exceeds the notify limit of {MAX_PAYLOAD_BYTES}",
+                payload.len()
+            )));
+        }
+        sea_orm::sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot notify the cluster: {e}")))?;
+        Ok(())
+    }
+
+    /// Sends this replica's own events to the others.
+    async fn forward(
+        self,
+        mut events: broadcast::Receiver<crate::events::Event>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(event) if !event.remote => {
+                    let message = Message::Event { from: self.inner.replica_id.clone(), event: event.kind };
+                    if let Err(e) = self.notify(&message).await {
+                        tracing::warn!(error = %e.message, "cannot forward an event to the cluster");
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::warn!(skipped, "cluster forwarder fell behind; events were not forwarded");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn listen(self, mut listener: PgListener, gateway: Gateway, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                received = listener.recv() => received,
+            };
+            let notification = match received {
+                Ok(n) => n,
+                Err(e) => {
+                    // PgListener reconnects by itself on the next recv; do not spin meanwhile
+                    tracing::warn!(error = %e, "cluster listener failed; reconnecting");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match serde_json::from_str::<Message>(notification.payload()) {
+                Ok(message) => self.handle(message, &gateway),
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed cluster message"),
+            }
+        }
+    }
+
+    fn handle(&self, message: Message, gateway: &Gateway) {
+        let me = &self.inner.replica_id;
+        match message {
+            Message::Event { from, event } if &from != me => gateway.events().publish_remote(event),
+            Message::Event { .. } => {}
+            Message::IntrospectionRequest { from, request_id, agent_id } => {
+                if &from == me || !gateway.is_online(&agent_id) {
+                    return;
+                }
+                let cluster = self.clone();
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    let result = match gateway.local_introspection(&agent_id).await {
+                        Ok(components) => {
+                            Ok(components.into_iter().map(WireComponent::from_domain).collect())
+                        }
+                        Err(e) => Err(e.message),
+                    };
+                    let reply = Message::IntrospectionReply { to: from, request_id, result };
+                    if let Err(e) = cluster.notify(&reply).await {
+                        tracing::warn!(agent_id, error = %e.message, "cannot answer a cluster introspection");
+                    }
+                });
+            }
+            Message::IntrospectionReply { to, request_id, result } => {
+                if &to != me {
+                    return;
+                }
+                if let Some(waiter) = lock(&self.inner.waiters).remove(&request_id) {
+                    let _ = waiter.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
