@@ -5,7 +5,8 @@
 //! Two kinds of message travel (JSON, at most `MAX_PAYLOAD_BYTES`, under PostgreSQL's 8000):
 //! - events (`events::EventKind`): every replica forwards the events its own gateway published
 //!   and republishes those of the others, marked remote, so subscriptions on any replica see
-//!   every capture and session change;
+//!   every capture and session change, and the replica holding a revoked agent's session
+//!   ends it;
 //! - introspection requests for an agent whose session is not on this replica: broadcast with a
 //!   request id; only the replica holding the session answers, addressed to the asker. Nobody
 //!   answering within the request timeout means the agent is offline.
@@ -261,7 +262,12 @@ impl Cluster {
     fn handle(&self, message: Message, gateway: &Gateway) {
         let me = &self.inner.replica_id;
         match message {
-            Message::Event { from, event } if &from != me => gateway.events().publish_remote(event),
+            Message::Event { from, event } if &from != me => {
+                if let EventKind::AgentRevoked { agent_id, reason } = &event {
+                    gateway.end_revoked_session(agent_id, reason);
+                }
+                gateway.events().publish_remote(event);
+            }
             Message::Event { .. } => {}
             Message::IntrospectionRequest { from, request_id, agent_id } => {
                 if &from == me || !gateway.is_online(&agent_id) {

@@ -103,6 +103,9 @@ pub struct AuthConfig {
 pub struct GrpcConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// Agents must present a client certificate issued by `tls.client_ca_path`, and their Hello
+    /// must name the agent of that certificate (`grpc.require_client_cert`).
+    pub require_client_cert: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -243,11 +246,14 @@ struct FileGrpc {
     listen: String,
     #[serde(default)]
     tls: Option<TlsConfig>,
+    /// Default: true exactly when `tls.client_ca_path` is set.
+    #[serde(default)]
+    require_client_cert: Option<bool>,
 }
 
 impl Default for FileGrpc {
     fn default() -> Self {
-        Self { listen: default_grpc_listen(), tls: None }
+        Self { listen: default_grpc_listen(), tls: None, require_client_cert: None }
     }
 }
 
@@ -395,6 +401,18 @@ impl FileConfig {
             ));
         }
 
+        let client_ca = self.grpc.tls.as_ref().is_some_and(|t| t.client_ca_path.is_some());
+        let require_client_cert = match self.grpc.require_client_cert {
+            None => client_ca,
+            Some(true) if !client_ca => {
+                return Err(ConfigError::new(
+                    "grpc.require_client_cert",
+                    "needs grpc.tls.client_ca_path to verify client certificates against",
+                ));
+            }
+            Some(required) => required,
+        };
+
         let http_listen_text = overrides.http_listen.clone().unwrap_or(self.http.listen);
         let http_listen = parse_addr("http.listen", &http_listen_text)?;
         let public_url = match self.http.public_url {
@@ -463,7 +481,7 @@ impl FileConfig {
 
         Ok(Config {
             shutdown_grace_secs: self.shutdown_grace_secs,
-            grpc: GrpcConfig { listen: grpc_listen, tls: self.grpc.tls },
+            grpc: GrpcConfig { listen: grpc_listen, tls: self.grpc.tls, require_client_cert },
             http: HttpConfig { listen: http_listen, public_url },
             database: DatabaseConfig { url },
             blob,
@@ -700,6 +718,21 @@ max_chunk_bytes = 65536
         assert!(c.cluster.enabled);
         assert_eq!(c.image_links.ttl_secs, 60);
         assert!(!format!("{c:?}").contains(&key));
+    }
+
+    #[test]
+    fn client_certificates_follow_the_client_ca() {
+        let tls = |extra: &str| {
+            format!("version = 1\n[grpc]\ntls = {{ cert_path = \"c\", key_path = \"k\"{extra} }}\n")
+        };
+        assert!(!parse("version = 1").unwrap().grpc.require_client_cert);
+        assert!(!parse(&tls("")).unwrap().grpc.require_client_cert);
+        let mtls = tls(", client_ca_path = \"ca\"");
+        assert!(parse(&mtls).unwrap().grpc.require_client_cert);
+        let optional = format!("{mtls}require_client_cert = false\n");
+        assert!(!parse(&optional).unwrap().grpc.require_client_cert);
+        let no_ca = format!("{}require_client_cert = true\n", tls(""));
+        assert_eq!(field_of(&no_ca), "grpc.require_client_cert");
     }
 
     #[test]

@@ -153,6 +153,16 @@ pub struct Agent {
     pub first_seen: DateTime<Utc>,
 }
 
+/// Why and by whom an agent was refused its sessions (`revokeAgent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRevocation {
+    pub agent_id: String,
+    pub reason: String,
+    /// The audit actor who revoked it.
+    pub by: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Capture metadata as declared by the agent, before its image arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureMeta {

@@ -1,5 +1,5 @@
 //! The in-process event bus behind GraphQL subscriptions: the gateway publishes a capture once it
-//! is durably stored and an agent's session opening or closing; the cluster link (`cluster.rs`)
+//! is durably stored, an agent's session opening or closing, and an agent's revocation; the cluster link (`cluster.rs`)
 //! forwards local events to other replicas and publishes theirs here, marked remote.
 //!
 //! Events carry ids, not rows: a subscriber re-reads a capture through its own `Visibility`, so
@@ -19,6 +19,8 @@ pub enum EventKind {
     CaptureStored { capture_id: Uuid, site_id: String },
     /// An agent's session opened (`online`) or closed.
     AgentStatus { agent_id: String, site_id: String, online: bool, at: DateTime<Utc> },
+    /// An agent was revoked: the replica holding its session ends it.
+    AgentRevoked { agent_id: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -522,6 +522,53 @@ impl Mutation {
         .await;
         audited(api, who, "revokeApiKey", &format!("api_key/{}", id.as_str()), result).await
     }
+
+    /// Revokes an agent (admins): its live session ends and its sessions are refused until
+    /// `reinstateAgent`; its buffered captures stay on the device meanwhile.
+    async fn revoke_agent(&self, ctx: &Context<'_>, id: ID, reason: String) -> async_graphql::Result<Agent> {
+        let (api, who) = parts(ctx)?;
+        let result = async {
+            who.authorize(Action::Administer)?;
+            let reason = reason.trim();
+            if reason.is_empty() {
+                return Err(Error::invalid("a reason is required to revoke an agent"));
+            }
+            let agent = api.db.agent(&id).await.map_err(storage)?.ok_or_else(|| no_agent(id.as_str()))?;
+            let revocation = domain::AgentRevocation {
+                agent_id: agent.id.clone(),
+                reason: reason.to_owned(),
+                by: who.actor(),
+                created_at: Utc::now(),
+            };
+            let stored = api.db.revoke_agent(&revocation).await.map_err(storage)?;
+            api.gateway.revoked(&stored.agent_id, &stored.reason);
+            Ok(Agent::from_domain(agent, &api.gateway))
+        }
+        .await;
+        audited(api, who, "revokeAgent", &format!("agent/{}", id.as_str()), result).await
+    }
+
+    /// Lifts an agent's revocation (admins); its next reconnect is let in.
+    async fn reinstate_agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Agent> {
+        let (api, who) = parts(ctx)?;
+        let result = async {
+            who.authorize(Action::Administer)?;
+            let agent = api.db.agent(&id).await.map_err(storage)?.ok_or_else(|| no_agent(id.as_str()))?;
+            if !api.db.reinstate_agent(&agent.id).await.map_err(storage)? {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("agent {} is not revoked", agent.id),
+                ));
+            }
+            Ok(Agent::from_domain(agent, &api.gateway))
+        }
+        .await;
+        audited(api, who, "reinstateAgent", &format!("agent/{}", id.as_str()), result).await
+    }
+}
+
+fn no_agent(id: &str) -> Error {
+    Error::not_found(format!("no agent with id {id:?}"))
 }
 
 /// Why an agent deleted a capture without uploading it.
@@ -645,7 +692,7 @@ impl SubscriptionRoot {
                     EventKind::AgentStatus { agent_id, site_id, online, at } => {
                         Some(AgentStatusChange { agent_id: ID(agent_id), site: site_id, online, at })
                     }
-                    EventKind::CaptureStored { .. } => None,
+                    EventKind::CaptureStored { .. } | EventKind::AgentRevoked { .. } => None,
                 }
             })
             .boxed())
@@ -993,6 +1040,10 @@ impl Agent {
         let online = agent.online && gateway.counts_as_online(&agent);
         Self { agent, online }
     }
+    async fn revocation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::AgentRevocation>> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        api.db.revocation(&self.agent.id).await.map_err(storage_error)
+    }
 }
 
 #[Object]
@@ -1026,6 +1077,14 @@ impl Agent {
     }
     async fn buffered_captures(&self) -> u64 {
         self.agent.buffered_captures
+    }
+    /// Whether the agent is revoked: its sessions are refused.
+    async fn revoked(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(self.revocation(ctx).await?.is_some())
+    }
+    /// Why the agent was revoked; null when it is not.
+    async fn revoked_reason(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.revocation(ctx).await?.map(|r| r.reason))
     }
     /// Supervised components, asked live from the agent; an error when it is offline.
     async fn components(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Component>> {

@@ -1,6 +1,9 @@
 //! `lanewatch-control`: the control plane's composition root. Reads top to bottom: tracing,
 //! arguments, config, database, blob store, servers, ready file, signal, drain, exit; and the
-//! `create-api-key` bootstrap command, which prints a new key's secret once.
+//! `create-api-key` bootstrap command, which prints a new key's secret once; `bench` (bench.rs)
+//! measures the API against a real PostgreSQL and S3.
+
+mod bench;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,9 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Seeds a fresh database and measures the API (`bench api`).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Creates an API key in the configured database and prints its secret (once).
     CreateApiKey {
         /// A label for people, e.g. who holds the key.
@@ -99,6 +105,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Bench(bench::BenchCommand::Api(api))) = &args.command {
+        return bench::run_api(&runtime, &config.database.url, api);
+    }
     if let Some(Command::CreateApiKey { name, role, agency, all_captures }) = args.command {
         let role = match role {
             CliRole::Admin => Role::Admin,
@@ -219,7 +228,14 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         Gateway::new(db.clone(), blobs.clone(), config.limits, metrics.clone(), shutdown_rx.clone());
     let mut grpc_server = tonic::transport::Server::builder();
     match &config.grpc.tls {
-        Some(tls) => grpc_server = grpc_server.tls_config(server_tls(tls)?).context("invalid grpc.tls")?,
+        Some(tls) => {
+            let server = server_tls(tls, config.grpc.require_client_cert)?;
+            grpc_server = grpc_server.tls_config(server).context("invalid grpc.tls")?;
+            gateway.require_client_certs(config.grpc.require_client_cert);
+            if tls.client_ca_path.is_some() && !config.grpc.require_client_cert {
+                tracing::warn!("grpc.require_client_cert is false: agents without a certificate are let in");
+            }
+        }
         None => tracing::warn!(
             addr = %grpc_addr,
             "grpc is PLAINTEXT (loopback only); configure grpc.tls before exposing the gateway"
@@ -283,13 +299,18 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn server_tls(tls: &TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+fn server_tls(
+    tls: &TlsConfig,
+    require_client_cert: bool,
+) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
     let read =
         |p: &Path| std::fs::read(p).with_context(|| format!("cannot read grpc.tls file {}", p.display()));
     let identity = tonic::transport::Identity::from_pem(read(&tls.cert_path)?, read(&tls.key_path)?);
     let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca_path {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(!require_client_cert);
     }
     Ok(config)
 }

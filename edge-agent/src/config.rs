@@ -46,6 +46,10 @@ pub struct AgentConfig {
 pub struct ControlPlaneConfig {
     pub url: String,
     pub ca_path: Option<PathBuf>,
+    /// This agent's client certificate (PEM) for mutual TLS; its subject CN is the agent id.
+    pub client_cert_path: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert_path`; both or neither.
+    pub client_key_path: Option<PathBuf>,
     pub heartbeat_interval_ms: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
@@ -59,6 +63,8 @@ impl Default for ControlPlaneConfig {
         Self {
             url: "http://127.0.0.1:7400".into(),
             ca_path: None,
+            client_cert_path: None,
+            client_key_path: None,
             heartbeat_interval_ms: 5000,
             reconnect_min_ms: 200,
             reconnect_max_ms: 10_000,
@@ -492,6 +498,33 @@ pub fn validate(c: &AgentConfig, base_dir: Option<&Path>) -> Vec<(String, String
     {
         out.push(("control_plane.ca_path".into(), format!("file {} does not exist", ca.display())));
     }
+    match (&cp.client_cert_path, &cp.client_key_path) {
+        (Some(_), None) => out.push((
+            "control_plane.client_cert_path".into(),
+            "needs control_plane.client_key_path as well".into(),
+        )),
+        (None, Some(_)) => out.push((
+            "control_plane.client_key_path".into(),
+            "needs control_plane.client_cert_path as well".into(),
+        )),
+        (Some(cert), Some(key)) => {
+            if !cp.url.starts_with("https://") {
+                out.push((
+                    "control_plane.client_cert_path".into(),
+                    format!("is only used with an https:// url, got {:?}", cp.url),
+                ));
+            }
+            for (field, path) in [("client_cert_path", cert), ("client_key_path", key)] {
+                if !resolve(base_dir, path).is_file() {
+                    out.push((
+                        format!("control_plane.{field}"),
+                        format!("file {} does not exist", path.display()),
+                    ));
+                }
+            }
+        }
+        (None, None) => {}
+    }
 
     range_check(&mut out, "buffer.max_bytes", c.buffer.max_bytes, 1 << 20, u64::MAX);
     let r = &c.buffer.retention;
@@ -798,6 +831,37 @@ mod tests {
             let err = parse_and_validate(&text, None).expect_err(to);
             assert_eq!(&err.to_string(), expected, "for input:\n{text}");
         }
+    }
+
+    #[test]
+    fn client_certificate_needs_its_key_and_https() {
+        let err = |cp: &str| {
+            let text = MINIMAL.replacen(
+                "flow_veh_h_per_lane = 900",
+                &format!("flow_veh_h_per_lane = 900\n[control_plane]\n{cp}"),
+                1,
+            );
+            parse_and_validate(&text, None).unwrap_err().to_string()
+        };
+        let https = "url = \"https://cp.example:7400\"\n";
+        assert_eq!(
+            err(&format!("{https}client_cert_path = \"a.pem\"")),
+            "control_plane.client_cert_path (line 9): needs control_plane.client_key_path as well"
+        );
+        assert_eq!(
+            err(&format!("{https}client_key_path = \"a.key\"")),
+            "control_plane.client_key_path (line 9): needs control_plane.client_cert_path as well"
+        );
+        assert_eq!(
+            err("client_cert_path = \"a.pem\"\nclient_key_path = \"a.key\""),
+            "control_plane.client_cert_path (line 8): is only used with an https:// url, got \"http://127.0.0.1:7400\""
+        );
+        assert_eq!(
+            err(&format!(
+                "{https}client_cert_path = \"/nonexistent/a.pem\"\nclient_key_path = \"/nonexistent/a.key\""
+            )),
+            "control_plane.client_cert_path (line 9): file /nonexistent/a.pem does not exist"
+        );
     }
 
     #[test]

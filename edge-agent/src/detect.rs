@@ -1,9 +1,18 @@
-//! Vehicle detection from overhead scans: learns the empty road, finds object points per lane
-//! zone and turns occupied/free runs into Entry/Exit events with a class guess.
+//! Vehicle detection from overhead scans: learns the empty road, groups object points into
+//! clusters, assigns each cluster to one lane zone and turns occupied/free runs into Entry/Exit
+//! events with a class guess.
 //!
 //! An object point is a beam whose return is more than [`OBJECT_MIN_HEIGHT_M`] above the learnt
-//! road. A lane zone is occupied when it holds at least [`MIN_POINTS`] object points; a vehicle
-//! enters after [`ENTRY_SCANS`] consecutive occupied scans and exits after [`EXIT_SCANS`] free ones.
+//! road; a beam without an echo (range 0) is no point at all. Neighbouring object points (less
+//! than [`CLUSTER_GAP_M`] apart across the road) form a cluster; a cluster of fewer than
+//! [`MIN_POINTS`] points is noise (rain, spray). A lane zone that tracks a vehicle keeps the
+//! overlapping cluster nearest to where it last saw it; any other cluster goes to the free lane it
+//! overlaps most, so a vehicle straddling two lanes is one vehicle and two side by side are two. A lane zone is occupied when a cluster was assigned to it; a vehicle enters
+//! after [`ENTRY_SCANS`] consecutive occupied scans and exits after [`EXIT_SCANS`] free ones.
+//!
+//! A scan in which most beams have no echo (a blinded or failing scanner) makes the detector
+//! degraded: such scans change no lane state, so they produce no vehicles, and
+//! [`Detector::degraded`] says so until a healthy scan arrives.
 
 use std::sync::Arc;
 
@@ -20,6 +29,15 @@ pub const ENTRY_SCANS: u32 = 2;
 pub const EXIT_SCANS: u32 = 3;
 /// Scans used to learn the empty-road profile (per-beam median).
 pub const LEARN_SCANS: usize = 25;
+/// Largest lateral gap between neighbouring object points of one cluster, metres. Vehicles in
+/// neighbouring lanes are at least about 0.6 m apart.
+pub const CLUSTER_GAP_M: f64 = 0.35;
+/// Ranges at or below this are "no echo", metres.
+pub const NO_ECHO_M: f32 = 0.05;
+/// Share of beams without echo above which a scan is degraded.
+pub const DEGRADED_SHARE: f64 = 0.5;
+/// Overlap with a lane that already tracks a vehicle for a cluster to stay in it, metres.
+const KEEP_LANE_OVERLAP_M: f64 = 0.3;
 /// Weight of a new free-beam range in the road profile.
 const ADAPT_RATE: f64 = 0.01;
 
@@ -33,6 +51,14 @@ struct LaneState {
     /// Height and width seen before the entry was confirmed.
     early_height_m: f64,
     early_width_m: f64,
+    /// Lateral centre of what the lane saw last, metres.
+    centre_y_m: f64,
+}
+
+impl LaneState {
+    fn active(&self) -> bool {
+        self.track.is_some() || self.occupied_run > 0
+    }
 }
 
 #[derive(Debug)]
@@ -43,27 +69,65 @@ struct Track {
     width_m: f64,
 }
 
+/// Object points of one scan that belong together.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    points: usize,
+    y_min: f64,
+    y_max: f64,
+    max_height_m: f64,
+}
+
 /// The detector's state machine; pure, one scan at a time.
 pub struct Detector {
     geometry: ScanGeometry,
+    /// (cos, sin) of every beam's angle.
+    beam_trig: Vec<(f64, f64)>,
     learning: Vec<Vec<f32>>,
     road: Vec<f64>,
     lanes: Vec<LaneState>,
     next_track: u64,
+    degraded: bool,
+    degraded_scans: u64,
 }
 
 impl Detector {
     pub fn new(geometry: ScanGeometry) -> Self {
         let lanes = (0..geometry.lanes).map(|_| LaneState::default()).collect();
-        Self { geometry, learning: Vec::new(), road: Vec::new(), lanes, next_track: 1 }
+        let beam_trig = (0..geometry.beams())
+            .map(|i| {
+                let theta = geometry.beam_angle(i);
+                (theta.cos(), theta.sin())
+            })
+            .collect();
+        Self {
+            geometry,
+            beam_trig,
+            learning: Vec::new(),
+            road: Vec::new(),
+            lanes,
+            next_track: 1,
+            degraded: false,
+            degraded_scans: 0,
+        }
     }
 
     pub fn learnt(&self) -> bool {
         !self.road.is_empty()
     }
 
+    /// Whether the last scan had too few echoes to see vehicles (sensor dropout).
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Scans seen degraded since the detector started.
+    pub fn degraded_scans(&self) -> u64 {
+        self.degraded_scans
+    }
+
     pub fn process(&mut self, scan: &Scan) -> Vec<Detection> {
-        let beams = self.geometry.beams();
+        let beams = self.beam_trig.len();
         if scan.ranges_m.len() != beams {
             tracing::warn!(
                 expected = beams,
@@ -72,42 +136,68 @@ impl Detector {
             );
             return vec![];
         }
-        if !self.learnt() {
-            self.learning.push(scan.ranges_m.clone());
-            if self.learning.len() >= LEARN_SCANS {
-                self.road = (0..beams)
-                    .map(|i| {
-                        let mut v: Vec<f32> = self.learning.iter().map(|s| s[i]).collect();
-                        v.sort_by(f32::total_cmp);
-                        f64::from(v[v.len() / 2])
-                    })
-                    .collect();
-                self.learning.clear();
-                tracing::info!(beams, "empty road profile learnt");
+        let no_echo = scan.ranges_m.iter().filter(|r| !has_echo(**r)).count();
+        if no_echo as f64 > DEGRADED_SHARE * beams as f64 {
+            if !self.degraded {
+                tracing::warn!(no_echo, beams, "lidar degraded: most beams without echo");
+            }
+            self.degraded = true;
+            self.degraded_scans += 1;
+            // a run of occupied scans must not span the dropout
+            for state in &mut self.lanes {
+                state.occupied_run = 0;
             }
             return vec![];
         }
+        if self.degraded {
+            tracing::info!("lidar healthy again");
+            self.degraded = false;
+        }
+        if !self.learnt() {
+            self.learn(scan);
+            return vec![];
+        }
 
+        let clusters = self.clusters(scan);
         let lane_count = self.geometry.lanes as usize;
         let mut points = vec![0usize; lane_count];
         let mut max_h = vec![0f64; lane_count];
         let mut y_range = vec![(f64::INFINITY, f64::NEG_INFINITY); lane_count];
-        for (i, &r) in scan.ranges_m.iter().enumerate() {
-            let theta = self.geometry.beam_angle(i);
-            let r = f64::from(r);
-            let height = (self.road[i] - r) * theta.cos();
-            if height > OBJECT_MIN_HEIGHT_M {
-                let y = self.geometry.mount_y_m + r * theta.sin();
-                let lane = (y / self.geometry.lane_width_m).floor();
-                if lane >= 0.0 && (lane as usize) < lane_count {
-                    let lane = lane as usize;
-                    points[lane] += 1;
-                    max_h[lane] = max_h[lane].max(height);
-                    y_range[lane] = (y_range[lane].0.min(y), y_range[lane].1.max(y));
-                }
-            } else if height.abs() < OBJECT_MIN_HEIGHT_M / 2.0 {
-                self.road[i] += ADAPT_RATE * (r - self.road[i]);
+        let clusters: Vec<Cluster> = clusters.into_iter().filter(|c| c.points >= MIN_POINTS).collect();
+        let mut taken = vec![false; lane_count];
+        let mut lane_of_cluster = vec![None; clusters.len()];
+        // lanes that track a vehicle keep the cluster nearest to where they saw it
+        let w = self.geometry.lane_width_m;
+        for (lane, state) in self.lanes.iter().enumerate().filter(|(_, s)| s.active()) {
+            let (lo, hi) = (lane as f64 * w, (lane + 1) as f64 * w);
+            let nearest = (0..clusters.len())
+                .filter(|&i| lane_of_cluster[i].is_none())
+                .filter(|&i| {
+                    let c = &clusters[i];
+                    c.y_max.min(hi) - c.y_min.max(lo) >= KEEP_LANE_OVERLAP_M.min(c.y_max - c.y_min)
+                })
+                .min_by(|&a, &b| {
+                    let d =
+                        |i: usize| ((clusters[i].y_min + clusters[i].y_max) / 2.0 - state.centre_y_m).abs();
+                    d(a).total_cmp(&d(b))
+                });
+            if let Some(i) = nearest {
+                lane_of_cluster[i] = Some(lane);
+                taken[lane] = true;
             }
+        }
+        for (i, c) in clusters.iter().enumerate() {
+            let lane = match lane_of_cluster[i] {
+                Some(lane) => lane,
+                None => {
+                    let Some(lane) = self.lane_of(c, &taken) else { continue };
+                    taken[lane] = true;
+                    lane
+                }
+            };
+            points[lane] += c.points;
+            max_h[lane] = max_h[lane].max(c.max_height_m);
+            y_range[lane] = (y_range[lane].0.min(c.y_min), y_range[lane].1.max(c.y_max));
         }
 
         let mut events = Vec::new();
@@ -117,12 +207,13 @@ impl Detector {
             if occupied {
                 state.free_run = 0;
                 state.occupied_run += 1;
-                if state.occupied_run == 1 {
+                if state.occupied_run == 1 && state.track.is_none() {
                     state.first_occupied_at = Some(scan.t);
                     state.early_height_m = 0.0;
                     state.early_width_m = 0.0;
                 }
                 state.last_occupied_at = Some(scan.t);
+                state.centre_y_m = (y_range[lane].0 + y_range[lane].1) / 2.0;
                 match &mut state.track {
                     Some(track) => {
                         track.max_height_m = track.max_height_m.max(max_h[lane]);
@@ -165,6 +256,159 @@ impl Detector {
             }
         }
         events
+    }
+
+    /// Learns the empty road: per-beam median of the first [`LEARN_SCANS`] scans, over echoes only.
+    fn learn(&mut self, scan: &Scan) {
+        self.learning.push(scan.ranges_m.clone());
+        if self.learning.len() < LEARN_SCANS {
+            return;
+        }
+        let beams = self.beam_trig.len();
+        self.road = (0..beams)
+            .map(|i| {
+                let mut v: Vec<f32> = self.learning.iter().map(|s| s[i]).filter(|r| has_echo(*r)).collect();
+                v.sort_by(f32::total_cmp);
+                // a beam that never echoed sees nothing: a road at 0 makes every return "below" it
+                v.get(v.len() / 2).map_or(0.0, |r| f64::from(*r))
+            })
+            .collect();
+        self.learning.clear();
+        tracing::info!(beams, "empty road profile learnt");
+    }
+
+    /// Object points of a scan grouped into clusters, in beam order; adapts the road profile on
+    /// free beams.
+    fn clusters(&mut self, scan: &Scan) -> Vec<Cluster> {
+        let mut clusters: Vec<Cluster> = Vec::new();
+        let mut last_y = f64::NEG_INFINITY;
+        for (i, &r) in scan.ranges_m.iter().enumerate() {
+            if !has_echo(r) {
+                continue;
+            }
+            let (cos, sin) = self.beam_trig[i];
+            let r = f64::from(r);
+            let height = (self.road[i] - r) * cos;
+            if height > OBJECT_MIN_HEIGHT_M {
+                let y = self.geometry.mount_y_m + r * sin;
+                match clusters.last_mut() {
+                    Some(c) if (y - last_y).abs() <= CLUSTER_GAP_M => {
+                        c.points += 1;
+                        c.y_min = c.y_min.min(y);
+                        c.y_max = c.y_max.max(y);
+                        c.max_height_m = c.max_height_m.max(height);
+                    }
+                    _ => clusters.push(Cluster { points: 1, y_min: y, y_max: y, max_height_m: height }),
+                }
+                last_y = y;
+            } else if height.abs() < OBJECT_MIN_HEIGHT_M / 2.0 {
+                self.road[i] += ADAPT_RATE * (r - self.road[i]);
+            }
+        }
+        clusters
+    }
+
+    /// The lane zone a cluster belongs to: a lane already tracking a vehicle that the cluster
+    /// overlaps (most overlap first), else the lane it overlaps most; lanes that another cluster
+    /// of this scan took come last, so two vehicles side by side stay two. `None` off the road.
+    fn lane_of(&self, c: &Cluster, taken: &[bool]) -> Option<usize> {
+        let w = self.geometry.lane_width_m;
+        let overlap = |lane: usize| {
+            let (lo, hi) = (lane as f64 * w, (lane + 1) as f64 * w);
+            (c.y_max.min(hi) - c.y_min.max(lo)).max(0.0)
+        };
+        let most = |keep: &dyn Fn(usize) -> bool| {
+            (0..self.lanes.len()).filter(|&l| keep(l)).max_by(|&a, &b| overlap(a).total_cmp(&overlap(b)))
+        };
+        let min_keep = KEEP_LANE_OVERLAP_M.min(c.y_max - c.y_min);
+        let kept = most(&|l| !taken[l] && self.lanes[l].active() && overlap(l) >= min_keep)
+            .or_else(|| most(&|l| !taken[l] && overlap(l) > 0.0));
+        if kept.is_some() {
+            return kept;
+        }
+        let centre = ((c.y_min + c.y_max) / 2.0 / w).floor();
+        (centre >= 0.0 && (centre as usize) < self.lanes.len()).then_some(centre as usize)
+    }
+}
+
+/// Speed from two scan planes `distance_m` apart along the road: an upstream plane with its own
+/// [`Detector`] and the main one. A vehicle's speed is the distance over the time between its
+/// entries in the two planes, averaged with the same for its exits; upstream tracks pair with
+/// main tracks first-in first-out per lane (or a neighbouring lane, for a vehicle changing lanes).
+pub struct SpeedTrap {
+    distance_m: f64,
+    /// Upstream tracks not yet paired: (lane, track, entry, exit).
+    upstream: Vec<UpstreamTrack>,
+    /// Main track → the upstream track it paired with and the entry interval.
+    paired: Vec<(u64, u64, f64)>,
+    /// Upstream exits of paired tracks, by upstream track.
+    upstream_exits: Vec<(u64, DateTime<Utc>)>,
+}
+
+/// An upstream track not yet paired: (lane, track, entry, exit).
+type UpstreamTrack = (u32, u64, DateTime<Utc>, Option<DateTime<Utc>>);
+
+/// Whether a range is an echo (not "no echo", 0, nor NaN).
+fn has_echo(range_m: f32) -> bool {
+    range_m > NO_ECHO_M
+}
+
+/// Slowest vehicle a speed trap pairs, km/h.
+const SPEED_TRAP_MIN_KMH: f64 = 5.0;
+
+impl SpeedTrap {
+    pub fn new(distance_m: f64) -> Self {
+        Self { distance_m, upstream: Vec::new(), paired: Vec::new(), upstream_exits: Vec::new() }
+    }
+
+    /// An event of the upstream plane's detector.
+    pub fn upstream(&mut self, event: &Detection) {
+        match event {
+            Detection::Entry { track, lane, t } => self.upstream.push((*lane, *track, *t, None)),
+            Detection::Exit { track, t, .. } => {
+                if let Some(u) = self.upstream.iter_mut().find(|u| u.1 == *track) {
+                    u.3 = Some(*t);
+                } else if self.paired.iter().any(|p| p.1 == *track) {
+                    self.upstream_exits.push((*track, *t));
+                }
+            }
+        }
+    }
+
+    /// An event of the main plane's detector; on a main exit, the vehicle's speed in km/h when
+    /// it could be measured.
+    pub fn main(&mut self, event: &Detection) -> Option<f64> {
+        let secs = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        let max_dt = self.distance_m / (SPEED_TRAP_MIN_KMH / 3.6);
+        match event {
+            Detection::Entry { track, lane, t } => {
+                self.upstream.retain(|u| secs(*t - u.2) <= max_dt);
+                let pick =
+                    self.upstream.iter().position(|u| u.0 == *lane && u.2 < *t).or_else(|| {
+                        self.upstream.iter().position(|u| u.0.abs_diff(*lane) == 1 && u.2 < *t)
+                    })?;
+                let (_, up_track, up_entry, up_exit) = self.upstream.remove(pick);
+                if let Some(exit) = up_exit {
+                    self.upstream_exits.push((up_track, exit));
+                }
+                self.paired.push((*track, up_track, secs(*t - up_entry)));
+                None
+            }
+            Detection::Exit { track, t, .. } => {
+                let at = self.paired.iter().position(|p| p.0 == *track)?;
+                let (_, up_track, entry_dt) = self.paired.remove(at);
+                let up_exit = self
+                    .upstream_exits
+                    .iter()
+                    .position(|e| e.0 == up_track)
+                    .map(|i| self.upstream_exits.remove(i).1);
+                let dt = match up_exit {
+                    Some(exit) => (entry_dt + secs(*t - exit)) / 2.0,
+                    None => entry_dt,
+                };
+                (dt > 0.0).then(|| self.distance_m / dt * 3.6)
+            }
+        }
     }
 }
 
@@ -242,6 +486,7 @@ impl Component for DetectComponent {
             let mut input = input.lock().await;
             let (mut entries, mut exits) = (0u64, 0u64);
             while let Some(scan) = input.recv().await {
+                let was_degraded = detector.degraded();
                 for event in detector.process(&scan) {
                     match &event {
                         Detection::Entry { track, lane, .. } => {
@@ -261,8 +506,16 @@ impl Component for DetectComponent {
                     output.send(event).await?;
                 }
                 ctx.processed(1);
-                if ctx.registry.get(&ctx.name).is_some_and(|s| s.processed % 50 == 0) {
-                    ctx.detail(serde_json::json!({ "learnt": detector.learnt(), "entries": entries, "exits": exits }));
+                if was_degraded != detector.degraded()
+                    || ctx.registry.get(&ctx.name).is_some_and(|s| s.processed % 50 == 0)
+                {
+                    ctx.detail(serde_json::json!({
+                        "learnt": detector.learnt(),
+                        "degraded": detector.degraded(),
+                        "degraded_scans": detector.degraded_scans(),
+                        "entries": entries,
+                        "exits": exits,
+                    }));
                 }
             }
             output.close();
@@ -275,8 +528,8 @@ impl Component for DetectComponent {
 mod tests {
     use super::*;
     use crate::config::ClassMix;
-    use crate::sim::lidar::scan_world;
-    use crate::sim::{TrafficParams, World};
+    use crate::sim::lidar::{Weather, scan_world, scan_world_at};
+    use crate::sim::{TrafficParams, TrailerGap, World};
     use rand::SeedableRng;
 
     /// 120° so that tall vehicles in the outer lanes are seen whole (at 90° and 6.5 m the scan
@@ -316,6 +569,143 @@ mod tests {
             events.extend(detector.process(&scan));
         }
         events
+    }
+
+    /// Scans at 50 Hz in `weather`, blind (no echo at all) from `blind.0` to `blind.1` seconds;
+    /// calls `check` after each scan with the time and the detector.
+    fn run_in(
+        world: &mut World,
+        seconds: f64,
+        weather: Weather,
+        blind: (f64, f64),
+        mut check: impl FnMut(f64, &Detector, &[Detection]),
+    ) -> Vec<Detection> {
+        let g = geometry();
+        let mut detector = Detector::new(g);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut events = vec![];
+        for step in 1..=(seconds * 50.0) as u32 {
+            let t = f64::from(step) / 50.0;
+            world.advance_to(t);
+            let ranges_m = if t >= blind.0 && t < blind.1 {
+                vec![0.0; g.beams()]
+            } else {
+                scan_world_at(world, &g, 0.0, weather, &mut rng)
+            };
+            let new = detector.process(&Scan { t: world.now(), ranges_m });
+            check(t, &detector, &new);
+            events.extend(new);
+        }
+        events
+    }
+
+    fn entries(events: &[Detection]) -> Vec<u32> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Detection::Entry { lane, .. } => Some(*lane),
+                Detection::Exit { .. } => None,
+            })
+            .collect()
+    }
+
+    const NEVER: (f64, f64) = (f64::INFINITY, f64::INFINITY);
+
+    #[test]
+    fn tailgating_pair_is_two_vehicles() {
+        let mut world = world();
+        let leader = world.insert_vehicle(0, VehicleClass::Car, 120.0, -40.0);
+        // 2.5 m bumper to bumper at 120 km/h: 75 ms, under four scans at 50 Hz
+        world.insert_vehicle(0, VehicleClass::Car, 120.0, -40.0 - leader.length_m - 2.5);
+        let events = run_in(&mut world, 6.0, Weather::CLEAR, NEVER, |_, _, _| {});
+        assert_eq!(entries(&events), vec![0, 0], "{events:#?}");
+    }
+
+    #[test]
+    fn lane_straddler_is_counted_once() {
+        for (boundary, class) in [(1u32, VehicleClass::Car), (2, VehicleClass::Van), (1, VehicleClass::Truck)]
+        {
+            for offset in [-0.3, 0.0, 0.3] {
+                let mut world = world();
+                let truth = world.insert_vehicle(boundary - 1, class, 90.0, -40.0);
+                world.vehicle_mut(truth.vehicle_id).unwrap().y_center_m = f64::from(boundary) * 3.5 + offset;
+                let events = run_in(&mut world, 5.0, Weather::CLEAR, NEVER, |_, _, _| {});
+                let lanes = entries(&events);
+                assert_eq!(lanes.len(), 1, "{class:?} at {offset} from boundary {boundary}: {events:#?}");
+                assert!(lanes[0] == boundary - 1 || lanes[0] == boundary);
+            }
+        }
+    }
+
+    #[test]
+    fn truck_with_trailer_is_counted_once() {
+        for speed_kmh in [50.0, 80.0, 110.0] {
+            let mut world = world();
+            let truth = world.insert_vehicle(1, VehicleClass::Truck, speed_kmh, -40.0);
+            let v = world.vehicle_mut(truth.vehicle_id).unwrap();
+            v.truth.length_m = 6.0 + 1.0 + 10.0;
+            v.trailer_gap = Some(TrailerGap { from_front_m: 6.0, gap_m: 1.0 });
+            let events = run_in(&mut world, 6.0, Weather::CLEAR, NEVER, |_, _, _| {});
+            assert_eq!(entries(&events), vec![1], "{speed_kmh} km/h: {events:#?}");
+            assert!(
+                events.iter().any(|e| matches!(e, Detection::Exit { class: VehicleClass::Truck, .. })),
+                "{events:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rain_and_spray_points_are_not_vehicles() {
+        let events = run_in(&mut world(), 60.0, Weather::RAIN, NEVER, |_, _, _| {});
+        assert_eq!(events, vec![]);
+        let mut world = world();
+        world.insert_vehicle(2, VehicleClass::Car, 100.0, -40.0);
+        let events = run_in(&mut world, 5.0, Weather::RAIN, NEVER, |_, _, _| {});
+        assert_eq!(entries(&events), vec![2], "{events:#?}");
+    }
+
+    #[test]
+    fn dropout_is_degraded_and_makes_no_phantoms() {
+        let mut world = world();
+        // one car passes during the dropout, one is in the plane when it ends
+        world.insert_vehicle(0, VehicleClass::Car, 100.0, -100.0);
+        world.insert_vehicle(1, VehicleClass::Car, 100.0, -160.0);
+        let mut degraded_seen = false;
+        let events = run_in(&mut world, 10.0, Weather::CLEAR, (3.0, 6.0), |t, detector, new| {
+            if (3.0..6.0).contains(&t) {
+                assert!(detector.degraded(), "not degraded at {t}");
+                assert!(new.is_empty(), "detections while blind: {new:?}");
+                degraded_seen = true;
+            } else {
+                assert!(!detector.degraded(), "degraded at {t}");
+            }
+        });
+        assert!(degraded_seen);
+        assert!(entries(&events).len() <= 1, "{events:#?}");
+        assert!(entries(&events).iter().all(|&lane| lane == 1), "{events:#?}");
+    }
+
+    #[test]
+    fn speed_trap_measures_speed_from_two_planes() {
+        let g = geometry();
+        let mut world = world();
+        world.insert_vehicle(1, VehicleClass::Car, 90.0, -40.0);
+        let (mut up, mut main, mut trap) = (Detector::new(g), Detector::new(g), SpeedTrap::new(4.0));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut speeds = vec![];
+        for step in 1..=300 {
+            world.advance_to(f64::from(step) / 100.0);
+            let up_scan =
+                Scan { t: world.now(), ranges_m: scan_world_at(&world, &g, -4.0, Weather::CLEAR, &mut rng) };
+            let scan =
+                Scan { t: world.now(), ranges_m: scan_world_at(&world, &g, 0.0, Weather::CLEAR, &mut rng) };
+            for e in up.process(&up_scan) {
+                trap.upstream(&e);
+            }
+            speeds.extend(main.process(&scan).iter().filter_map(|e| trap.main(e)));
+        }
+        assert_eq!(speeds.len(), 1);
+        assert!((speeds[0] - 90.0).abs() < 8.0, "{speeds:?}");
     }
 
     #[test]

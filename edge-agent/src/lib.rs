@@ -6,6 +6,7 @@
 
 pub mod acquire;
 pub mod bench;
+pub mod bench_sensing;
 pub mod buffer;
 pub mod config;
 pub mod detect;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lanewatch_edge_agent::bench;
 use lanewatch_edge_agent::config::{self, AgentConfig};
 use lanewatch_edge_agent::lidar::recording;
 use lanewatch_edge_agent::lidar::sick::Framing;
@@ -15,6 +14,7 @@ use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
 use lanewatch_edge_agent::supervisor::{ComponentStatus, Registry, Supervisor};
 use lanewatch_edge_agent::uplink::{UplinkComponent, write_atomically};
+use lanewatch_edge_agent::{bench, bench_sensing};
 use tokio::sync::{mpsc, watch};
 
 const EXIT_CONFIG: u8 = 2;
@@ -96,6 +96,18 @@ enum BenchCommand {
         recovery_captures: usize,
         #[arg(long, default_value_t = 200_000)]
         recovery_image_bytes: usize,
+    },
+    /// Sensing: the simulator and the real detector over scenarios with ground truth, faster
+    /// than real time (precision, recall, class, speed, trigger error, processing time).
+    Sensing {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Simulated seconds of each main scenario.
+        #[arg(long, default_value_t = 300.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// The child the buffer benchmark kills (internal).
     #[command(hide = true)]
@@ -377,6 +389,15 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             };
             let exe = std::env::current_exe().context("locating this executable")?;
             let report = bench::run(&options, &exe)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        BenchCommand::Sensing { json, seconds, seed } => {
+            let report = bench_sensing::run(&bench_sensing::SensingOptions { seconds, seed });
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

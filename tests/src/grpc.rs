@@ -27,6 +27,22 @@ pub async fn channel(url: &str) -> Result<Channel> {
     Channel::from_shared(url.to_owned())?.connect_timeout(STEP).connect().await.context("connecting")
 }
 
+/// A TLS channel (`https://` url) trusting `ca_pem`, showing `identity` (certificate and key
+/// PEM) as its client certificate when given.
+pub async fn tls_channel(url: &str, ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Result<Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(url.to_owned())?
+        .tls_config(tls)?
+        .connect_timeout(STEP)
+        .connect()
+        .await
+        .context("connecting over tls")
+}
+
 impl Session {
     /// Opens a session and completes Hello/Welcome.
     pub async fn open(url: &str, agent_id: &str, site_id: &str) -> Result<Self> {
@@ -37,7 +53,12 @@ impl Session {
 
     /// Opens a session with a given Hello; the inner error is the status the server ended it with.
     pub async fn open_with_hello(url: &str, hello: Hello) -> Result<Result<Self, Status>> {
-        let mut client = AgentGatewayClient::new(channel(url).await?)
+        Self::open_on(channel(url).await?, hello).await
+    }
+
+    /// Like [`Session::open_with_hello`], on a channel of the caller's (e.g. [`tls_channel`]).
+    pub async fn open_on(channel: Channel, hello: Hello) -> Result<Result<Self, Status>> {
+        let mut client = AgentGatewayClient::new(channel)
             .max_encoding_message_size(usize::MAX)
             .max_decoding_message_size(64 << 20);
         let (tx, rx) = mpsc::channel(16);

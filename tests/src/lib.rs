@@ -191,6 +191,49 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Starts with mutual TLS on the agent gateway: agents must show a certificate issued by
+    /// `client_ca` (PEM file) whose subject CN is their agent id.
+    pub async fn start_tls_with_client_ca(
+        db: Db,
+        blob: Blob,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> Result<Self> {
+        let grpc =
+            format!("tls = {{ cert_path = {cert:?}, key_path = {key:?}, client_ca_path = {client_ca:?} }}\n");
+        let mut cp = Self::start_inner(db, blob, &grpc, "").await?;
+        cp.tls = true;
+        Ok(cp)
+    }
+
+    /// Creates an admin API key with `lanewatch-control create-api-key` on this control
+    /// plane's config and database; returns the bearer token.
+    pub fn create_admin_key(&self) -> Result<String> {
+        let output = Command::new(bin("lanewatch-control"))
+            .arg("create-api-key")
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--name", "e2e-admin", "--role", "admin"])
+            .output()?;
+        if !output.status.success() {
+            bail!("create-api-key failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    }
+
+    /// Runs a GraphQL query as the holder of `token` and returns the whole response body.
+    pub async fn graphql_with_key(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(self.http_url("/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await?;
+        response.json().await.context("graphql response is JSON")
+    }
+
     async fn start_inner(db: Db, blob: Blob, grpc_extra: &str, extra_toml: &str) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("lanewatch-cp-").tempdir()?;
         let db_url = match db {
@@ -418,6 +461,7 @@ pub struct AgentBuilder {
     flow: u32,
     camera: CameraSource,
     ca_path: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
     extra_toml: String,
     control_plane_toml: String,
     buffer_toml: String,
@@ -434,6 +478,7 @@ impl AgentBuilder {
             flow: 2000,
             camera: CameraSource::Simulator,
             ca_path: None,
+            client_cert: None,
             extra_toml: String::new(),
             control_plane_toml: String::new(),
             buffer_toml: String::new(),
@@ -455,6 +500,18 @@ impl AgentBuilder {
     /// Trust this CA certificate (PEM) for the control plane's TLS.
     pub fn ca_path(mut self, path: &Path) -> Self {
         self.ca_path = Some(path.to_owned());
+        self
+    }
+
+    /// Show this client certificate and key (PEM files) to the control plane (mutual TLS).
+    pub fn client_cert(mut self, cert: &Path, key: &Path) -> Self {
+        self.client_cert = Some((cert.to_owned(), key.to_owned()));
+        self
+    }
+
+    /// The agent id (default `agent-<site>`).
+    pub fn agent_id(mut self, id: &str) -> Self {
+        self.agent_id = id.to_owned();
         self
     }
 
@@ -497,7 +554,10 @@ impl AgentBuilder {
             CameraSource::Replay(path) => format!("kind = \"file_replay\"\npath = {path:?}\n"),
         };
         let lanes: Vec<String> = (0..self.lanes).map(|l| l.to_string()).collect();
-        let ca = self.ca_path.as_ref().map(|p| format!("ca_path = {p:?}\n")).unwrap_or_default();
+        let mut ca = self.ca_path.as_ref().map(|p| format!("ca_path = {p:?}\n")).unwrap_or_default();
+        if let Some((cert, key)) = &self.client_cert {
+            ca.push_str(&format!("client_cert_path = {cert:?}\nclient_key_path = {key:?}\n"));
+        }
         format!(
             "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
              [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\

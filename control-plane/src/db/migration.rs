@@ -7,7 +7,12 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Init), Box::new(M0002Access), Box::new(M0003DeletionReceipts)]
+        vec![
+            Box::new(M0001Init),
+            Box::new(M0002Access),
+            Box::new(M0003DeletionReceipts),
+            Box::new(M0004RevokedAgents),
+        ]
     }
 }
 
@@ -461,5 +466,45 @@ impl MigrationTrait for M0003DeletionReceipts {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(DeletionReceipts::Table).to_owned()).await
+    }
+}
+
+#[derive(DeriveIden)]
+enum RevokedAgents {
+    Table,
+    AgentId,
+    Reason,
+    By,
+    CreatedAt,
+}
+
+/// Revoked agents: one row per agent refused its sessions; reinstating deletes the row.
+struct M0004RevokedAgents;
+
+impl MigrationName for M0004RevokedAgents {
+    fn name(&self) -> &str {
+        "m0004_revoked_agents"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for M0004RevokedAgents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(RevokedAgents::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(RevokedAgents::AgentId).string().not_null().primary_key())
+                    .col(ColumnDef::new(RevokedAgents::Reason).string().not_null())
+                    .col(ColumnDef::new(RevokedAgents::By).string().not_null())
+                    .col(ColumnDef::new(RevokedAgents::CreatedAt).timestamp_with_time_zone().not_null())
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(RevokedAgents::Table).to_owned()).await
     }
 }

@@ -10,19 +10,20 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
 
 use crate::domain::{
-    Agency, Agent, AgentHello, AgentPulse, ApiKey, AuditEntry, Capture, CaptureCursor, CaptureFilter,
-    CaptureMeta, Decision, DeletionReason, DeletionReceipt, Health, HourlyStats, HovPolicy, ImageContentType,
-    OccupancyStatus, ReviewDecision, Role, SectionCount, Site, TimeWindow, ValueClass, VehicleClass,
-    Violation, ViolationState, Visibility,
+    Agency, Agent, AgentHello, AgentPulse, AgentRevocation, ApiKey, AuditEntry, Capture, CaptureCursor,
+    CaptureFilter, CaptureMeta, Decision, DeletionReason, DeletionReceipt, Health, HourlyStats, HovPolicy,
+    ImageContentType, OccupancyStatus, ReviewDecision, Role, SectionCount, Site, TimeWindow, ValueClass,
+    VehicleClass, Violation, ViolationState, Visibility,
 };
 use entities::{
-    agencies, agents, api_keys, audit_log, cameras, captures, deletion_receipts, lanes, sites, violations,
+    agencies, agents, api_keys, audit_log, cameras, captures, deletion_receipts, lanes, revoked_agents,
+    sites, violations,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -290,43 +291,28 @@ impl Db {
         after: Option<CaptureCursor>,
         limit: u64,
     ) -> Result<Vec<Capture>, DbError> {
-        use captures::Column as C;
-        let mut cond = capture_scope(vis);
-        if let Some(site) = &filter.site_id {
-            cond = cond.add(C::SiteId.eq(site.as_str()));
-        }
-        if let Some(lane) = filter.lane {
-            cond = cond.add(C::Lane.eq(i64::from(lane)));
-        }
-        if let Some(from) = filter.from {
-            cond = cond.add(C::CapturedAt.gte(from));
-        }
-        if let Some(to) = filter.to {
-            cond = cond.add(C::CapturedAt.lt(to));
-        }
-        if let Some(decision) = filter.decision {
-            cond = cond.add(C::Decision.eq(decision.as_str()));
-        }
-        if let Some(n) = filter.min_occupants {
-            cond = cond.add(C::Occupants.gte(i64::from(n)));
-        }
-        if let Some(n) = filter.max_occupants {
-            cond = cond.add(C::Occupants.lte(i64::from(n)));
-        }
-        if let Some(class) = filter.vehicle_class {
-            cond = cond.add(C::VehicleClass.eq(class.as_str()));
-        }
-        if let Some(c) = after {
-            cond = cond.add(after_cursor(C::CapturedAt, C::Id, c));
-        }
-        let rows = captures::Entity::find()
-            .filter(cond)
-            .order_by_desc(C::CapturedAt)
-            .order_by_desc(C::Id)
-            .limit(limit)
-            .all(&self.conn)
-            .await?;
+        let rows = captures_page_select(filter, vis, after, limit).all(&self.conn).await?;
         rows.into_iter().map(capture_from_row).collect()
+    }
+
+    /// `EXPLAIN ANALYZE` of the statement `captures_page` runs, one line per plan line
+    /// (PostgreSQL only: the benchmark's check that a deep page walks an index).
+    pub async fn explain_captures_page(
+        &self,
+        filter: &CaptureFilter,
+        vis: &Visibility,
+        after: Option<CaptureCursor>,
+        limit: u64,
+    ) -> Result<Vec<String>, DbError> {
+        let backend = self.conn.get_database_backend();
+        let select = captures_page_select(filter, vis, after, limit).build(backend);
+        let explain = sea_orm::Statement::from_sql_and_values(
+            backend,
+            format!("EXPLAIN ANALYZE {}", select.sql),
+            select.values.map(|v| v.0).unwrap_or_default(),
+        );
+        let rows = self.conn.query_all(explain).await?;
+        rows.iter().map(|r| r.try_get_by_index::<String>(0).map_err(DbError::from)).collect()
     }
 
     /// The HOV policy of one lane, when one is set.
@@ -449,6 +435,38 @@ impl Db {
             .exec(&self.conn)
             .await?;
         self.api_key(id).await
+    }
+
+    /// Revokes an agent; revoking it again keeps the first reason, actor and time.
+    pub async fn revoke_agent(&self, r: &AgentRevocation) -> Result<AgentRevocation, DbError> {
+        let row = revoked_agents::ActiveModel {
+            agent_id: Set(r.agent_id.clone()),
+            reason: Set(r.reason.clone()),
+            by: Set(r.by.clone()),
+            created_at: Set(r.created_at),
+        };
+        revoked_agents::Entity::insert(row)
+            .on_conflict(OnConflict::column(revoked_agents::Column::AgentId).do_nothing().to_owned())
+            .exec_without_returning(&self.conn)
+            .await?;
+        Ok(self.revocation(&r.agent_id).await?.unwrap_or_else(|| r.clone()))
+    }
+
+    /// Lifts an agent's revocation; whether it was revoked.
+    pub async fn reinstate_agent(&self, agent_id: &str) -> Result<bool, DbError> {
+        let deleted = revoked_agents::Entity::delete_by_id(agent_id.to_owned()).exec(&self.conn).await?;
+        Ok(deleted.rows_affected > 0)
+    }
+
+    /// The agent's revocation; `None` when it may open sessions.
+    pub async fn revocation(&self, agent_id: &str) -> Result<Option<AgentRevocation>, DbError> {
+        let row = revoked_agents::Entity::find_by_id(agent_id.to_owned()).one(&self.conn).await?;
+        Ok(row.map(|r| AgentRevocation {
+            agent_id: r.agent_id,
+            reason: r.reason,
+            by: r.by,
+            created_at: r.created_at,
+        }))
     }
 
     /// Violations the caller may see, newest capture first, strictly after `after` when given.
@@ -704,11 +722,56 @@ impl Db {
     }
 }
 
-/// Rows strictly after a cursor in `(at DESC, id DESC)` order.
+/// The statement of one captures page: `filter` within `vis`, newest first by
+/// `(captured_at DESC, id DESC)`, strictly after `after` when given.
+fn captures_page_select(
+    filter: &CaptureFilter,
+    vis: &Visibility,
+    after: Option<CaptureCursor>,
+    limit: u64,
+) -> sea_orm::Select<captures::Entity> {
+    use captures::Column as C;
+    let mut cond = capture_scope(vis);
+
+    if let Some(site) = &filter.site_id {
+        cond = cond.add(C::SiteId.eq(site.as_str()));
+    }
+    if let Some(lane) = filter.lane {
+        cond = cond.add(C::Lane.eq(i64::from(lane)));
+    }
+    if let Some(from) = filter.from {
+        cond = cond.add(C::CapturedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        cond = cond.add(C::CapturedAt.lt(to));
+    }
+    if let Some(decision) = filter.decision {
+        cond = cond.add(C::Decision.eq(decision.as_str()));
+    }
+    if let Some(n) = filter.min_occupants {
+        cond = cond.add(C::Occupants.gte(i64::from(n)));
+    }
+    if let Some(n) = filter.max_occupants {
+        cond = cond.add(C::Occupants.lte(i64::from(n)));
+    }
+    if let Some(class) = filter.vehicle_class {
+        cond = cond.add(C::VehicleClass.eq(class.as_str()));
+    }
+    if let Some(c) = after {
+        cond = cond.add(after_cursor(C::CapturedAt, C::Id, c));
+    }
+    captures::Entity::find().filter(cond).order_by_desc(C::CapturedAt).order_by_desc(C::Id).limit(limit)
+}
+
+/// Rows strictly after a cursor in `(at DESC, id DESC)` order. The redundant `at <= cursor`
+/// gives the planner an index bound: without it a deep page walks the index from the newest
+/// row, filtering every row newer than the cursor.
 fn after_cursor<C: ColumnTrait>(at: C, id: C, c: CaptureCursor) -> Condition {
-    Condition::any()
-        .add(at.lt(c.captured_at))
-        .add(Condition::all().add(at.eq(c.captured_at)).add(id.lt(c.id.to_string())))
+    Condition::all().add(at.lte(c.captured_at)).add(
+        Condition::any()
+            .add(at.lt(c.captured_at))
+            .add(Condition::all().add(at.eq(c.captured_at)).add(id.lt(c.id.to_string()))),
+    )
 }
 
 /// The ids of the sites in a jurisdiction.

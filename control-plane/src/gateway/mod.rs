@@ -1,10 +1,16 @@
 //! The agent gateway: the tonic `AgentGateway::session` bidi stream, the per-session protocol
 //! (hello, heartbeats, chunked capture ingest with durable acks), the registry of live sessions
 //! and request/response routing for introspection and commands.
+//!
+//! Who an agent is: with client certificates (`grpc.tls.client_ca_path`), the agent id is the
+//! first subject common name (CN) of the certificate the TLS layer verified; subject alternative
+//! names are not consulted. A Hello naming another agent is refused (UNAUTHENTICATED), and so is
+//! the Hello of a revoked agent (PERMISSION_DENIED); revoking an agent ends its live session.
 
 pub mod convert;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +48,8 @@ enum Reply {
 struct LiveSession {
     session_id: Uuid,
     tx: Outbound,
+    /// Set to the reason when the agent is revoked; the session then ends.
+    revoked: watch::Sender<Option<String>>,
 }
 
 struct Shared {
@@ -56,6 +64,8 @@ struct Shared {
     events: Events,
     /// Other replicas, when several share the database (`cluster.rs`).
     cluster: std::sync::OnceLock<Cluster>,
+    /// Refuse sessions without a verified client certificate (`grpc.require_client_cert`).
+    require_client_certs: AtomicBool,
 }
 
 /// The gateway's shared state; cheap to clone.
@@ -113,6 +123,7 @@ impl Gateway {
                 shutdown,
                 events: Events::new(),
                 cluster: std::sync::OnceLock::new(),
+                require_client_certs: AtomicBool::new(false),
             }),
         }
     }
@@ -121,6 +132,32 @@ impl Gateway {
     pub fn into_service(self) -> pb::agent_gateway_server::AgentGatewayServer<Self> {
         let limit = self.shared.limits.max_message_bytes;
         pb::agent_gateway_server::AgentGatewayServer::new(self).max_decoding_message_size(limit)
+    }
+
+    /// Refuse sessions whose TLS connection carries no client certificate.
+    pub fn require_client_certs(&self, required: bool) {
+        self.shared.require_client_certs.store(required, Ordering::Relaxed);
+    }
+
+    /// Ends the agent's live session on this replica (if any) and tells the other replicas to
+    /// end theirs; call after the revocation is stored.
+    pub fn revoked(&self, agent_id: &str, reason: &str) {
+        self.end_revoked_session(agent_id, reason);
+        self.shared
+            .events
+            .publish(EventKind::AgentRevoked { agent_id: agent_id.to_owned(), reason: reason.to_owned() });
+    }
+
+    /// Ends the agent's session on this replica with PERMISSION_DENIED; whether it had one.
+    pub fn end_revoked_session(&self, agent_id: &str, reason: &str) -> bool {
+        match lock(&self.shared.sessions).get(agent_id) {
+            Some(session) => {
+                tracing::warn!(agent_id, reason, "ending the session of a revoked agent");
+                session.revoked.send_replace(Some(reason.to_owned()));
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn is_online(&self, agent_id: &str) -> bool {
@@ -238,13 +275,23 @@ impl Gateway {
     }
 
     /// Drives one session to its end; never panics on input, never affects other sessions.
-    async fn run_session(self, mut inbound: tonic::Streaming<pb::AgentMessage>, tx: Outbound) {
+    async fn run_session(
+        self,
+        identity: Result<Option<String>, Error>,
+        mut inbound: tonic::Streaming<pb::AgentMessage>,
+        tx: Outbound,
+    ) {
         let metrics = &self.shared.metrics;
         metrics.sessions_active.inc();
         let mut shutdown = self.shared.shutdown.clone();
-        let outcome = match self.open(&mut inbound, &tx, &mut shutdown).await {
-            Ok(Some((hello, session_id))) => {
-                let outcome = self.serve(&hello, session_id, &mut inbound, &tx, &mut shutdown).await;
+        let opened = match identity {
+            Ok(identity) => self.open(identity.as_deref(), &mut inbound, &tx, &mut shutdown).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match opened {
+            Ok(Some((hello, session_id, mut revoked))) => {
+                let outcome =
+                    self.serve(&hello, session_id, &mut inbound, &tx, &mut shutdown, &mut revoked).await;
                 self.close(&hello.agent_id, session_id).await;
                 outcome
             }
@@ -291,13 +338,15 @@ impl Gateway {
         }
     }
 
-    /// Reads Hello, records the agent and answers Welcome; `None` when the agent left first.
+    /// Reads Hello, checks who the agent is, records it and answers Welcome; `None` when the
+    /// agent left first. `identity` is the agent id of the client certificate, if one was shown.
     async fn open(
         &self,
+        identity: Option<&str>,
         inbound: &mut tonic::Streaming<pb::AgentMessage>,
         tx: &Outbound,
         shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<Option<(AgentHello, Uuid)>, Error> {
+    ) -> Result<Option<(AgentHello, Uuid, watch::Receiver<Option<String>>)>, Error> {
         let first = match self.next(inbound, shutdown).await? {
             Next::Message(m) => m,
             Next::Closed | Next::Shutdown => return Ok(None),
@@ -317,6 +366,31 @@ impl Gateway {
             ));
         }
         let hello = convert::hello(&hello)?;
+        match identity {
+            Some(certified) if certified != hello.agent_id => {
+                return Err(Error::unauthenticated(format!(
+                    "certificate is for agent {certified}, hello says {}",
+                    hello.agent_id
+                )));
+            }
+            Some(_) => {}
+            None if self.shared.require_client_certs.load(Ordering::Relaxed) => {
+                return Err(Error::unauthenticated(format!(
+                    "agent {} presented no client certificate",
+                    hello.agent_id
+                )));
+            }
+            None => {}
+        }
+        let revocation = self.shared.db.revocation(&hello.agent_id).await.map_err(|e| {
+            Error::unavailable(format!("cannot check whether agent {} is revoked: {e}", hello.agent_id))
+        })?;
+        if let Some(r) = revocation {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!("agent {} is revoked: {}", hello.agent_id, r.reason),
+            ));
+        }
         self.shared
             .db
             .upsert_agent(&hello, Utc::now())
@@ -336,9 +410,13 @@ impl Gateway {
             // fields added to the contract later keep their defaults until this gateway uses them
             ..Default::default()
         });
+        let (revoke_tx, revoked) = watch::channel(None);
         {
             let mut sessions = lock(&self.shared.sessions);
-            sessions.insert(hello.agent_id.clone(), LiveSession { session_id, tx: tx.clone() });
+            sessions.insert(
+                hello.agent_id.clone(),
+                LiveSession { session_id, tx: tx.clone(), revoked: revoke_tx },
+            );
             self.shared.metrics.agents_online.set(sessions.len() as i64);
         }
         self.shared.events.publish(EventKind::AgentStatus {
@@ -358,7 +436,7 @@ impl Gateway {
             self.close(&hello.agent_id, session_id).await;
             return Ok(None);
         }
-        Ok(Some((hello, session_id)))
+        Ok(Some((hello, session_id, revoked)))
     }
 
     async fn close(&self, agent_id: &str, session_id: Uuid) {
@@ -396,6 +474,7 @@ impl Gateway {
         inbound: &mut tonic::Streaming<pb::AgentMessage>,
         tx: &Outbound,
         shutdown: &mut watch::Receiver<bool>,
+        revoked: &mut watch::Receiver<Option<String>>,
     ) -> Result<End, Error> {
         let limits = self.shared.limits;
         let mut upload: Option<Upload> = None;
@@ -405,7 +484,19 @@ impl Gateway {
             if stopping && upload.is_none() {
                 return Ok(End::Shutdown);
             }
-            let msg = match self.next(inbound, shutdown).await? {
+            // a revocation ends the session between messages; a capture being received is
+            // dropped unacked and stays in the agent's buffer
+            let next = tokio::select! {
+                Ok(()) = revoked.changed() => {
+                    let reason = revoked.borrow().clone().unwrap_or_default();
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!("agent {} is revoked: {reason}", hello.agent_id),
+                    ));
+                }
+                next = self.next(inbound, shutdown) => next?,
+            };
+            let msg = match next {
                 Next::Message(m) => m,
                 Next::Closed => return Ok(End::AgentClosed),
                 Next::Shutdown if upload.is_none() => return Ok(End::Shutdown),
@@ -600,6 +691,17 @@ fn status_to_error(status: &tonic::Status) -> Error {
     Error::new(kind, format!("reading agent message: {}", status.message()))
 }
 
+/// The agent id a client certificate (DER) is for: its first subject common name.
+pub fn certificate_agent_id(der: &[u8]) -> Result<String, Error> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::unauthenticated(format!("cannot parse the client certificate: {e}")))?;
+    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+    match cn {
+        Some(id) if !id.trim().is_empty() => Ok(id.to_owned()),
+        _ => Err(Error::unauthenticated("the client certificate has no subject common name (the agent id)")),
+    }
+}
+
 #[tonic::async_trait]
 impl pb::agent_gateway_server::AgentGateway for Gateway {
     type SessionStream = ReceiverStream<Result<pb::ControlMessage, tonic::Status>>;
@@ -609,11 +711,18 @@ impl pb::agent_gateway_server::AgentGateway for Gateway {
         request: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
     ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
         let peer = request.remote_addr();
+        let identity = match request.peer_certs() {
+            Some(certs) => match certs.first() {
+                Some(leaf) => certificate_agent_id(leaf).map(Some),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let gateway = self.clone();
         let span = tracing::info_span!("session", peer = ?peer);
-        tokio::spawn(tracing::Instrument::instrument(gateway.run_session(inbound, tx), span));
+        tokio::spawn(tracing::Instrument::instrument(gateway.run_session(identity, inbound, tx), span));
         Ok(tonic::Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -29,8 +29,9 @@ use crate::domain::VehicleClass;
 pub const SPAWN_X_M: f64 = -60.0;
 /// Vehicles leave the world once their rear passes this point, metres.
 pub const DESPAWN_X_M: f64 = 80.0;
-/// Minimum bumper-to-bumper gap between vehicles of one lane, metres.
-const MIN_GAP_M: f64 = 4.0;
+/// Default minimum bumper-to-bumper gap between vehicles of one lane, metres (about 0.15 s at
+/// 100 km/h: tailgating; [`World::set_min_gap_m`] changes it).
+pub const MIN_GAP_M: f64 = 4.0;
 
 /// One vehicle's true state, as the simulator knows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,7 +57,22 @@ pub struct SimVehicle {
     /// Lateral centre, metres from the right road edge.
     pub y_center_m: f64,
     pub speed_mps: f64,
+    /// A trailer behind the towing vehicle: the vehicle's length includes both, and the LIDAR
+    /// sees only the coupling (chassis or drawbar) in the gap between them.
+    pub trailer_gap: Option<TrailerGap>,
 }
+
+/// The gap between a tractor and its trailer, along the road.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrailerGap {
+    /// Distance from the vehicle's front to the start of the gap (the tractor's length), metres.
+    pub from_front_m: f64,
+    pub gap_m: f64,
+}
+
+/// Width and height of the coupling in a trailer gap (chassis rails or drawbar), metres.
+pub const COUPLING_WIDTH_M: f64 = 0.9;
+pub const COUPLING_HEIGHT_M: f64 = 1.1;
 
 /// Parameters of traffic generation.
 #[derive(Debug, Clone)]
@@ -94,6 +110,7 @@ pub struct World {
     queued: Vec<u32>,
     next_id: u64,
     arrivals: u64,
+    min_gap_m: f64,
     ground_truth: Option<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -112,6 +129,7 @@ impl World {
             queued: vec![0; lanes],
             next_id: 1,
             arrivals: 0,
+            min_gap_m: MIN_GAP_M,
             ground_truth: None,
         }
     }
@@ -128,6 +146,16 @@ impl World {
             .with_context(|| format!("opening ground truth file {}", path.display()))?;
         self.ground_truth = Some(std::io::BufWriter::new(file));
         Ok(())
+    }
+
+    /// Minimum bumper-to-bumper gap a follower keeps, metres (default [`MIN_GAP_M`]).
+    pub fn set_min_gap_m(&mut self, gap_m: f64) {
+        self.min_gap_m = gap_m.max(0.0);
+    }
+
+    /// A vehicle by id, for scenario tools that move it between lanes or hitch a trailer.
+    pub fn vehicle_mut(&mut self, vehicle_id: u64) -> Option<&mut SimVehicle> {
+        self.vehicles.iter_mut().find(|v| v.truth.vehicle_id == vehicle_id)
     }
 
     pub fn params(&self) -> &TrafficParams {
@@ -170,16 +198,17 @@ impl World {
                 self.next_arrival[lane] += sample_headway(&mut self.rng, self.params.flow_veh_h_per_lane);
             }
         }
-        // move vehicles, followers never closer than MIN_GAP_M to their leader
+        // move vehicles, followers never closer than the minimum gap to their leader
+        let min_gap = self.min_gap_m;
         self.vehicles.sort_by(|a, b| b.x_front_m.total_cmp(&a.x_front_m));
         let mut leader_rear: Vec<Option<(f64, f64)>> = vec![None; self.params.lanes as usize];
         for v in &mut self.vehicles {
             let lane = v.truth.lane as usize;
             let mut x = v.x_front_m + v.speed_mps * dt;
             if let Some((rear, leader_speed)) = leader_rear[lane]
-                && x > rear - MIN_GAP_M
+                && x > rear - min_gap
             {
-                x = (rear - MIN_GAP_M).max(v.x_front_m);
+                x = (rear - min_gap).max(v.x_front_m);
                 v.speed_mps = v.speed_mps.min(leader_speed);
             }
             v.x_front_m = x;
@@ -195,7 +224,7 @@ impl World {
                 .filter(|v| v.truth.lane == lane)
                 .map(|v| v.x_front_m - v.truth.length_m)
                 .fold(f64::INFINITY, f64::min)
-                > SPAWN_X_M + MIN_GAP_M;
+                > SPAWN_X_M + self.min_gap_m;
             if room && self.queued[lane as usize] > 0 {
                 self.queued[lane as usize] -= 1;
                 let class = self.sample_class();
@@ -255,6 +284,7 @@ impl World {
             x_front_m,
             y_center_m,
             speed_mps,
+            trailer_gap: None,
         }
     }
 

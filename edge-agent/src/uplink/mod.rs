@@ -13,6 +13,11 @@
 //! Deletion receipts (captures the buffer deleted without upload) are sent only to a control
 //! plane whose `Welcome` set `accepts_deletion_receipts`, and leave the buffer only when their
 //! `ReceiptAck` arrived; unacked receipts are sent again in the next session.
+//!
+//! With `client_cert_path`/`client_key_path` the agent shows its certificate (mutual TLS). A
+//! session the control plane refuses (PERMISSION_DENIED: revoked; UNAUTHENTICATED: wrong or
+//! missing certificate) is logged as an error and retried after the longest backoff only, and
+//! the component's detail says `refused: <message>` until a session opens again.
 
 pub mod throttle;
 pub mod wire;
@@ -29,7 +34,7 @@ use pb::{agent_message, command, control_message};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use uuid::Uuid;
 
 use crate::buffer::Buffer;
@@ -74,6 +79,7 @@ impl crate::supervisor::Component for UplinkComponent {
             supervisor: self.supervisor.clone(),
             ctx,
             acked: 0,
+            refused: None,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
         Box::pin(me.run())
@@ -92,8 +98,15 @@ struct Uplink {
     supervisor: Arc<OnceLock<SupervisorHandle>>,
     ctx: ComponentCtx,
     acked: u64,
+    /// Why the control plane last refused a session; cleared when one opens.
+    refused: Option<String>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
     bucket: throttle::TokenBucket,
+}
+
+/// Whether a session status means the control plane refuses this agent (not a passing fault).
+fn is_refusal(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::PermissionDenied | tonic::Code::Unauthenticated)
 }
 
 /// Exponential backoff with jitter (50–100 % of the step).
@@ -135,6 +148,16 @@ impl Uplink {
             match result {
                 Ok(()) => tracing::info!("control plane ended the session"),
                 Err(err) => match err.downcast_ref::<tonic::Status>() {
+                    Some(status) if is_refusal(status.code()) => {
+                        tracing::error!(
+                            code = ?status.code(),
+                            message = status.message(),
+                            "control plane refused this agent; retrying after the longest backoff"
+                        );
+                        self.refused = Some(status.message().to_owned());
+                        self.set_detail(false, "");
+                        step_ms = self.cp.reconnect_max_ms;
+                    }
                     Some(status) => {
                         tracing::warn!(code = ?status.code(), message = status.message(), "session failed")
                     }
@@ -149,7 +172,13 @@ impl Uplink {
     }
 
     fn set_detail(&self, connected: bool, session_id: &str) {
+        let state = match (&self.refused, connected) {
+            (_, true) => "connected".to_owned(),
+            (Some(message), false) => format!("refused: {message}"),
+            (None, false) => "disconnected".to_owned(),
+        };
         self.ctx.detail(serde_json::json!({
+            "state": state,
             "connected": connected,
             "session_id": session_id,
             "acked": self.acked,
@@ -177,6 +206,17 @@ impl Uplink {
                     tokio::fs::read(&path).await.with_context(|| format!("reading ca {}", path.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
+            if let (Some(cert), Some(key)) = (&self.cp.client_cert_path, &self.cp.client_key_path) {
+                let dir = self.config_dir.as_deref();
+                let (cert, key) = (crate::config::resolve(dir, cert), crate::config::resolve(dir, key));
+                let cert_pem = tokio::fs::read(&cert)
+                    .await
+                    .with_context(|| format!("reading client certificate {}", cert.display()))?;
+                let key_pem = tokio::fs::read(&key)
+                    .await
+                    .with_context(|| format!("reading client key {}", key.display()))?;
+                tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
+            }
             endpoint = endpoint.tls_config(tls).context("tls config")?;
         }
         let channel = endpoint.connect().await.context("connecting to control plane")?;
@@ -203,6 +243,7 @@ impl Uplink {
             other => anyhow::bail!("expected welcome, got {other:?}"),
         };
         *welcomed = true;
+        self.refused = None;
         tracing::info!(session_id = %welcome.session_id, protocol_version = welcome.protocol_version, server_version = %welcome.server_version, "session open");
         self.set_detail(true, &welcome.session_id);
         let interval_ms = if welcome.heartbeat_interval_ms > 0 {

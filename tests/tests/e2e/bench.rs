@@ -1,0 +1,51 @@
+//! `lanewatch-control bench api` runs end to end on a small data set (a fresh PostgreSQL
+//! database, SeaweedFS started by the bench itself) and prints one JSON object with finite
+//! figures. Only the shape is checked: timings are not asserted.
+
+use anyhow::{Context, Result};
+use lanewatch_tests::{Postgres, SeaweedFs, run_to_exit_with_stdout};
+use std::time::Duration;
+
+#[test]
+fn bench_api_s3_smoke() -> Result<()> {
+    let pg = Postgres::fresh_database()?;
+    let weed = SeaweedFs::binary()?;
+    let weed = weed.to_str().context("weed path is not utf-8")?;
+    let args = [
+        "bench",
+        "api",
+        "--json",
+        "--database-url",
+        &pg.url,
+        "--rows",
+        "2000",
+        "--queries",
+        "50",
+        "--ingest-captures",
+        "20",
+        "--image-bytes",
+        "20000",
+        "--weed",
+        weed,
+    ];
+    let (status, stdout, stderr) =
+        run_to_exit_with_stdout("lanewatch-control", &args, Duration::from_secs(120))?;
+    assert!(status.success(), "bench failed: {status}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one json line, got:\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(lines[0])?;
+    for key in [
+        "captures_page_p50_ms",
+        "captures_page_p99_ms",
+        "ingest_vs_raw_s3",
+        "seed_rows_per_sec",
+        "ingest_per_sec",
+        "raw_s3_put_per_sec",
+    ] {
+        let value =
+            report[key].as_f64().with_context(|| format!("{key} missing or not a number: {report}"))?;
+        assert!(value.is_finite(), "{key} is not finite: {report}");
+    }
+    assert_eq!(report["rows"], 2000, "{report}");
+    Ok(())
+}
