@@ -25,6 +25,25 @@ struct Cli {
 enum Cmd {
     /// Run a demo fleet: a control plane on embedded defaults and three simulated agents.
     Demo(DemoArgs),
+    /// Run a benchmark; it runs in the binary that owns the code it measures, with these arguments
+    /// (e.g. `lanewatch bench sensing --json`). Build with `--release` for figures worth quoting.
+    Bench {
+        #[arg(value_enum)]
+        which: Bench,
+        /// Passed on unchanged (`--json`, `--database-url`, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Bench {
+    /// Vehicle detection against simulator ground truth (`lanewatch-agent bench sensing`).
+    Sensing,
+    /// The agent's durable buffer (`lanewatch-agent bench buffer`).
+    Buffer,
+    /// The control plane's captures query and ingest (`lanewatch-control bench api`).
+    Api,
 }
 
 #[derive(clap::Args)]
@@ -59,6 +78,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Bench { which, args } => return bench(which, &args),
         Cmd::Demo(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -72,6 +92,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Replaces this process with the owning binary's bench command, so its output and exit code
+/// are the benchmark's own.
+fn bench(which: Bench, args: &[String]) -> ExitCode {
+    let (binary, name) = match which {
+        Bench::Sensing => ("lanewatch-agent", "sensing"),
+        Bench::Buffer => ("lanewatch-agent", "buffer"),
+        Bench::Api => ("lanewatch-control", "api"),
+    };
+    let path = match sibling_binary(binary) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let err = Command::new(&path).arg("bench").arg(name).args(args).exec();
+    eprintln!("error: cannot run {}: {err}", path.display());
+    ExitCode::FAILURE
 }
 
 /// A child process in its own process group (so that Ctrl-C reaches only the demo, which then

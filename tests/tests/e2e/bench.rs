@@ -49,3 +49,28 @@ fn bench_api_s3_smoke() -> Result<()> {
     assert_eq!(report["rows"], 2000, "{report}");
     Ok(())
 }
+
+/// The `lanewatch` CLI runs each bench in the binary that owns its code; `bench sensing` prints
+/// one JSON object with every figure the sensing issue names. Shape and ranges only.
+#[test]
+fn lanewatch_bench_sensing_prints_every_figure() -> Result<()> {
+    let (status, stdout, stderr) = run_to_exit_with_stdout(
+        "lanewatch",
+        &["bench", "sensing", "--json", "--seconds", "30"],
+        Duration::from_secs(300),
+    )?;
+    assert!(status.success(), "bench failed: {status}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one json line, got:\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(lines[0])?;
+    for key in ["detection_precision", "detection_recall", "rain_precision", "rain_recall", "class_accuracy"]
+    {
+        let value = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
+        assert!((0.0..=1.0).contains(&value), "{key} is a fraction: {report}");
+    }
+    for key in ["speed_error_kmh", "trigger_error_ms", "scan_period_ratio_100hz", "scan_to_trigger_p99_ms"] {
+        let value = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
+        assert!(value.is_finite() && value >= 0.0, "{key}: {report}");
+    }
+    Ok(())
+}
