@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Access),
             Box::new(M0003DeletionReceipts),
             Box::new(M0004RevokedAgents),
+            Box::new(M0005DecisionIndex),
         ]
     }
 }
@@ -506,5 +507,42 @@ impl MigrationTrait for M0004RevokedAgents {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_table(Table::drop().table(RevokedAgents::Table).to_owned()).await
+    }
+}
+
+/// Captures filtered by decision, newest first: rare decisions (`unknown`, `unreadable`) no
+/// longer walk the whole time index (`bench api` showed deep pages of them at ~90 ms p99 on
+/// 1,000,000 rows).
+struct M0005DecisionIndex;
+
+impl MigrationName for M0005DecisionIndex {
+    fn name(&self) -> &str {
+        "m0005_decision_index"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for M0005DecisionIndex {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("captures_decision_captured_at_id_desc")
+                    .table(Captures::Table)
+                    .col(Captures::Decision)
+                    .col((Captures::CapturedAt, IndexOrder::Desc))
+                    .col((Captures::Id, IndexOrder::Desc))
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop().name("captures_decision_captured_at_id_desc").table(Captures::Table).to_owned(),
+            )
+            .await
     }
 }
