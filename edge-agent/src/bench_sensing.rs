@@ -19,9 +19,9 @@
 //! Precision = matched detections / detections, recall = matched vehicles / vehicles.
 //!
 //! **Trigger error** = |trigger instant − instant the vehicle's front reaches the camera's target
-//! point|, the trigger instant being entry + the configured delay ([`TRIGGER_DELAY_MS`], the
-//! default) and the target point the distance a vehicle at [`DESIGN_SPEED_KMH`] covers in that
-//! delay. **Speed** comes from a second scan plane [`SPEED_PLANE_M`] upstream ([`SpeedTrap`]).
+//! point|, the trigger instant being entry + the configured delay (the config's default
+//! `cameras[].trigger_delay_ms`) and the target point the distance a vehicle at
+//! [`DESIGN_SPEED_KMH`] covers in that delay. **Speed** comes from a second scan plane [`SPEED_PLANE_M`] upstream ([`SpeedTrap`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -39,8 +39,6 @@ use crate::sim::lidar::{Weather, scan_world_at};
 use crate::sim::{SPAWN_X_M, TrafficParams, TrailerGap, World};
 use crate::trigger::{self, CameraRoute};
 
-/// Configured camera delay, ms (the config's default).
-pub const TRIGGER_DELAY_MS: u64 = 150;
 /// Speed the delay was set for: the target point is where such a vehicle is after the delay.
 pub const DESIGN_SPEED_KMH: f64 = 100.0;
 /// Distance of the speed plane upstream of the main plane, metres.
@@ -296,13 +294,14 @@ fn run_scenario(sc: &Scenario, seed: u64) -> (ScenarioReport, Samples) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
     let (mut main, mut upstream) = (Detector::new(g), Detector::new(g));
     let mut trap = SpeedTrap::new(SPEED_PLANE_M);
+    let trigger_delay_ms = crate::config::defaults::trigger_delay_ms();
     let routes = vec![CameraRoute {
         camera_id: "bench".into(),
         lanes: (0..g.lanes).collect(),
-        trigger_delay_ms: TRIGGER_DELAY_MS,
+        trigger_delay_ms,
         output: Outlet::closed(),
     }];
-    let target_x_m = DESIGN_SPEED_KMH / 3.6 * TRIGGER_DELAY_MS as f64 / 1e3;
+    let target_x_m = DESIGN_SPEED_KMH / 3.6 * trigger_delay_ms as f64 / 1e3;
     let secs = |t: DateTime<Utc>| (t - epoch).num_microseconds().unwrap_or(0) as f64 / 1e6;
 
     let mut truths: BTreeMap<u64, Truth> = BTreeMap::new();

@@ -308,7 +308,7 @@ impl Default for CameraSourceConfig {
     }
 }
 
-mod defaults {
+pub(crate) mod defaults {
     pub fn shutdown_grace_secs() -> u64 {
         10
     }

@@ -564,6 +564,15 @@ mod tests {
         addr
     }
 
+    /// Waits (bounded) until the buffer holds no capture; `what` names the wait in a failure.
+    async fn wait_until_drained(buffer: &Buffer, what: &str) {
+        let mut stats = buffer.subscribe();
+        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
+            .await
+            .unwrap_or_else(|_| panic!("timed out: {what}"))
+            .unwrap();
+    }
+
     fn start_uplink(
         addr: std::net::SocketAddr,
         buffer: &Buffer,
@@ -631,11 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let buffer = buffer_with_receipts(dir.path());
         let task = start_uplink(addr, &buffer, dir.path());
-        let mut stats = buffer.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
-            .await
-            .expect("capture uploaded")
-            .unwrap();
+        wait_until_drained(&buffer, "capture uploaded").await;
         task.abort();
         assert_eq!(buffer.stats().receipts_pending, 2, "receipts wait for a control plane that acks them");
     }
@@ -673,11 +678,7 @@ mod tests {
         };
         let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
         let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
-        let mut stats = buffer.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
-            .await
-            .expect("buffer drained")
-            .unwrap();
+        wait_until_drained(&buffer, "buffer drained").await;
         task.abort();
         let hello = gateway.hellos.lock().unwrap()[0].clone();
         assert_eq!(
@@ -709,11 +710,7 @@ mod tests {
         }
         expected.sort_by_key(|(class, _)| std::cmp::Reverse(*class)); // stable: oldest first within a class
         let task = start_uplink(addr, &buffer, dir.path());
-        let mut stats = buffer.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
-            .await
-            .expect("backlog uploaded")
-            .unwrap();
+        wait_until_drained(&buffer, "backlog uploaded").await;
         task.abort();
         let stored: Vec<String> = gateway.stored.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
         let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
