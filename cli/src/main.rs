@@ -42,6 +42,9 @@ enum Bench {
     Sensing,
     /// The agent's durable buffer (`lanewatch-agent bench buffer`).
     Buffer,
+    /// Occupant counting and anonymization against ground truth and deface
+    /// (`lanewatch-agent bench vision`).
+    Vision,
     /// The control plane's captures query and ingest (`lanewatch-control bench api`).
     Api,
 }
@@ -100,6 +103,7 @@ fn bench(which: Bench, args: &[String]) -> ExitCode {
     let (binary, name) = match which {
         Bench::Sensing => ("lanewatch-agent", "sensing"),
         Bench::Buffer => ("lanewatch-agent", "buffer"),
+        Bench::Vision => ("lanewatch-agent", "vision"),
         Bench::Api => ("lanewatch-control", "api"),
     };
     let path = match sibling_binary(binary) {
@@ -214,7 +218,7 @@ fn agent_config(dir: &Path, site: &str, lanes: u32, flow: u32, seed: u64, grpc: 
          ground_truth_path = {:?}\n\n\
          [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 120\nfps = 10\n\n\
          [cameras.source]\nkind = \"simulator\"\n",
-        dir.join("buffer.redb"),
+        dir.join("buffer"),
         dir.join("ground-truth.jsonl"),
         lane_list.join(", "),
     )

@@ -24,6 +24,8 @@ pub enum Action {
     /// Violation records (scoped by `Visibility`).
     ReadViolations,
     ReviewViolation,
+    /// Edit and roll back a site's agent config (and read its versions and rollout).
+    ConfigureSites,
     /// Agencies, site jurisdictions, lane policies and API keys.
     Administer,
     ReadAudit,
@@ -90,6 +92,7 @@ impl Action {
             Self::ReadCaptures => "read captures",
             Self::ReadViolations => "read violations",
             Self::ReviewViolation => "review violations",
+            Self::ConfigureSites => "configure sites",
             Self::Administer => "administer keys, agencies and sites",
             Self::ReadAudit => "read the audit log",
         }
@@ -265,11 +268,14 @@ mod tests {
         let operator = Principal::anonymous_local();
         let agency =
             Principal { role: Role::Agency, jurisdiction: Some("ca".into()), ..Principal::anonymous_local() };
-        let all = [ReadFleet, ReadCaptures, ReadViolations, ReviewViolation, Administer, ReadAudit];
+        let all =
+            [ReadFleet, ReadCaptures, ReadViolations, ReviewViolation, ConfigureSites, Administer, ReadAudit];
         let allowed = |p: &Principal| all.iter().filter(|a| p.authorize(**a).is_ok()).count();
-        assert_eq!(allowed(&admin), 6);
-        assert_eq!(allowed(&operator), 4);
+        assert_eq!(allowed(&admin), 7);
+        assert_eq!(allowed(&operator), 5);
         assert_eq!(allowed(&agency), 2);
+        assert!(operator.authorize(ConfigureSites).is_ok());
+        assert!(agency.authorize(ConfigureSites).unwrap_err().message.contains("configure sites"));
         assert!(agency.authorize(ReadFleet).unwrap_err().message.contains("role agency"));
         assert_eq!(
             agency.visibility(),

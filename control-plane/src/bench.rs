@@ -361,8 +361,9 @@ fn percentile(samples: &mut [f64], q: f64) -> f64 {
 
 // ---- ingest vs raw s3 ----
 
-/// Uploads captures through an in-process gateway on `sessions` agent sessions, then makes the
-/// same number of raw puts of the same sizes with the same concurrency; both timed to the end.
+/// Uploads captures through an in-process gateway on `sessions` agent sessions, and makes the
+/// same number of raw puts of the same sizes with as many puts in flight as the gateway may have
+/// (`sessions` × `limits.max_stores_per_session`); both timed to the end.
 async fn time_ingest(db: &Db, blobs: &BlobStore, args: &ApiArgs) -> anyhow::Result<serde_json::Value> {
     let sessions = args.sessions.clamp(1, args.ingest_captures.max(1));
     let images: Vec<Vec<u8>> = (0..args.ingest_captures)
@@ -377,21 +378,25 @@ async fn time_ingest(db: &Db, blobs: &BlobStore, args: &ApiArgs) -> anyhow::Resu
         blobs.put(&format!("bench-warm/{i}.jpg"), images[0].clone(), "image/jpeg").await?;
     }
 
+    let limits = Limits::default();
+    let put_concurrency = sessions * limits.max_stores_per_session;
     let start = Instant::now();
-    raw_puts(blobs, &images, sessions).await?;
+    raw_puts(blobs, &images, put_concurrency).await?;
     let raw_secs = start.elapsed().as_secs_f64();
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let gateway = Gateway::new(db.clone(), blobs.clone(), Limits::default(), Metrics::new(), stop_rx.clone());
+    let gateway = Gateway::new(db.clone(), blobs.clone(), limits, Metrics::new(), stop_rx.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(
-        tonic::transport::Server::builder().add_service(gateway.into_service()).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            },
-        ),
+        lanewatch_control_plane::gateway::server_builder()
+            .add_service(gateway.into_service())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                },
+            ),
     );
     let start = Instant::now();
     let uploads = futures::future::try_join_all(
@@ -410,6 +415,7 @@ async fn time_ingest(db: &Db, blobs: &BlobStore, args: &ApiArgs) -> anyhow::Resu
         "ingest_captures": args.ingest_captures,
         "image_bytes": args.image_bytes,
         "ingest_sessions": sessions,
+        "s3_puts_in_flight": put_concurrency,
         "ingest_per_sec": round(ingest_rate),
         "raw_s3_put_per_sec": round(raw_rate),
         "ingest_vs_raw_s3": round(ingest_rate / raw_rate),

@@ -5,8 +5,9 @@
 //! Two kinds of message travel (JSON, at most `MAX_PAYLOAD_BYTES`, under PostgreSQL's 8000):
 //! - events (`events::EventKind`): every replica forwards the events its own gateway published
 //!   and republishes those of the others, marked remote, so subscriptions on any replica see
-//!   every capture and session change, and the replica holding a revoked agent's session
-//!   ends it;
+//!   every capture and session change, the replica holding a revoked agent's session
+//!   ends it, and the replica holding a session pushes a site's new config version to it
+//!   (the config text is read from the database, never carried in the notification);
 //! - introspection requests for an agent whose session is not on this replica: broadcast with a
 //!   request id; only the replica holding the session answers, addressed to the asker. Nobody
 //!   answering within the request timeout means the agent is offline.
@@ -263,8 +264,12 @@ impl Cluster {
         let me = &self.inner.replica_id;
         match message {
             Message::Event { from, event } if &from != me => {
-                if let EventKind::AgentRevoked { agent_id, reason } = &event {
-                    gateway.end_revoked_session(agent_id, reason);
+                match &event {
+                    EventKind::AgentRevoked { agent_id, reason } => {
+                        gateway.end_revoked_session(agent_id, reason);
+                    }
+                    EventKind::SiteConfigChanged { site_id, .. } => gateway.offer_site_config(site_id),
+                    _ => {}
                 }
                 gateway.events().publish_remote(event);
             }

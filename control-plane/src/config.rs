@@ -183,6 +183,9 @@ pub struct Limits {
     pub max_image_bytes: u64,
     pub heartbeat_interval_ms: u32,
     pub agent_offline_after_secs: u64,
+    /// Captures of one session stored concurrently (blob put + row) while the next ones are
+    /// received; a session's memory is bounded by this many assembled images.
+    pub max_stores_per_session: usize,
 }
 
 impl Default for Limits {
@@ -193,6 +196,7 @@ impl Default for Limits {
             max_image_bytes: 33_554_432,
             heartbeat_interval_ms: 5_000,
             agent_offline_after_secs: 15,
+            max_stores_per_session: 4,
         }
     }
 }
@@ -332,6 +336,7 @@ struct FileLimits {
     max_image_bytes: u64,
     heartbeat_interval_ms: u64,
     agent_offline_after_secs: u64,
+    max_stores_per_session: u64,
 }
 
 impl Default for FileLimits {
@@ -343,6 +348,7 @@ impl Default for FileLimits {
             max_image_bytes: d.max_image_bytes,
             heartbeat_interval_ms: u64::from(d.heartbeat_interval_ms),
             agent_offline_after_secs: d.agent_offline_after_secs,
+            max_stores_per_session: d.max_stores_per_session as u64,
         }
     }
 }
@@ -586,7 +592,9 @@ fn validate_limits(l: &FileLimits) -> Result<Limits, ConfigError> {
             "must be longer than limits.heartbeat_interval_ms",
         ));
     }
+    let max_stores_per_session = range("max_stores_per_session", l.max_stores_per_session, 1, 64)?;
     Ok(Limits {
+        max_stores_per_session: usize::try_from(max_stores_per_session).unwrap_or(1),
         max_message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
         max_chunk_bytes: u32::try_from(max_chunk_bytes).unwrap_or(u32::MAX),
         max_image_bytes,
@@ -662,6 +670,10 @@ max_chunk_bytes = 65536
         assert_eq!(field_of("version = 1\n[grpc]\nextra = 1"), "grpc.extra");
         assert_eq!(field_of("version = 1\n[limits]\nmax_chunk_bytes = \"big\""), "limits.max_chunk_bytes");
         assert_eq!(field_of("version = 1\n[limits]\nmax_chunk_bytes = 0"), "limits.max_chunk_bytes");
+        assert_eq!(
+            field_of("version = 1\n[limits]\nmax_stores_per_session = 0"),
+            "limits.max_stores_per_session"
+        );
         assert_eq!(field_of("version = 1\n[database]\nurl = \"mysql://x\""), "database.url");
         assert_eq!(field_of("version = 1\n[blob]\nkind = \"s3\""), "blob.bucket");
         assert_eq!(field_of("version = 1\n[blob]\nkind = \"s3\"\nbucket = \"b\""), "blob.access_key_id");

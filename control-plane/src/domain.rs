@@ -651,3 +651,65 @@ mod tests {
         }
     }
 }
+
+/// One version of a site's agent config (`updateSiteConfig`, `rollbackSiteConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfigVersion {
+    pub site_id: String,
+    /// 1, 2, 3, … per site; stamped into `toml` as `config_version`.
+    pub version: u64,
+    /// The agent config file as pushed, `config_version` stamped.
+    pub toml: String,
+    pub comment: Option<String>,
+    /// The version whose content this one restores, for a rollback.
+    pub rolled_back_from: Option<u64>,
+    /// The actor (API key id) that made it.
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where one agent stands with one config version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    /// Not delivered yet (the agent is offline, or did not answer in time).
+    Pending,
+    /// The agent validated and wrote it; in force once it restarts its components.
+    Staged,
+    /// The agent's Hello reported this version: its components run with it.
+    Applied,
+    /// The agent refused it (validation on the device) or could not run with it (and went back
+    /// to its previous config); `error` says why.
+    Rejected,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Staged => "staged",
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "staged" => Self::Staged,
+            "applied" => Self::Applied,
+            "rejected" => Self::Rejected,
+            _ => return None,
+        })
+    }
+}
+
+/// One agent's rollout state for one config version of its site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfigState {
+    pub agent_id: String,
+    pub site_id: String,
+    pub version: u64,
+    pub state: RolloutState,
+    pub error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -1,5 +1,5 @@
 //! The in-process event bus behind GraphQL subscriptions: the gateway publishes a capture once it
-//! is durably stored, an agent's session opening or closing, and an agent's revocation; the cluster link (`cluster.rs`)
+//! is durably stored, an agent's session opening or closing, an agent's revocation and a new site config version; the cluster link (`cluster.rs`)
 //! forwards local events to other replicas and publishes theirs here, marked remote.
 //!
 //! Events carry ids, not rows: a subscriber re-reads a capture through its own `Visibility`, so
@@ -21,6 +21,9 @@ pub enum EventKind {
     AgentStatus { agent_id: String, site_id: String, online: bool, at: DateTime<Utc> },
     /// An agent was revoked: the replica holding its session ends it.
     AgentRevoked { agent_id: String, reason: String },
+    /// A site has a new config version: the replica holding each of its agents' sessions
+    /// offers it (`rollout::offer`).
+    SiteConfigChanged { site_id: String, version: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,3 +15,4 @@ pub mod http;
 pub mod ingest;
 pub mod links;
 pub mod metrics;
+pub mod rollout;

@@ -226,7 +226,7 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
 
     let gateway =
         Gateway::new(db.clone(), blobs.clone(), config.limits, metrics.clone(), shutdown_rx.clone());
-    let mut grpc_server = tonic::transport::Server::builder();
+    let mut grpc_server = lanewatch_control_plane::gateway::server_builder();
     match &config.grpc.tls {
         Some(tls) => {
             let server = server_tls(tls, config.grpc.require_client_cert)?;

@@ -1,11 +1,20 @@
 //! Acquire (one per camera): keeps the camera's recent frames in a ring, takes the frame nearest
-//! each trigger time and, once the vehicle's Exit finalized it, emits a capture.
+//! each trigger time (before or after it) and, once the vehicle's Exit finalized it, emits a
+//! capture.
+//!
+//! Each (re)start opens the camera's source afresh. A camera that delivers no frame for
+//! `stall_after_ms` is **stalled**: its detail says `"state": "stalled"`, the `stalls` counter
+//! grows, and the component fails with an error naming the camera and the source, so the
+//! supervisor drops the source and reopens it after its backoff (and escalates, exit 3, when
+//! that keeps failing past `supervision.max_restarts`). Pending acquisitions of a restarted
+//! camera are lost; frames of the new source fill a fresh ring.
 //!
 //! Raw frames are encoded to JPEG only when they become a capture; file-replay frames keep
 //! their bytes unchanged.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,7 +27,7 @@ use crate::domain::{
     AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, ValueClass, VehicleClass,
 };
 use crate::pipeline::Outlet;
-use crate::sources::CameraSource;
+use crate::sources::OpenCamera;
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 /// How long to wait for a frame at or after the trigger time before taking the nearest one.
@@ -155,10 +164,20 @@ pub struct AcquireComponent {
     pub site_id: String,
     pub config_version: u64,
     pub ring_frames: usize,
-    pub source: Arc<Mutex<Box<dyn CameraSource>>>,
+    /// Opens the camera's source at every (re)start.
+    pub open: OpenCamera,
+    /// No frame for this long: stalled.
+    pub stall_after: Duration,
+    /// Stalls since the agent started (kept across restarts).
+    pub stalls: Arc<AtomicU64>,
     pub input: Arc<Mutex<mpsc::Receiver<AcquireRequest>>>,
     pub output: Outlet<Capture>,
 }
+
+/// How often the acquire component publishes its detail.
+const DETAIL_EVERY: Duration = Duration::from_secs(1);
+/// Extra time a freshly opened source gets for its first frame.
+const OPEN_GRACE: Duration = Duration::from_secs(5);
 
 impl Component for AcquireComponent {
     fn name(&self) -> String {
@@ -166,25 +185,67 @@ impl Component for AcquireComponent {
     }
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
-        let (source, input, output) = (self.source.clone(), self.input.clone(), self.output.clone());
+        let (open, input, output) = (self.open.clone(), self.input.clone(), self.output.clone());
         let (camera_id, site_id, config_version, ring_frames) =
             (self.camera_id.clone(), self.site_id.clone(), self.config_version, self.ring_frames);
+        let (stall_after, stalls) = (self.stall_after, self.stalls.clone());
         Box::pin(async move {
-            let mut source = source.lock().await;
             let mut input = input.lock().await;
+            let mut source = open().with_context(|| format!("camera {camera_id}: opening its source"))?;
             let mut acquirer = Acquirer::new(ring_frames);
             let mut frames = 0u64;
+            let mut last_frame_at: Option<DateTime<Utc>> = None;
+            let mut last_frame = tokio::time::Instant::now();
+            let detail = |state: &str,
+                          frames: u64,
+                          pending: usize,
+                          last: Option<DateTime<Utc>>,
+                          source: Option<serde_json::Value>| {
+                serde_json::json!({
+                    "state": state,
+                    "frames": frames,
+                    "pending": pending,
+                    "stalls": stalls.load(Ordering::Relaxed),
+                    "stall_after_ms": stall_after.as_millis() as u64,
+                    "last_frame_at": last,
+                    "source": source,
+                })
+            };
+            ctx.detail(detail("opening", 0, 0, None, source.detail()));
+            let mut tick = tokio::time::interval(DETAIL_EVERY.min(stall_after / 4));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut last_detail = tokio::time::Instant::now();
             let mut input_open = true;
             while input_open {
                 tokio::select! {
                     frame = source.next_frame() => {
-                        acquirer.push_frame(frame.context("reading frame")?);
+                        let frame = frame.context("reading frame")?;
+                        last_frame_at = Some(frame.t);
+                        last_frame = tokio::time::Instant::now();
+                        if frames == 0 {
+                            tracing::info!(camera = %camera_id, "camera delivering frames");
+                        }
+                        acquirer.push_frame(frame);
                         frames += 1;
                     }
                     request = input.recv() => match request {
                         Some(request) => acquirer.request(request),
                         None => input_open = false,
                     },
+                    _ = tick.tick() => {
+                        // opening (discovery, negotiation) may take a while before the first frame
+                        let limit = if frames == 0 { stall_after + OPEN_GRACE } else { stall_after };
+                        if last_frame.elapsed() > limit {
+                            let n = stalls.fetch_add(1, Ordering::Relaxed) + 1;
+                            ctx.detail(detail("stalled", frames, acquirer.pending(), last_frame_at, source.detail()));
+                            tracing::warn!(camera = %camera_id, stalls = n, stall_after_ms = stall_after.as_millis() as u64, "camera stalled, reopening its source");
+                            anyhow::bail!(
+                                "camera {camera_id} stalled: no frame for {} ms{}",
+                                stall_after.as_millis(),
+                                source.detail().and_then(|d| d.get("source").cloned()).map(|s| format!(" from {s}")).unwrap_or_default()
+                            );
+                        }
+                    }
                 }
                 for ready in acquirer.poll(Utc::now(), !input_open) {
                     let capture = tokio::task::spawn_blocking({
@@ -197,8 +258,10 @@ impl Component for AcquireComponent {
                     output.send(capture).await?;
                     ctx.processed(1);
                 }
-                if frames.is_multiple_of(10) {
-                    ctx.detail(serde_json::json!({ "frames": frames, "pending": acquirer.pending() }));
+                if last_detail.elapsed() >= DETAIL_EVERY || frames == 1 {
+                    last_detail = tokio::time::Instant::now();
+                    let state = if frames == 0 { "opening" } else { "streaming" };
+                    ctx.detail(detail(state, frames, acquirer.pending(), last_frame_at, source.detail()));
                 }
             }
             output.close();
@@ -273,6 +336,95 @@ mod tests {
         assert_eq!(capture.meta.content_type, "image/png");
         assert_eq!(capture.meta.occupancy, OccupancyStatus::Unknown);
         assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn takes_the_nearest_frame_after_the_trigger_when_that_is_nearer() {
+        let t0 = Utc::now();
+        let ms = chrono::Duration::milliseconds;
+        let mut a = Acquirer::new(8);
+        for i in 0..5 {
+            a.push_frame(frame(t0 + ms(100 * i), i as u8));
+        }
+        // 160 ms: 200 is nearer than 100; 349 ms: 300 is nearer than 400; before the ring: oldest
+        let cases = [(1, 160, 200), (2, 349, 300), (3, -50, 0)];
+        for (track, trigger_ms, _) in cases {
+            a.request(AcquireRequest::Take {
+                track,
+                lane: 0,
+                detected_at: t0,
+                trigger_at: t0 + ms(trigger_ms),
+            });
+            a.request(AcquireRequest::Finalize {
+                track,
+                max_height_m: 1.5,
+                width_m: 1.8,
+                class: VehicleClass::Car,
+            });
+        }
+        let mut ready = a.poll(t0 + ms(400), false);
+        ready.sort_by_key(|r| r.track);
+        let taken: Vec<i64> = ready.iter().map(|r| (r.frame.t - t0).num_milliseconds()).collect();
+        assert_eq!(taken, cases.map(|c| c.2).to_vec());
+    }
+
+    /// Delivers `frames` frames 100 ms apart, then nothing. Cancel-safe.
+    struct Dying {
+        frames: u32,
+    }
+
+    impl crate::sources::CameraSource for Dying {
+        fn next_frame(&mut self) -> futures::future::BoxFuture<'_, anyhow::Result<Frame>> {
+            Box::pin(async move {
+                if self.frames == 0 {
+                    futures::future::pending::<()>().await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.frames -= 1;
+                Ok(frame(Utc::now(), 0))
+            })
+        }
+        fn detail(&self) -> Option<serde_json::Value> {
+            Some(serde_json::json!({ "source": "dying test camera" }))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_camera_without_frames_is_reported_stalled_and_fails() {
+        let (_tx, rx) = mpsc::channel(4);
+        let stalls = Arc::new(AtomicU64::new(0));
+        let component = AcquireComponent {
+            camera_id: "front".into(),
+            site_id: "s".into(),
+            config_version: 0,
+            ring_frames: 4,
+            open: Arc::new(|| Ok(Box::new(Dying { frames: 3 }) as Box<dyn crate::sources::CameraSource>)),
+            stall_after: Duration::from_millis(500),
+            stalls: stalls.clone(),
+            input: Arc::new(Mutex::new(rx)),
+            output: Outlet::closed(),
+        };
+        let registry = crate::supervisor::Registry::default();
+        let ctx = ComponentCtx {
+            name: "acquire-front".into(),
+            registry: registry.clone(),
+            shutdown: tokio::sync::watch::channel(false).1,
+        };
+        let started = tokio::time::Instant::now();
+        let err = component.run(ctx.clone()).await.unwrap_err();
+        assert_eq!(err.to_string(), "camera front stalled: no frame for 500 ms from \"dying test camera\"");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(800) && elapsed < Duration::from_millis(1500),
+            "{elapsed:?}"
+        );
+        let detail = registry.get("acquire-front").unwrap().detail;
+        assert_eq!(detail["state"], "stalled");
+        assert_eq!(detail["stalls"], 1);
+        assert_eq!(detail["frames"], 3);
+        // a restart opens the source afresh and counts on
+        assert!(component.run(ctx).await.is_err());
+        assert_eq!(stalls.load(Ordering::Relaxed), 2);
     }
 
     #[test]

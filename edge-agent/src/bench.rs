@@ -1,7 +1,9 @@
-//! `lanewatch-agent bench buffer`: measures the capture buffer against raw `fsync`'d writes of
-//! the same bytes, how fast a backlog drains against how fast it was ingested (`drain_vs_ingest`),
-//! and its recovery after the writing process was killed. Numbers, not
-//! assertions: a fast disk and a slow one give different figures, the ratios travel better.
+//! `lanewatch-agent bench buffer`: measures the capture buffer against raw sequential writes of
+//! the same bytes to a plain file with `fdatasync` after each record (the call the buffer makes),
+//! how fast a backlog drains against how fast it was ingested (`drain_vs_ingest`), and its
+//! recovery after the writing process was killed. Raw and buffer runs alternate, three rounds,
+//! and each figure is the median, so a disk's drift hits both alike. Numbers, not assertions: a
+//! fast disk and a slow one give different figures, the ratios travel better.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -51,36 +53,36 @@ pub struct BenchReport {
     pub image_bytes: usize,
     pub record_bytes: u64,
     pub append_captures: usize,
-    /// Raw sequential writes of the same record bytes to a plain file, `fsync` after each.
+    /// Segment size of the buffer (`BufferOptions::new(u64::MAX)`).
+    pub segment_bytes: u64,
+    /// Raw sequential writes of the same record bytes to a plain file, `fdatasync` after each.
     pub raw_fsync_per_s: f64,
-    /// `Buffer::append`, one durable transaction per capture (the default options).
+    /// `Buffer::append`: one capture per write and `fdatasync` (the default options).
     pub append_per_s: f64,
-    /// Buffer appends per second over raw `fsync`'d writes per second: 1.0 is as fast as raw.
+    /// Buffer appends per second over raw `fdatasync`'d writes per second: 1.0 is as fast as raw.
     pub append_vs_raw_fsync: f64,
-    /// The same without redb quick-repair (one `fsync` per commit instead of two).
-    pub append_no_quick_repair_per_s: f64,
-    pub append_no_quick_repair_vs_raw_fsync: f64,
-    /// Raw writes with one `fsync` per `group` records.
+    /// Raw writes with one `fdatasync` per `group` records.
     pub raw_fsync_group_per_s: f64,
-    /// `Buffer::append_batch` of `group` captures per transaction (group commit).
+    /// `Buffer::append_batch` of `group` captures per write and `fdatasync` (group commit).
     pub append_group_per_s: f64,
     pub append_group_vs_raw_fsync_group: f64,
     pub group: usize,
     pub recovery_captures: usize,
     pub recovery_image_bytes: usize,
-    /// Opening the buffer the killed writer left (default options, quick-repair on).
+    /// Opening the buffer the killed writer left: reading every record header, cutting off a
+    /// torn tail, starting a new segment.
     pub recovery_10k_s: f64,
-    /// The same for a buffer written without quick-repair: redb walks and checksums the file.
-    pub recovery_10k_full_repair_s: f64,
     /// Captures found after recovery (should equal `recovery_captures`).
     pub recovered_captures: u64,
-    pub recovered_captures_full_repair: u64,
+    /// Bytes of segment files the recovery opened.
+    pub recovery_disk_bytes: u64,
     /// Time the killed writer needed to fill the buffer, with group commit.
     pub recovery_fill_s: f64,
     /// Ingest of the drain measurement's backlog (`append_batch` of `group`, classes mixed).
     pub ingest_per_s: f64,
     /// Draining that backlog as the uplink does after an outage: choose the next capture by
-    /// value (`next_by_priority`), read it, delete it on its ack (one durable transaction each).
+    /// value (`next_by_priority`), read it (checksum verified), delete it on its ack (a delete record
+    /// each, synced with the next durable write, as `Buffer::delete` does).
     /// The network is not part of it: this is the buffer's share of the drain.
     pub drain_per_s: f64,
     /// Drain over ingest: above 1.0 the buffer empties a backlog faster than it filled.
@@ -96,25 +98,28 @@ pub fn run(options: &BenchOptions, exe: &Path) -> anyhow::Result<BenchReport> {
         (0..options.append_captures).map(|i| capture(pool[i % pool.len()].clone())).collect();
     let record_bytes = record_len(&captures[0]);
 
-    let raw = raw_fsync(&dir.path().join("raw.bin"), &captures, 1)?;
-    let raw_group = raw_fsync(&dir.path().join("raw-group.bin"), &captures, options.group)?;
-    let append = append_rate(&dir.path().join("append.redb"), &captures, 1, true)?;
-    let append_no_qr = append_rate(&dir.path().join("append-no-qr.redb"), &captures, 1, false)?;
-    let append_group = append_rate(&dir.path().join("append-group.redb"), &captures, options.group, true)?;
+    let (mut raw, mut raw_group, mut append, mut append_group) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let path = |name: &str| dir.path().join(format!("{name}-{round}"));
+        raw.push(raw_fsync(&path("raw"), &captures, 1)?);
+        append.push(append_rate(&path("append"), &captures, 1)?);
+        raw_group.push(raw_fsync(&path("raw-group"), &captures, options.group)?);
+        append_group.push(append_rate(&path("append-group"), &captures, options.group)?);
+    }
+    let (raw, raw_group, append, append_group) =
+        (median(raw), median(raw_group), median(append), median(append_group));
 
-    let (ingest, drain) = drain_vs_ingest(&dir.path().join("drain.redb"), &captures, options.group)?;
-    let (recovery_s, recovered, fill) = recovery(dir.path(), exe, options, true)?;
-    let (recovery_full, recovered_full, _) = recovery(dir.path(), exe, options, false)?;
+    let (ingest, drain) = drain_vs_ingest(&dir.path().join("drain"), &captures, options.group)?;
+    let (recovery_s, recovered, disk_bytes, fill) = recovery(dir.path(), exe, options)?;
 
     Ok(BenchReport {
         image_bytes: options.image_bytes,
         record_bytes,
         append_captures: options.append_captures,
+        segment_bytes: BufferOptions::new(u64::MAX).segment_bytes,
         raw_fsync_per_s: raw,
         append_per_s: append,
         append_vs_raw_fsync: append / raw,
-        append_no_quick_repair_per_s: append_no_qr,
-        append_no_quick_repair_vs_raw_fsync: append_no_qr / raw,
         raw_fsync_group_per_s: raw_group,
         append_group_per_s: append_group,
         append_group_vs_raw_fsync_group: append_group / raw_group,
@@ -122,9 +127,8 @@ pub fn run(options: &BenchOptions, exe: &Path) -> anyhow::Result<BenchReport> {
         recovery_captures: options.recovery_captures,
         recovery_image_bytes: options.recovery_image_bytes,
         recovery_10k_s: recovery_s.as_secs_f64(),
-        recovery_10k_full_repair_s: recovery_full.as_secs_f64(),
         recovered_captures: recovered,
-        recovered_captures_full_repair: recovered_full,
+        recovery_disk_bytes: disk_bytes,
         recovery_fill_s: fill.as_secs_f64(),
         ingest_per_s: ingest,
         drain_per_s: drain,
@@ -145,14 +149,9 @@ impl BenchReport {
             let ratio = ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
             out += &format!("{name:<44} {per_s:>12.1} {:>10.1} {ratio:>10}\n", mb(per_s));
         };
-        row("raw write + fsync, each record", self.raw_fsync_per_s, None);
-        row("buffer append (quick-repair, default)", self.append_per_s, Some(self.append_vs_raw_fsync));
-        row(
-            "buffer append (no quick-repair)",
-            self.append_no_quick_repair_per_s,
-            Some(self.append_no_quick_repair_vs_raw_fsync),
-        );
-        row(&format!("raw write, fsync every {}", self.group), self.raw_fsync_group_per_s, None);
+        row("raw write + fdatasync, each record", self.raw_fsync_per_s, None);
+        row("buffer append", self.append_per_s, Some(self.append_vs_raw_fsync));
+        row(&format!("raw write, fdatasync every {}", self.group), self.raw_fsync_group_per_s, None);
         row(
             &format!("buffer append_batch of {} (group commit)", self.group),
             self.append_group_per_s,
@@ -167,12 +166,10 @@ impl BenchReport {
             self.recovery_captures, self.recovery_image_bytes, self.recovery_fill_s
         );
         out += &format!(
-            "  quick-repair (default): {:.3} s, {} captures recovered\n",
-            self.recovery_10k_s, self.recovered_captures
-        );
-        out += &format!(
-            "  full repair:            {:.3} s, {} captures recovered\n",
-            self.recovery_10k_full_repair_s, self.recovered_captures_full_repair
+            "  {:.3} s, {} captures recovered from {:.1} GB of segments\n",
+            self.recovery_10k_s,
+            self.recovered_captures,
+            self.recovery_disk_bytes as f64 / 1e9
         );
         out
     }
@@ -211,11 +208,20 @@ fn capture(image: Bytes) -> Capture {
     }
 }
 
+/// Rounds of the alternating raw/buffer append measurements.
+const ROUNDS: usize = 3;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
 fn per_s(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
-/// Sequential writes of each capture's record size to a plain file, `fsync` every `group`.
+/// Sequential writes of each capture's record size to a plain file, `fdatasync` every `group`
+/// (the same call the buffer makes; the file grows as the buffer's segments do).
 fn raw_fsync(path: &Path, captures: &[Capture], group: usize) -> anyhow::Result<f64> {
     let records: Vec<Vec<u8>> = captures
         .iter()
@@ -267,9 +273,8 @@ fn drain_vs_ingest(path: &Path, captures: &[Capture], group: usize) -> anyhow::R
     Ok((ingest, per_s(drained, start.elapsed())))
 }
 
-fn append_rate(path: &Path, captures: &[Capture], group: usize, quick_repair: bool) -> anyhow::Result<f64> {
-    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
-    let buffer = Buffer::open(path, options)?;
+fn append_rate(path: &Path, captures: &[Capture], group: usize) -> anyhow::Result<f64> {
+    let buffer = Buffer::open(path, BufferOptions::new(u64::MAX))?;
     let start = Instant::now();
     for chunk in captures.chunks(group.max(1)) {
         let outcomes = buffer.append_batch(chunk)?;
@@ -282,21 +287,19 @@ fn append_rate(path: &Path, captures: &[Capture], group: usize, quick_repair: bo
 }
 
 /// Fills a buffer in a child process, kills it with SIGKILL once it reported the last commit,
-/// and times opening what it left. Returns (open time, captures found, fill time).
+/// and times opening what it left. Returns (open time, captures found, bytes on disk, fill time).
 fn recovery(
     dir: &Path,
     exe: &Path,
     options: &BenchOptions,
-    quick_repair: bool,
-) -> anyhow::Result<(Duration, u64, Duration)> {
-    let path = dir.join(format!("recovery-{quick_repair}.redb"));
+) -> anyhow::Result<(Duration, u64, u64, Duration)> {
+    let path = dir.join("recovery");
     let start = Instant::now();
     let mut child = Command::new(exe)
         .args(["bench", "buffer-crash-writer", "--path"])
         .arg(&path)
         .args(["--count", &options.recovery_captures.to_string()])
         .args(["--image-bytes", &options.recovery_image_bytes.to_string()])
-        .args(["--quick-repair", &quick_repair.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -304,25 +307,27 @@ fn recovery(
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().context("writer stdout")?).read_line(&mut line)?;
     let fill = start.elapsed();
-    // SIGKILL on Unix: no destructor runs, the database is left open
+    // SIGKILL on Unix: no destructor runs, nothing is closed
     child.kill().context("killing the writer")?;
     child.wait()?;
     anyhow::ensure!(line.trim() == "ready", "writer failed before it was ready: {line:?}");
+    let mut disk_bytes = 0;
+    for entry in std::fs::read_dir(&path)? {
+        disk_bytes += entry?.metadata()?.len();
+    }
     let start = Instant::now();
-    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
-    let buffer = Buffer::open(&path, options)?;
+    let buffer = Buffer::open(&path, BufferOptions::new(u64::MAX))?;
     let elapsed = start.elapsed();
     let recovered = buffer.stats().captures;
     drop(buffer);
-    std::fs::remove_file(&path)?;
-    Ok((elapsed, recovered, fill))
+    std::fs::remove_dir_all(&path)?;
+    Ok((elapsed, recovered, disk_bytes, fill))
 }
 
 /// The child of the recovery measurement: appends `count` captures in groups of 64, prints
 /// "ready" and waits to be killed.
-pub fn crash_writer(path: &Path, count: usize, image_bytes: usize, quick_repair: bool) -> anyhow::Result<()> {
-    let options = BufferOptions { quick_repair, ..BufferOptions::new(u64::MAX) };
-    let buffer = Buffer::open(path, options)?;
+pub fn crash_writer(path: &Path, count: usize, image_bytes: usize) -> anyhow::Result<()> {
+    let buffer = Buffer::open(path, BufferOptions::new(u64::MAX))?;
     let pool = payloads(image_bytes, 16);
     let mut written = 0;
     while written < count {

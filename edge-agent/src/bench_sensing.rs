@@ -19,9 +19,12 @@
 //! Precision = matched detections / detections, recall = matched vehicles / vehicles.
 //!
 //! **Trigger error** = |trigger instant − instant the vehicle's front reaches the camera's target
-//! point|, the trigger instant being entry + the configured delay (the config's default
-//! `cameras[].trigger_delay_ms`) and the target point the distance a vehicle at
-//! [`DESIGN_SPEED_KMH`] covers in that delay. **Speed** comes from a second scan plane [`SPEED_PLANE_M`] upstream ([`SpeedTrap`]).
+//! point|, the target point being the distance a vehicle at [`DESIGN_SPEED_KMH`] covers in the
+//! config's default `cameras[].trigger_delay_ms` (the camera's `distance_from_lidar_m`), and the
+//! trigger instant what the agent's trigger makes of it: entry + distance / the speed measured
+//! at entry, or entry + the fixed delay when no speed was measured
+//! ([`trigger::trigger_delay`]). **Speed** comes from a second scan plane [`SPEED_PLANE_M`]
+//! upstream ([`SpeedTrap`]): at entry for the trigger, entry and exit averaged for the report.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -100,6 +103,8 @@ pub struct SensingReport {
     /// Mean over matched vehicles of the dry capacity scenario.
     pub trigger_error_ms: f64,
     pub trigger_error_p99_ms: f64,
+    /// The same with the fixed delay alone (no speed), for comparison.
+    pub trigger_error_fixed_delay_ms: f64,
     /// Mean detector time per scan over the scan period.
     pub scan_period_ratio_100hz: f64,
     pub scan_period_ratio_50hz: f64,
@@ -149,6 +154,8 @@ struct Det {
     exit: Option<f64>,
     class: Option<VehicleClass>,
     trigger_at: f64,
+    /// Entry + the fixed delay, what the trigger does without a speed.
+    trigger_fixed_at: f64,
     speed_kmh: Option<f64>,
 }
 
@@ -157,6 +164,7 @@ struct Samples {
     process_s: Vec<f64>,
     entry_latency_s: Vec<f64>,
     trigger_errors_ms: Vec<f64>,
+    trigger_fixed_errors_ms: Vec<f64>,
     class_ok: usize,
     class_n: usize,
     speed_errors: Vec<f64>,
@@ -243,6 +251,7 @@ pub fn run(options: &SensingOptions) -> SensingReport {
         let (report, samples) = run_scenario(scenario, options.seed.wrapping_add(i as u64));
         if scenario.name == "dry_capacity" {
             dry.trigger_errors_ms.clone_from(&samples.trigger_errors_ms);
+            dry.trigger_fixed_errors_ms.clone_from(&samples.trigger_fixed_errors_ms);
         }
         if scenario.scan_hz == 100.0 {
             process_100.extend_from_slice(&samples.process_s);
@@ -268,6 +277,7 @@ pub fn run(options: &SensingOptions) -> SensingReport {
         speed_error_kmh: (!all.speed_errors.is_empty()).then(|| mean(&all.speed_errors)),
         trigger_error_ms: mean(&dry.trigger_errors_ms),
         trigger_error_p99_ms: percentile(&mut dry.trigger_errors_ms, 0.99),
+        trigger_error_fixed_delay_ms: mean(&dry.trigger_fixed_errors_ms),
         scan_period_ratio_100hz: mean(&process_100) / 0.010,
         scan_period_ratio_50hz: mean(&process_50) / 0.020,
         scan_process_mean_ms: mean(&all.process_s) * ms,
@@ -295,13 +305,14 @@ fn run_scenario(sc: &Scenario, seed: u64) -> (ScenarioReport, Samples) {
     let (mut main, mut upstream) = (Detector::new(g), Detector::new(g));
     let mut trap = SpeedTrap::new(SPEED_PLANE_M);
     let trigger_delay_ms = crate::config::defaults::trigger_delay_ms();
+    let target_x_m = DESIGN_SPEED_KMH / 3.6 * trigger_delay_ms as f64 / 1e3;
     let routes = vec![CameraRoute {
         camera_id: "bench".into(),
         lanes: (0..g.lanes).collect(),
         trigger_delay_ms,
+        distance_from_lidar_m: Some(target_x_m),
         output: Outlet::closed(),
     }];
-    let target_x_m = DESIGN_SPEED_KMH / 3.6 * trigger_delay_ms as f64 / 1e3;
     let secs = |t: DateTime<Utc>| (t - epoch).num_microseconds().unwrap_or(0) as f64 / 1e6;
 
     let mut truths: BTreeMap<u64, Truth> = BTreeMap::new();
@@ -334,7 +345,14 @@ fn run_scenario(sc: &Scenario, seed: u64) -> (ScenarioReport, Samples) {
         let events = main.process(&scan);
         let processed = started.elapsed();
         for event in &events {
-            let requests = trigger::route(&routes, event);
+            let speed = match event {
+                Detection::Entry { track, .. } => {
+                    trap.main(event);
+                    trap.entry_speed_kmh(*track)
+                }
+                Detection::Exit { .. } => None,
+            };
+            let requests = trigger::route_with_speed(&routes, event, speed);
             if let Detection::Entry { track, lane, t } = event {
                 samples.entry_latency_s.push(started.elapsed().as_secs_f64());
                 let trigger_at = requests
@@ -352,13 +370,14 @@ fn run_scenario(sc: &Scenario, seed: u64) -> (ScenarioReport, Samples) {
                         exit: None,
                         class: None,
                         trigger_at,
+                        trigger_fixed_at: secs(*t) + trigger_delay_ms as f64 / 1e3,
                         speed_kmh: None,
                     },
                 );
             }
         }
         samples.process_s.push(processed.as_secs_f64());
-        for event in &events {
+        for event in events.iter().filter(|e| matches!(e, Detection::Exit { .. })) {
             let speed = trap.main(event);
             if let Detection::Exit { track, t, class, .. } = event
                 && let Some(det) = dets.get_mut(track)
@@ -495,6 +514,7 @@ fn evaluate(
 
     let (mut class_ok, mut class_n) = (0, 0);
     let mut trigger_errors = Vec::new();
+    let mut trigger_fixed_errors = Vec::new();
     let mut speed_errors = Vec::new();
     for (id, det) in &counted_dets {
         let Some(&i) = det_matched.get(id) else { continue };
@@ -505,6 +525,7 @@ fn evaluate(
         }
         if let Some(target) = tr.target_at {
             trigger_errors.push((det.trigger_at - target).abs() * 1e3);
+            trigger_fixed_errors.push((det.trigger_fixed_at - target).abs() * 1e3);
         }
         if let Some(speed) = det.speed_kmh {
             speed_errors.push((speed - tr.speed_kmh).abs());
@@ -527,6 +548,7 @@ fn evaluate(
     samples.class_ok = class_ok;
     samples.class_n = class_n;
     samples.trigger_errors_ms = trigger_errors;
+    samples.trigger_fixed_errors_ms = trigger_fixed_errors;
     samples.speed_errors = speed_errors;
     report
 }
@@ -587,11 +609,12 @@ impl SensingReport {
             pct(self.rain_recall)
         );
         out += &format!(
-            "class accuracy {}, speed error {}, trigger error {:.1} ms (p99 {:.1} ms)\n",
+            "class accuracy {}, speed error {}, trigger error {:.1} ms (p99 {:.1} ms; fixed delay {:.1} ms)\n",
             pct(self.class_accuracy),
             self.speed_error_kmh.map_or_else(|| "n/a".to_owned(), |e| format!("{e:.2} km/h")),
             self.trigger_error_ms,
-            self.trigger_error_p99_ms
+            self.trigger_error_p99_ms,
+            self.trigger_error_fixed_delay_ms
         );
         out += &format!(
             "detector per scan: mean {:.3} ms, p99 {:.3} ms; of the period: {:.3} at 100 Hz, {:.3} at 50 Hz\n",

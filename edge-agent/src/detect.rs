@@ -375,6 +375,13 @@ impl SpeedTrap {
         }
     }
 
+    /// The speed (km/h) of main track `track` from its entries in the two planes, once its main
+    /// Entry was given to [`SpeedTrap::main`] and paired: what the trigger can use at entry time.
+    pub fn entry_speed_kmh(&self, track: u64) -> Option<f64> {
+        let (_, _, dt) = self.paired.iter().find(|p| p.0 == track)?;
+        (*dt > 0.0).then(|| self.distance_m / dt * 3.6)
+    }
+
     /// An event of the main plane's detector; on a main exit, the vehicle's speed in km/h when
     /// it could be measured.
     pub fn main(&mut self, event: &Detection) -> Option<f64> {
@@ -465,11 +472,22 @@ impl DetectionLog {
     }
 }
 
-/// The `detect` component: scans in, detections out.
+/// A detection with the vehicle's speed (km/h) measured at its entry, when it was.
+pub type Sensed = (Detection, Option<f64>);
+
+/// The speed trap's upstream scan plane as the detect component sees it.
+pub struct SpeedPlane {
+    pub offset_m: f64,
+    pub input: Arc<Mutex<mpsc::Receiver<Scan>>>,
+}
+
+/// The `detect` component: scans in, detections out, each Entry with the vehicle's speed (km/h)
+/// when a speed plane is configured and the vehicle was paired in it.
 pub struct DetectComponent {
     pub geometry: ScanGeometry,
     pub input: Arc<Mutex<mpsc::Receiver<Scan>>>,
-    pub output: Outlet<Detection>,
+    pub speed: Option<SpeedPlane>,
+    pub output: Outlet<Sensed>,
     pub log: Option<DetectionLog>,
 }
 
@@ -481,13 +499,45 @@ impl Component for DetectComponent {
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (geometry, input, output) = (self.geometry, self.input.clone(), self.output.clone());
         let log = self.log.clone();
+        let speed = self.speed.as_ref().map(|s| (s.offset_m, s.input.clone()));
         Box::pin(async move {
             let mut detector = Detector::new(geometry);
             let mut input = input.lock().await;
-            let (mut entries, mut exits) = (0u64, 0u64);
-            while let Some(scan) = input.recv().await {
+            let mut trap =
+                speed.as_ref().map(|(offset_m, _)| (Detector::new(geometry), SpeedTrap::new(*offset_m)));
+            let mut upstream = match &speed {
+                Some((_, rx)) => Some(rx.lock().await),
+                None => None,
+            };
+            let (mut entries, mut exits, mut measured) = (0u64, 0u64, 0u64);
+            loop {
+                let scan = tokio::select! {
+                    biased;
+                    Some(up) = async { upstream.as_mut()?.recv().await } => {
+                        if let Some((up_detector, trap)) = trap.as_mut() {
+                            for event in up_detector.process(&up) {
+                                trap.upstream(&event);
+                            }
+                        }
+                        continue;
+                    }
+                    scan = input.recv() => scan,
+                };
+                let Some(scan) = scan else { break };
                 let was_degraded = detector.degraded();
                 for event in detector.process(&scan) {
+                    let speed_kmh = match (&event, trap.as_mut()) {
+                        (Detection::Entry { track, .. }, Some((_, trap))) => {
+                            trap.main(&event);
+                            trap.entry_speed_kmh(*track)
+                        }
+                        (Detection::Exit { .. }, Some((_, trap))) => {
+                            trap.main(&event);
+                            None
+                        }
+                        (_, None) => None,
+                    };
+                    measured += u64::from(speed_kmh.is_some());
                     match &event {
                         Detection::Entry { track, lane, .. } => {
                             entries += 1;
@@ -503,7 +553,7 @@ impl Component for DetectComponent {
                     {
                         tracing::warn!(error = %err, "cannot write detection line");
                     }
-                    output.send(event).await?;
+                    output.send((event, speed_kmh)).await?;
                 }
                 ctx.processed(1);
                 if was_degraded != detector.degraded()
@@ -515,6 +565,7 @@ impl Component for DetectComponent {
                         "degraded_scans": detector.degraded_scans(),
                         "entries": entries,
                         "exits": exits,
+                        "speeds_measured": measured,
                     }));
                 }
             }
@@ -692,7 +743,7 @@ mod tests {
         world.insert_vehicle(1, VehicleClass::Car, 90.0, -40.0);
         let (mut up, mut main, mut trap) = (Detector::new(g), Detector::new(g), SpeedTrap::new(4.0));
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let mut speeds = vec![];
+        let (mut speeds, mut entry_speeds) = (vec![], vec![]);
         for step in 1..=300 {
             world.advance_to(f64::from(step) / 100.0);
             let up_scan =
@@ -702,8 +753,15 @@ mod tests {
             for e in up.process(&up_scan) {
                 trap.upstream(&e);
             }
-            speeds.extend(main.process(&scan).iter().filter_map(|e| trap.main(e)));
+            for e in main.process(&scan) {
+                speeds.extend(trap.main(&e));
+                if let Detection::Entry { track, .. } = e {
+                    entry_speeds.extend(trap.entry_speed_kmh(track));
+                }
+            }
         }
+        assert_eq!(entry_speeds.len(), 1, "known at entry");
+        assert!((entry_speeds[0] - 90.0).abs() < 10.0, "{entry_speeds:?}");
         assert_eq!(speeds.len(), 1);
         assert!((speeds[0] - 90.0).abs() < 8.0, "{speeds:?}");
     }

@@ -78,11 +78,32 @@ pub enum AcquireRequest {
     Finalize { track: u64, max_height_m: f32, width_m: f32, class: VehicleClass },
 }
 
-/// Occupancy as vision saw it. Vision does not run yet, so captures carry `Unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Occupancy as vision saw it: `Unknown` when no vision ran (the site has no `[vision]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OccupancyStatus {
     Unknown,
+    /// Vision counted the occupants of the vehicle (all its cameras fused).
+    Counted {
+        occupants: u32,
+        sections: Vec<SectionCount>,
+        /// The weakest section's confidence, 0..1.
+        confidence: f32,
+        /// The face model that counted (file name and a short hash).
+        model: String,
+    },
+    /// Vision ran but could not read the windows (tinted, glare, no driver found).
+    Unreadable {
+        model: String,
+    },
+}
+
+/// Occupants vision counted in one seat section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SectionCount {
+    pub section: String,
+    pub occupants: u32,
+    pub confidence: f32,
 }
 
 /// How much a capture is worth keeping, lowest first: when the buffer is full, the lowest class
@@ -100,11 +121,14 @@ pub enum ValueClass {
 impl ValueClass {
     pub const ALL: [ValueClass; 3] = [Self::Statistics, Self::Compliant, Self::ViolationCandidate];
 
-    /// The class of a capture whose occupancy is `occupancy`. Vision does not run yet, so every
-    /// capture is `Compliant`; the vision stage will set the other classes.
+    /// The class of a capture whose occupancy is `occupancy`, before any lane policy: without
+    /// vision every capture is `Compliant`; the vision stage applies the policy
+    /// (`vision::occupancy::decide`), which alone makes violation candidates.
     pub fn from_occupancy(occupancy: OccupancyStatus) -> Self {
         match occupancy {
-            OccupancyStatus::Unknown => Self::Compliant,
+            OccupancyStatus::Unknown
+            | OccupancyStatus::Counted { .. }
+            | OccupancyStatus::Unreadable { .. } => Self::Compliant,
         }
     }
 

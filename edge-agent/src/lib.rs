@@ -7,7 +7,9 @@
 pub mod acquire;
 pub mod bench;
 pub mod bench_sensing;
+pub mod bench_vision;
 pub mod buffer;
+pub mod camera;
 pub mod config;
 pub mod detect;
 pub mod domain;
@@ -18,3 +20,4 @@ pub mod sources;
 pub mod supervisor;
 pub mod trigger;
 pub mod uplink;
+pub mod vision;

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lanewatch_edge_agent::buffer::Buffer;
 use lanewatch_edge_agent::config::{self, AgentConfig};
 use lanewatch_edge_agent::lidar::recording;
 use lanewatch_edge_agent::lidar::sick::Framing;
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
-use lanewatch_edge_agent::supervisor::{ComponentStatus, Registry, Supervisor};
+use lanewatch_edge_agent::supervisor::{ComponentStatus, Escalation, Registry, Supervisor, SupervisorHandle};
 use lanewatch_edge_agent::uplink::{UplinkComponent, write_atomically};
 use lanewatch_edge_agent::{bench, bench_sensing};
 use tokio::sync::{mpsc, watch};
@@ -109,6 +110,45 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Vision: occupant counting and anonymization on simulated cabins built from held-out face
+    /// photos, against deface on the same frames (needs scripts/setup.sh's .tools).
+    Vision {
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 150)]
+        vehicles: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The workspace's .tools directory (onnxruntime/, models/, faces/, deface-venv/).
+        #[arg(long, default_value = ".tools")]
+        tools_dir: PathBuf,
+        /// Do not run deface (no deface_speedup).
+        #[arg(long)]
+        skip_deface: bool,
+        /// Build the cabins from the tuning photos (for tuning) instead of the held-out ones.
+        #[arg(long)]
+        tuning: bool,
+        /// Run the detector at this longer input side instead of the configured one.
+        #[arg(long)]
+        input_max_side: Option<u32>,
+        /// Override vision.count_threshold (for tuning).
+        #[arg(long)]
+        count_threshold: Option<f32>,
+        /// Override vision.min_confidence (for tuning).
+        #[arg(long)]
+        min_confidence: Option<f32>,
+    },
+    /// Counts faces (detector score ≥ threshold) in every JPEG embedded in the given files or
+    /// directories: the no-un-anonymized-frame check of the end-to-end tests (internal).
+    #[command(hide = true)]
+    FaceScan {
+        #[arg(long, default_value = ".tools")]
+        tools_dir: PathBuf,
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        paths: Vec<PathBuf>,
+    },
     /// The child the buffer benchmark kills (internal).
     #[command(hide = true)]
     BufferCrashWriter {
@@ -118,8 +158,6 @@ enum BenchCommand {
         count: usize,
         #[arg(long)]
         image_bytes: usize,
-        #[arg(long, action = clap::ArgAction::Set)]
-        quick_repair: bool,
     },
 }
 
@@ -209,7 +247,7 @@ fn main() -> ExitCode {
                 lidar: c.lidar,
                 simulator: c.simulator,
             });
-            let framing = framing.map_or(config.lidar.framing.framing(), Framing::from);
+            let framing = framing.map_or(config::framing(config.lidar.framing), Framing::from);
             return run_tool(async move {
                 let stop = async {
                     terminated().await;
@@ -275,6 +313,32 @@ fn run_tool(tool: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
     }
 }
 
+/// How long a config applied in place has to bring the uplink back to the control plane (a
+/// Welcome) before the agent gives up on it and goes back to the config it ran before.
+const APPLY_PROBATION: Duration = Duration::from_secs(60);
+
+/// The config the components run with, and the file text it was read from (written back when
+/// a newer one cannot run).
+struct Running {
+    config: AgentConfig,
+    text: String,
+}
+
+/// A config applied in place that has not proved itself yet (see [`APPLY_PROBATION`]).
+struct Probation {
+    previous: Running,
+    version: u64,
+    until: tokio::time::Instant,
+}
+
+/// What ends a generation of components.
+enum Ended {
+    Signal(&'static str),
+    Escalation(Escalation),
+    Reload(u64),
+    ProbationOver,
+}
+
 async fn run(
     config: AgentConfig,
     config_path: PathBuf,
@@ -283,91 +347,285 @@ async fn run(
     accepted_log: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
+    let ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    let options = pipeline::BuildOptions { detections_out, accepted_log, ort_dylib_path };
+    // the buffer (and everything in it not yet acked) outlives the generations of components
+    let buffer = pipeline::open_buffer(&config, config_dir.as_deref())?;
+    let text = tokio::fs::read_to_string(&config_path).await.context("reading the config file")?;
+    let mut running = Running { config, text };
+    let (reload_tx, mut reloads) = mpsc::unbounded_channel();
+    let mut apply_failure: Option<(u64, String)> = None;
+    let mut probation: Option<Probation> = None;
+    let mut signal = std::pin::pin!(terminated());
+    let mut ready_written = false;
 
-    // 4. build the pipeline and the uplink
-    let options = pipeline::BuildOptions { detections_out, accepted_log };
-    let pipeline =
-        pipeline::build_with(&config, config_dir.as_deref(), &options).context("building pipeline")?;
-    let registry = Registry::default();
-    let supervisor_handle = Arc::new(OnceLock::new());
-    let mut components = pipeline.components;
-    let stage_names: Vec<String> = components.iter().map(|c| c.name()).collect();
-    components.push(Arc::new(UplinkComponent {
-        control_plane: config.control_plane.clone(),
-        config_dir: config_dir.clone(),
-        agent_id: config.agent_id.clone(),
-        site_id: config.site_id.clone(),
-        config_version: config.config_version,
-        config_path: config_path.clone(),
-        buffer: pipeline.buffer.clone(),
-        registry: registry.clone(),
-        supervisor: supervisor_handle.clone(),
-    }));
-
-    // 5. spawn supervised components
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (escalate_tx, mut escalations) = mpsc::unbounded_channel();
-    let supervisor = Supervisor {
-        config: config.supervision.clone(),
-        registry: registry.clone(),
-        shutdown: shutdown_rx,
-        escalate: escalate_tx,
-    }
-    .start(components)
-    .await?;
-    let _ = supervisor_handle.set(supervisor.clone());
-    tracing::info!(agent_id = %config.agent_id, site_id = %config.site_id, components = stage_names.len() + 1, "agent running");
-
-    // 6. ready file
-    if let Some(path) = &ready_file {
-        let ready = serde_json::json!({ "agent_id": config.agent_id, "pid": std::process::id() });
-        write_atomically(path, ready.to_string().as_bytes()).await.context("writing ready file")?;
-    }
-
-    // 7. wait for a signal or an escalation
-    tokio::select! {
-        signal = terminated() => tracing::info!(signal, "shutting down"),
-        Some(escalation) = escalations.recv() => {
-            eprintln!("error: {escalation}");
-            supervisor.shutdown().await;
-            return Ok(ExitCode::from(EXIT_ESCALATED));
-        }
-    }
-
-    // 8. drain: stop the source, let the stages drain in order, let the uplink flush
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_grace_secs);
-    let _ = shutdown_tx.send(true);
-    let drained = async {
-        let mut changes = registry.subscribe();
-        let stages_done = |r: &Registry| {
-            stage_names.iter().all(|n| {
-                r.get(n)
-                    .is_some_and(|s| matches!(s.status, ComponentStatus::Stopped | ComponentStatus::Failed))
-            })
+    // 4. build, 5. spawn: a generation of components per config (a staged config is applied by
+    // draining the stages and building the next generation in this process)
+    loop {
+        let start = Generation::start(
+            &running.config,
+            &config_path,
+            &options,
+            &buffer,
+            &reload_tx,
+            apply_failure.clone(),
+        )
+        .await;
+        let mut generation = match (start, probation.take()) {
+            (Ok(generation), p) => {
+                probation = p;
+                generation
+            }
+            (Err(err), Some(p)) => {
+                let reason = format!("cannot start with config version {}: {err:#}", p.version);
+                running = fall_back(&config_path, p, &reason, &mut apply_failure).await?;
+                continue;
+            }
+            (Err(err), None) => return Err(err),
         };
-        while !stages_done(&registry) {
-            if changes.changed().await.is_err() {
-                break;
+        tracing::info!(
+            agent_id = %running.config.agent_id,
+            site_id = %running.config.site_id,
+            config_version = running.config.config_version,
+            components = generation.stage_names.len() + 1,
+            "agent running"
+        );
+
+        // 6. ready file
+        if !ready_written && let Some(path) = &ready_file {
+            let ready = serde_json::json!({ "agent_id": running.config.agent_id, "pid": std::process::id() });
+            write_atomically(path, ready.to_string().as_bytes()).await.context("writing ready file")?;
+            ready_written = true;
+        }
+
+        // 7. wait for a signal, an escalation, a staged config or the end of a probation
+        let mut changes = generation.registry.subscribe();
+        let ended = loop {
+            if uplink_connected(&generation.registry)
+                && let Some(p) = probation.take()
+            {
+                tracing::info!(
+                    config_version = p.version,
+                    "config applied: the control plane is reachable with it"
+                );
+            }
+            let probation_over = async {
+                match &probation {
+                    Some(p) => tokio::time::sleep_until(p.until).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                name = &mut signal => break Ended::Signal(name),
+                Some(escalation) = generation.escalations.recv() => break Ended::Escalation(escalation),
+                Some(version) = reloads.recv() => break Ended::Reload(version),
+                () = probation_over => break Ended::ProbationOver,
+                // a component's state changed: look at the uplink again
+                Ok(()) = changes.changed() => {}
+            }
+        };
+        let grace = Duration::from_secs(running.config.shutdown_grace_secs);
+        match ended {
+            Ended::Signal(name) => {
+                tracing::info!(signal = name, "shutting down");
+                return Ok(generation.drain_and_flush(&buffer, grace).await);
+            }
+            Ended::Escalation(escalation) => match probation.take() {
+                Some(p) => {
+                    generation.stop(grace).await;
+                    let reason = format!("config version {} failed: {escalation}", p.version);
+                    running = fall_back(&config_path, p, &reason, &mut apply_failure).await?;
+                }
+                None => {
+                    eprintln!("error: {escalation}");
+                    generation.supervisor.shutdown().await;
+                    return Ok(ExitCode::from(EXIT_ESCALATED));
+                }
+            },
+            Ended::ProbationOver => {
+                let p = probation.take().expect("a probation ended");
+                generation.stop(grace).await;
+                let reason = format!(
+                    "config version {} did not reach the control plane within {}s",
+                    p.version,
+                    APPLY_PROBATION.as_secs()
+                );
+                running = fall_back(&config_path, p, &reason, &mut apply_failure).await?;
+            }
+            Ended::Reload(version) => {
+                // a connected uplink proved the config in probation; otherwise the last one
+                // that did stays the one to go back to
+                let proven = uplink_connected(&generation.registry);
+                tracing::info!(config_version = version, "applying a staged config: draining the components");
+                generation.stop(grace).await;
+                let loaded = match tokio::fs::read_to_string(&config_path).await {
+                    Ok(text) => config::parse_and_validate(&text, config_dir.as_deref())
+                        .map(|config| Running { config, text })
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("cannot read {}: {e}", config_path.display())),
+                };
+                match loaded {
+                    Ok(next) => {
+                        let current = std::mem::replace(&mut running, next);
+                        let previous = match probation.take() {
+                            // the config being replaced never proved itself
+                            Some(p) if !proven => p.previous,
+                            _ => current,
+                        };
+                        if previous.config.buffer != running.config.buffer {
+                            tracing::warn!("[buffer] changes take effect at the next start of the agent");
+                        }
+                        apply_failure = None;
+                        probation = Some(Probation {
+                            previous,
+                            version: running.config.config_version,
+                            until: tokio::time::Instant::now() + APPLY_PROBATION,
+                        });
+                    }
+                    Err(reason) => {
+                        tracing::error!(config_version = version, error = %reason, "staged config cannot be loaded; keeping the running one");
+                        write_atomically(&config_path, running.text.as_bytes())
+                            .await
+                            .context("restoring the config file")?;
+                        apply_failure = Some((version, format!("cannot apply: {reason}")));
+                    }
+                }
             }
         }
-        tracing::info!(buffered = pipeline.buffer.stats().captures, "pipeline drained, flushing uplink");
-        let mut stats = pipeline.buffer.subscribe();
-        let _ = stats.wait_for(|s| s.captures == 0).await;
-    };
-    let code = tokio::select! {
-        () = drained => { tracing::info!("buffer flushed"); ExitCode::SUCCESS }
-        () = tokio::time::sleep_until(deadline) => {
-            tracing::warn!(buffered = pipeline.buffer.stats().captures, "grace period over, unacked captures stay buffered");
-            ExitCode::SUCCESS
-        }
-        signal = terminated() => { tracing::warn!(signal, "second signal, stopping now"); ExitCode::SUCCESS }
-        Some(escalation) = escalations.recv() => { eprintln!("error: {escalation}"); ExitCode::from(EXIT_ESCALATED) }
-    };
+    }
+}
 
-    // 9. stop everything; nothing half-written is lost (buffer writes are transactions)
-    supervisor.shutdown().await;
-    tracing::info!("agent stopped");
-    Ok(code)
+/// Goes back to the config that ran before `p`: its file text is written back, and the
+/// failure is reported to the control plane once a session opens.
+async fn fall_back(
+    config_path: &Path,
+    p: Probation,
+    reason: &str,
+    apply_failure: &mut Option<(u64, String)>,
+) -> anyhow::Result<Running> {
+    tracing::error!(
+        config_version = p.version,
+        reason,
+        previous = p.previous.config.config_version,
+        "going back to the previous config"
+    );
+    write_atomically(config_path, p.previous.text.as_bytes())
+        .await
+        .context("restoring the previous config file")?;
+    *apply_failure = Some((
+        p.version,
+        format!("cannot apply: {reason}; running version {} again", p.previous.config.config_version),
+    ));
+    Ok(p.previous)
+}
+
+/// Whether the uplink of this generation has a session open.
+fn uplink_connected(registry: &Registry) -> bool {
+    registry.get("uplink").is_some_and(|s| s.detail.get("connected") == Some(&serde_json::Value::Bool(true)))
+}
+
+/// Resolves once every pipeline stage (not the uplink) stopped or failed.
+async fn stages_done(registry: &Registry, stage_names: &[String]) {
+    let mut changes = registry.subscribe();
+    let done = |r: &Registry| {
+        stage_names.iter().all(|n| {
+            r.get(n).is_some_and(|s| matches!(s.status, ComponentStatus::Stopped | ComponentStatus::Failed))
+        })
+    };
+    while !done(registry) {
+        if changes.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// The supervised components built from one config.
+struct Generation {
+    supervisor: SupervisorHandle,
+    registry: Registry,
+    stage_names: Vec<String>,
+    shutdown: watch::Sender<bool>,
+    escalations: mpsc::UnboundedReceiver<Escalation>,
+}
+
+impl Generation {
+    async fn start(
+        config: &AgentConfig,
+        config_path: &Path,
+        options: &pipeline::BuildOptions,
+        buffer: &Buffer,
+        reload: &mpsc::UnboundedSender<u64>,
+        apply_failure: Option<(u64, String)>,
+    ) -> anyhow::Result<Self> {
+        let config_dir = config_path.parent().map(Path::to_path_buf);
+        let pipeline = pipeline::build_on(config, config_dir.as_deref(), options, buffer.clone())
+            .context("building pipeline")?;
+        let registry = Registry::default();
+        let supervisor_handle = Arc::new(OnceLock::new());
+        let mut components = pipeline.components;
+        let stage_names: Vec<String> = components.iter().map(|c| c.name()).collect();
+        components.push(Arc::new(UplinkComponent {
+            control_plane: config.control_plane.clone(),
+            config_dir,
+            agent_id: config.agent_id.clone(),
+            site_id: config.site_id.clone(),
+            config_version: config.config_version,
+            config_path: config_path.to_owned(),
+            buffer: pipeline.buffer.clone(),
+            registry: registry.clone(),
+            supervisor: supervisor_handle.clone(),
+            reload: Some(reload.clone()),
+            apply_failure,
+        }));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (escalate_tx, escalations) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            config: config.supervision.clone(),
+            registry: registry.clone(),
+            shutdown: shutdown_rx,
+            escalate: escalate_tx,
+        }
+        .start(components)
+        .await?;
+        let _ = supervisor_handle.set(supervisor.clone());
+        Ok(Self { supervisor, registry, stage_names, shutdown, escalations })
+    }
+
+    /// Stops the source and lets the stages drain into the buffer (within `grace`), then stops
+    /// every component; what is buffered stays for the next generation's uplink.
+    async fn stop(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(grace, stages_done(&self.registry, &self.stage_names)).await.is_err() {
+            tracing::warn!("grace period over before the stages drained");
+        }
+        self.supervisor.shutdown().await;
+    }
+
+    /// 8. drain: stop the source, let the stages drain in order, let the uplink flush;
+    /// 9. stop everything; nothing half-written is lost (buffer writes are transactions).
+    async fn drain_and_flush(self, buffer: &Buffer, grace: Duration) -> ExitCode {
+        let Self { supervisor, registry, stage_names, shutdown, mut escalations } = self;
+        let deadline = tokio::time::Instant::now() + grace;
+        let _ = shutdown.send(true);
+        let drained = async {
+            stages_done(&registry, &stage_names).await;
+            tracing::info!(buffered = buffer.stats().captures, "pipeline drained, flushing uplink");
+            let mut stats = buffer.subscribe();
+            let _ = stats.wait_for(|s| s.captures == 0).await;
+        };
+        let code = tokio::select! {
+            () = drained => { tracing::info!("buffer flushed"); ExitCode::SUCCESS }
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(buffered = buffer.stats().captures, "grace period over, unacked captures stay buffered");
+                ExitCode::SUCCESS
+            }
+            name = terminated() => { tracing::warn!(signal = name, "second signal, stopping now"); ExitCode::SUCCESS }
+            Some(escalation) = escalations.recv() => { eprintln!("error: {escalation}"); ExitCode::from(EXIT_ESCALATED) }
+        };
+        supervisor.shutdown().await;
+        tracing::info!("agent stopped");
+        code
+    }
 }
 
 fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -396,6 +654,47 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchCommand::Vision {
+            json,
+            vehicles,
+            seed,
+            tools_dir,
+            skip_deface,
+            tuning,
+            input_max_side,
+            count_threshold,
+            min_confidence,
+        } => {
+            let options = lanewatch_edge_agent::bench_vision::VisionBenchOptions {
+                vehicles,
+                seed,
+                face_set: if tuning {
+                    lanewatch_edge_agent::sim::faces::FaceSet::Tuning
+                } else {
+                    lanewatch_edge_agent::sim::faces::FaceSet::HeldOut
+                },
+                input_max_side,
+                count_threshold,
+                min_confidence,
+                tools_dir,
+                skip_deface,
+            };
+            let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+            let report = lanewatch_edge_agent::bench_vision::run(&options, ort.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            Ok(())
+        }
+        BenchCommand::FaceScan { tools_dir, threshold, paths } => {
+            let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+            let scan =
+                lanewatch_edge_agent::bench_vision::face_scan(&paths, &tools_dir, threshold, ort.as_deref())?;
+            println!("{}", serde_json::to_string(&scan)?);
+            Ok(())
+        }
         BenchCommand::Sensing { json, seconds, seed } => {
             let report = bench_sensing::run(&bench_sensing::SensingOptions { seconds, seed });
             if json {
@@ -405,8 +704,8 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BenchCommand::BufferCrashWriter { path, count, image_bytes, quick_repair } => {
-            bench::crash_writer(&path, count, image_bytes, quick_repair)
+        BenchCommand::BufferCrashWriter { path, count, image_bytes } => {
+            bench::crash_writer(&path, count, image_bytes)
         }
     }
 }

@@ -5,9 +5,9 @@
 //! whose sender is an [`Outlet`] that a stage closes when its input ended, so shutdown drains
 //! downstream in order.
 //!
-//! Vision seam: infer/anonymize does not exist yet. It will sit between acquire and buffer as
-//! one more stage on the capture channel; until then captures carry occupancy `unknown` and
-//! the simulated frames show no people.
+//! With `[vision]`, acquire → vision → buffer: the vision stage anonymizes, checks and counts
+//! every capture before the buffer sees it (`vision/`); without it captures carry occupancy
+//! `unknown`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,15 +17,14 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::acquire::AcquireComponent;
 use crate::buffer::{AppendOutcome, Buffer, BufferOptions};
-use crate::config::{AgentConfig, CameraSourceConfig, LidarSourceKind};
+use crate::config::{AgentConfig, LidarSourceKind};
 use crate::detect::{DetectComponent, DetectionLog};
 use crate::domain::{Capture, Scan, ScanGeometry};
 use crate::lidar::driver::{SickScanSource, SickSettings};
 use crate::lidar::recording::ReplayScanSource;
-use crate::sim::camera::{CameraView, SimCamera};
 use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
-use crate::sources::{CameraSource, FileReplayCamera, ScanSource};
+use crate::sources::ScanSource;
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 use crate::trigger::{CameraRoute, TriggerComponent};
 
@@ -82,6 +81,8 @@ pub struct BuildOptions {
     pub detections_out: Option<PathBuf>,
     /// Appends every capture the buffer accepted as a JSON line to this file ([`AcceptedLog`]).
     pub accepted_log: Option<PathBuf>,
+    /// `ORT_DYLIB_PATH` of the agent's environment: ONNX Runtime when `[vision]` names none.
+    pub ort_dylib_path: Option<PathBuf>,
 }
 
 /// Builds the pipeline stages (not the uplink) from a validated config.
@@ -96,10 +97,26 @@ pub fn build_with(
     config_dir: Option<&Path>,
     options: &BuildOptions,
 ) -> anyhow::Result<Pipeline> {
-    let buffer_path = crate::config::resolve(config_dir, &config.buffer.path);
-    let buffer = Buffer::open(&buffer_path, BufferOptions::from_config(&config.buffer))
-        .with_context(|| format!("opening buffer {}", buffer_path.display()))?;
+    let buffer = open_buffer(config, config_dir)?;
+    build_on(config, config_dir, options, buffer)
+}
 
+/// Opens the capture buffer of `[buffer]`; it outlives the pipelines built on it.
+pub fn open_buffer(config: &AgentConfig, config_dir: Option<&Path>) -> anyhow::Result<Buffer> {
+    let buffer_path = crate::config::resolve(config_dir, &config.buffer.path);
+    Buffer::open(&buffer_path, BufferOptions::from_config(&config.buffer))
+        .with_context(|| format!("opening buffer {}", buffer_path.display()))
+}
+
+/// [`build_with`] on a buffer that is already open: the rebuild hook of a config applied in
+/// place (the process, and the buffer with everything not yet acked, stay; `[buffer]` changes
+/// take effect at the next start).
+pub fn build_on(
+    config: &AgentConfig,
+    config_dir: Option<&Path>,
+    options: &BuildOptions,
+    buffer: Buffer,
+) -> anyhow::Result<Pipeline> {
     let mut world = World::new(
         TrafficParams::from_config(&config.simulator, config.site.lanes, config.site.lane_width_m),
         config.simulator.seed,
@@ -117,7 +134,14 @@ pub fn build_with(
         lanes: config.site.lanes,
         lane_width_m: config.site.lane_width_m,
     };
-    let scan_source = scan_source(config, config_dir, &world, geometry)?;
+    let main_scans = scan_source(config, config_dir, &world, geometry, None)?;
+    // the speed trap's upstream plane: a second scanner (simulated: the same world)
+    let speed_plane = match config.lidar.speed_plane_offset_m {
+        Some(offset_m) => {
+            Some((offset_m, scan_source(config, config_dir, &world, geometry, Some(offset_m))?))
+        }
+        None => None,
+    };
     let detections_log = match &options.detections_out {
         Some(path) => Some(DetectionLog::create(path)?),
         None => None,
@@ -129,35 +153,39 @@ pub fn build_with(
     let (cap_tx, cap_rx) = mpsc::channel::<Capture>(CHANNEL_CAPACITY);
     let cap_in = Arc::new(Mutex::new(cap_rx));
 
-    let mut components: Vec<Arc<dyn Component>> = vec![
-        Arc::new(SenseComponent { source: Arc::new(Mutex::new(scan_source)), output: scan_out }),
-        Arc::new(DetectComponent { geometry, input: scan_in, output: det_out, log: detections_log }),
-    ];
+    let mut components: Vec<Arc<dyn Component>> = vec![Arc::new(SenseComponent {
+        name: "sense",
+        source: Arc::new(Mutex::new(main_scans)),
+        output: scan_out,
+    })];
+    let speed = speed_plane.map(|(offset_m, source)| {
+        let (up_out, up_in) = channel::<Scan>();
+        components.push(Arc::new(SenseComponent {
+            name: "sense-speed",
+            source: Arc::new(Mutex::new(source)),
+            output: up_out,
+        }));
+        crate::detect::SpeedPlane { offset_m, input: up_in }
+    });
+    components.push(Arc::new(DetectComponent {
+        geometry,
+        input: scan_in,
+        speed,
+        output: det_out,
+        log: detections_log,
+    }));
+    let trigger_at = components.len();
     let mut routes = Vec::new();
     for cam in &config.cameras {
-        let source: Box<dyn CameraSource> = match &cam.source {
-            CameraSourceConfig::Simulator { width, height } => {
-                let view = CameraView::for_lanes(
-                    *width,
-                    *height,
-                    &cam.lanes,
-                    config.site.lanes,
-                    config.site.lane_width_m,
-                );
-                Box::new(SimCamera::new(world.clone(), view, cam.fps))
-            }
-            CameraSourceConfig::FileReplay { path } => {
-                let full: PathBuf = crate::config::resolve(config_dir, path);
-                let files = crate::config::replay_files(&full)
-                    .with_context(|| format!("listing {}", full.display()))?;
-                Box::new(FileReplayCamera::new(files, cam.fps)?)
-            }
-        };
+        let open = crate::camera::opener(cam, &config.site, config_dir, &world)?;
+        // a simulated camera that vision counts through shows cabins with faces
+        let open = crate::sim::camera::cabin_opener(config, cam, config_dir, &world)?.unwrap_or(open);
         let (req_out, req_in) = channel();
         routes.push(CameraRoute {
             camera_id: cam.id.clone(),
             lanes: cam.lanes.clone(),
             trigger_delay_ms: cam.trigger_delay_ms,
+            distance_from_lidar_m: cam.distance_from_lidar_m,
             output: req_out,
         });
         components.push(Arc::new(AcquireComponent {
@@ -165,13 +193,27 @@ pub fn build_with(
             site_id: config.site_id.clone(),
             config_version: config.config_version,
             ring_frames: cam.ring_frames,
-            source: Arc::new(Mutex::new(source)),
+            open,
+            stall_after: std::time::Duration::from_millis(cam.stall_after_ms()),
+            stalls: Default::default(),
             input: req_in,
             output: Outlet::new(cap_tx.clone()),
         }));
     }
     drop(cap_tx);
-    components.insert(2, Arc::new(TriggerComponent { input: det_in, routes }));
+    components.insert(trigger_at, Arc::new(TriggerComponent { input: det_in, routes }));
+    // with [vision], every capture passes the vision stage (anonymize, check, count) before the
+    // buffer sees it; a vision that cannot load refuses the start, naming the problem
+    let cap_in = match &config.vision {
+        None => cap_in,
+        Some(_) => {
+            let (vision_out, vision_in) = channel();
+            let ort = options.ort_dylib_path.as_deref();
+            let vision = crate::vision::component(config, config_dir, ort, cap_in, vision_out)?;
+            components.push(Arc::new(vision));
+            vision_in
+        }
+    };
     let accepted_log = match &options.accepted_log {
         Some(path) => Some(AcceptedLog::open(path)?),
         None => None,
@@ -188,16 +230,19 @@ pub fn build_with(
 
 /// The scan source of `[lidar] source`. Every kind goes through the SICK codec: the simulator
 /// is a simulated SICK scanner on 127.0.0.1:0 read by the real driver over TCP.
+/// With `speed_plane_offset_m`, the scanner of the speed plane that far upstream instead.
 fn scan_source(
     config: &AgentConfig,
     config_dir: Option<&Path>,
     world: &SharedWorld,
     geometry: ScanGeometry,
+    speed_plane_offset_m: Option<f64>,
 ) -> anyhow::Result<Box<dyn ScanSource>> {
     let l = &config.lidar;
+    let speed_plane = speed_plane_offset_m.is_some();
     let settings = |address: String| SickSettings {
         address,
-        framing: l.framing.framing(),
+        framing: crate::config::framing(l.framing),
         reconnect_min: std::time::Duration::from_millis(l.reconnect_min_ms),
         reconnect_max: std::time::Duration::from_millis(l.reconnect_max_ms),
         degraded_after: std::time::Duration::from_secs(l.degraded_after_secs),
@@ -211,12 +256,13 @@ fn scan_source(
                 listener,
                 world.clone(),
                 SickServerConfig {
-                    framing: l.framing.framing(),
+                    framing: crate::config::framing(l.framing),
                     scan_hz: l.scan_hz,
                     geometry,
                     mounting_angle_deg: l.mounting_angle_deg,
-                    seed: config.simulator.seed,
-                    serial_number: 0x00A1_B2C3,
+                    seed: config.simulator.seed ^ u64::from(speed_plane),
+                    serial_number: 0x00A1_B2C3 + u32::from(speed_plane),
+                    plane_x_m: -speed_plane_offset_m.unwrap_or(0.0),
                 },
             )
             .context("starting the simulated sick scanner")?;
@@ -224,10 +270,15 @@ fn scan_source(
             Box::new(source.with_guard(Box::new(server)))
         }
         LidarSourceKind::Sick => {
-            let address = l.address.clone().context("lidar.address is required with source = \"sick\"")?;
+            let address = if speed_plane {
+                l.speed_plane_address.clone().context("lidar.speed_plane_address is required")?
+            } else {
+                l.address.clone().context("lidar.address is required with source = \"sick\"")?
+            };
             Box::new(SickScanSource::new(settings(address), geometry))
         }
         LidarSourceKind::Replay => {
+            anyhow::ensure!(!speed_plane, "a lidar recording holds no speed plane");
             let path = l.path.as_ref().context("lidar.path is required with source = \"replay\"")?;
             Box::new(ReplayScanSource::open(
                 &crate::config::resolve(config_dir, path),
@@ -246,13 +297,15 @@ const SENSE_DETAIL_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 /// The `sense` component: reads scans from the scan source until shutdown, and publishes the
 /// source's health and counters in its snapshot detail.
 pub struct SenseComponent {
+    /// `sense`, or `sense-speed` for the speed trap's upstream plane.
+    pub name: &'static str,
     pub source: Arc<Mutex<Box<dyn ScanSource>>>,
     pub output: Outlet<Scan>,
 }
 
 impl Component for SenseComponent {
     fn name(&self) -> String {
-        "sense".into()
+        self.name.into()
     }
 
     fn run(&self, mut ctx: ComponentCtx) -> RunFuture {

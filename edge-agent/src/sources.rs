@@ -2,8 +2,10 @@
 //!
 //! Scans come from the SICK driver (`lidar::driver`, also fed by the simulated scanner of
 //! `sim::sick_server` over TCP) or from a recording (`lidar::recording`); frames from the
-//! simulator (`sim::camera`) or image files; V4L2/GigE cameras plug in here later.
+//! simulator (`sim::camera`), image files, OpenCV `VideoCapture` or GigE Vision (`camera/`).
 //! [`FileReplayCamera`] loops over image files and passes their bytes through unchanged.
+//! A camera source is made by an [`OpenCamera`] each time its acquire component (re)starts, so
+//! a restart after a stall or a failure tears the old source down and opens it afresh.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +29,15 @@ pub trait ScanSource: Send + 'static {
 pub trait CameraSource: Send + 'static {
     /// Waits for and returns the next frame.
     fn next_frame(&mut self) -> BoxFuture<'_, anyhow::Result<Frame>>;
+    /// Health and counters for the acquire component's snapshot detail.
+    fn detail(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
+
+/// Opens a camera's source; called at every (re)start of its acquire component. It must not
+/// block: sources with blocking I/O open on their own thread and report failures as frames' errors.
+pub type OpenCamera = std::sync::Arc<dyn Fn() -> anyhow::Result<Box<dyn CameraSource>> + Send + Sync>;
 
 /// Loops over the images of a directory (sorted by name) at `fps`, stamped with the time they
 /// are "taken"; the file bytes are passed through unchanged.

@@ -21,7 +21,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
-pub use services::{Postgres, SeaweedFs};
+pub use services::{Postgres, PrivatePostgres, SeaweedFs, Shutdown};
 
 /// How long any single wait in the harness may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -450,6 +450,8 @@ pub enum CameraSource {
     Simulator,
     /// Image files are replayed unchanged.
     Replay(PathBuf),
+    /// These lines are the `[cameras.source]` table (e.g. `kind = "opencv"` and its `uri`).
+    Toml(String),
 }
 
 /// Builds and starts a `lanewatch-agent` against a control plane.
@@ -465,7 +467,10 @@ pub struct AgentBuilder {
     extra_toml: String,
     control_plane_toml: String,
     buffer_toml: String,
+    camera_toml: String,
+    simulator_toml: String,
     args: Vec<std::ffi::OsString>,
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl AgentBuilder {
@@ -482,7 +487,10 @@ impl AgentBuilder {
             extra_toml: String::new(),
             control_plane_toml: String::new(),
             buffer_toml: String::new(),
+            camera_toml: String::new(),
+            simulator_toml: String::new(),
             args: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -540,6 +548,26 @@ impl AgentBuilder {
         self
     }
 
+    /// Extra lines for the `[[cameras]]` table (e.g. `stall_after_ms = 500`).
+    pub fn camera_toml(mut self, toml: &str) -> Self {
+        self.camera_toml.push_str(toml);
+        self.camera_toml.push('\n');
+        self
+    }
+
+    /// Extra lines for the `[simulator]` table (e.g. `face_photos_path = ".."`).
+    pub fn simulator_toml(mut self, toml: &str) -> Self {
+        self.simulator_toml.push_str(toml);
+        self.simulator_toml.push('\n');
+        self
+    }
+
+    /// Runs the agent through this command prefix, e.g. `nsenter --net=/proc/PID/ns/net`.
+    pub fn wrapper<I: Into<std::ffi::OsString>>(mut self, prefix: impl IntoIterator<Item = I>) -> Self {
+        self.wrapper = prefix.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Extra TOML appended at the end of the file, i.e. into the `[cameras.source]` table
     /// unless it opens tables of its own.
     pub fn extra_toml(mut self, toml: &str) -> Self {
@@ -552,6 +580,7 @@ impl AgentBuilder {
         let source = match &self.camera {
             CameraSource::Simulator => "kind = \"simulator\"\n".to_owned(),
             CameraSource::Replay(path) => format!("kind = \"file_replay\"\npath = {path:?}\n"),
+            CameraSource::Toml(lines) => format!("{lines}\n"),
         };
         let lanes: Vec<String> = (0..self.lanes).map(|l| l.to_string()).collect();
         let mut ca = self.ca_path.as_ref().map(|p| format!("ca_path = {p:?}\n")).unwrap_or_default();
@@ -562,18 +591,20 @@ impl AgentBuilder {
             "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
              [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\
              reconnect_max_ms = 1000\n{}{ca}\n[buffer]\npath = {:?}\n{}\n[site]\nlanes = {}\n\n\
-             [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n\n\
-             [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n\n\
+             [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n{}\n\
+             [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n{}\n\
              [cameras.source]\n{source}\n{}",
             self.agent_id,
             self.site_id,
             self.control_url,
             self.control_plane_toml,
-            data_dir.join("buffer.redb"),
+            data_dir.join("buffer"),
             self.buffer_toml,
             self.lanes,
             self.flow,
+            self.simulator_toml,
             lanes.join(", "),
+            self.camera_toml,
             self.extra_toml,
         )
     }
@@ -591,25 +622,46 @@ pub struct Agent {
     pub dir: TempDir,
     pub config_path: PathBuf,
     args: Vec<std::ffi::OsString>,
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Agent {
     fn start_in(builder: AgentBuilder, dir: TempDir) -> Result<Self> {
         let config_path = dir.path().join("agent.toml");
         std::fs::write(&config_path, builder.config_toml(dir.path()))?;
-        let proc = Self::spawn(&builder.agent_id, &config_path, dir.path(), &builder.args)?;
-        let mut agent = Agent { id: builder.agent_id, proc, dir, config_path, args: builder.args };
+        let proc = Self::spawn(&builder.agent_id, &config_path, dir.path(), &builder.args, &builder.wrapper)?;
+        let mut agent = Agent {
+            id: builder.agent_id,
+            proc,
+            dir,
+            config_path,
+            args: builder.args,
+            wrapper: builder.wrapper,
+        };
         wait_ready_file(&agent.dir.path().join("ready.json"), &mut agent.proc)?;
         Ok(agent)
     }
 
-    fn spawn(id: &str, config: &Path, dir: &Path, args: &[std::ffi::OsString]) -> Result<Proc> {
+    fn spawn(
+        id: &str,
+        config: &Path,
+        dir: &Path,
+        args: &[std::ffi::OsString],
+        wrapper: &[std::ffi::OsString],
+    ) -> Result<Proc> {
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, prefix)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(prefix).arg(bin("lanewatch-agent"));
+                cmd
+            }
+            None => Command::new(bin("lanewatch-agent")),
+        };
         Proc::spawn(
             id,
-            Command::new(bin("lanewatch-agent"))
-                .arg("--config")
+            cmd.arg("--config")
                 .arg(config)
                 .arg("--ready-file")
                 .arg(&ready)
@@ -621,7 +673,7 @@ impl Agent {
 
     /// Starts the agent again on the same config and buffer (after a stop or a kill).
     pub fn restart(&mut self) -> Result<()> {
-        self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path(), &self.args)?;
+        self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path(), &self.args, &self.wrapper)?;
         wait_ready_file(&self.dir.path().join("ready.json"), &mut self.proc)?;
         Ok(())
     }

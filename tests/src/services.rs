@@ -1,9 +1,10 @@
 //! External services the end-to-end tests run against: the machine's PostgreSQL (a fresh
-//! database per test, dropped afterwards) and a SeaweedFS S3 server started on 127.0.0.1.
+//! database per test, dropped afterwards), a private PostgreSQL server that a test may stop and
+//! start ([`PrivatePostgres`]), and a SeaweedFS S3 server started on 127.0.0.1.
 
 use anyhow::{Context, Result, bail};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -72,6 +73,169 @@ fn psql(url: &str, sql: &str) -> Result<()> {
         bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// How [`PrivatePostgres::stop`] shuts the server down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGINT: roll back open transactions, close connections, checkpoint, exit.
+    Fast,
+    /// SIGQUIT: exit at once, as after a crash; the next start replays the WAL.
+    Immediate,
+}
+
+/// A PostgreSQL server of its own (the machine's `initdb` and `postgres`, found under
+/// `/usr/lib/postgresql/*/bin`), in a temp dir, listening on a free 127.0.0.1 port with its unix
+/// socket in that dir, trust auth, `fsync` off. Unlike the shared server behind [`Postgres`], a
+/// test may really stop and start it. As root (initdb and postgres refuse to run as root) the
+/// server runs as the `postgres` OS user through `setpriv`, which execs it: the process the
+/// harness holds is the postmaster itself. Dropping the handle stops it and removes the dir.
+pub struct PrivatePostgres {
+    proc: Option<Proc>,
+    dir: TempDir,
+    bin: PathBuf,
+    /// `Some((uid, gid))` of the `postgres` user when running as root.
+    run_as: Option<(u32, u32)>,
+    starts: usize,
+    pub port: u16,
+    /// `postgres://postgres@127.0.0.1:<port>/lanewatch`
+    pub url: String,
+}
+
+impl PrivatePostgres {
+    /// `initdb` into a new temp dir, start the server and create the database `lanewatch`.
+    pub fn start() -> Result<Self> {
+        let bin = postgres_bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("lanewatch-pg-").tempdir()?;
+        let run_as = if is_root()? { Some(user_ids("postgres")?) } else { None };
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let data = dir.path().join("data");
+        let out = Self::command(&bin, run_as, "initdb", dir.path())
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "--no-locale", "-E", "UTF8"])
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let port = free_ports(1)?[0];
+        let url = format!("postgres://postgres@127.0.0.1:{port}/lanewatch");
+        let mut pg = Self { proc: None, dir, bin, run_as, starts: 0, port, url };
+        pg.start_again()?;
+        psql(&format!("postgres://postgres@127.0.0.1:{port}/postgres"), "CREATE DATABASE lanewatch")?;
+        Ok(pg)
+    }
+
+    fn command(bin: &Path, run_as: Option<(u32, u32)>, program: &str, cwd: &Path) -> Command {
+        let mut cmd = match run_as {
+            Some((uid, gid)) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--init-groups")
+                    .arg("--")
+                    .arg(bin.join(program));
+                cmd
+            }
+            None => Command::new(bin.join(program)),
+        };
+        cmd.current_dir(cwd);
+        cmd
+    }
+
+    /// The postmaster's process id while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Stops the server (waiting until the postmaster exited); its data stays.
+    pub fn stop(&mut self, how: Shutdown) -> Result<()> {
+        let Some(mut proc) = self.proc.take() else { return Ok(()) };
+        proc.signal(match how {
+            Shutdown::Fast => nix::sys::signal::Signal::SIGINT,
+            Shutdown::Immediate => nix::sys::signal::Signal::SIGQUIT,
+        });
+        proc.wait(Duration::from_secs(30)).context("stopping postgres")?;
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same port and data dir, waiting until it answers.
+    pub fn start_again(&mut self) -> Result<()> {
+        anyhow::ensure!(self.proc.is_none(), "postgres is running");
+        self.starts += 1;
+        let mut cmd = Self::command(&self.bin, self.run_as, "postgres", self.dir.path());
+        cmd.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "max_connections=100"]);
+        let mut proc = Proc::spawn(&format!("postgres.{}", self.starts), &mut cmd, self.dir.path())?;
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && psql(&url, "SELECT 1").is_ok()
+            {
+                break;
+            }
+            if let Some(status) = proc.try_status() {
+                bail!("postgres exited with {status}; stderr:\n{}", crate::tail(&proc.stderr(), 4000));
+            }
+            if Instant::now() > deadline {
+                bail!("postgres not up within 60s; stderr:\n{}", crate::tail(&proc.stderr(), 4000));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.proc = Some(proc);
+        Ok(())
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        // immediate: nothing to keep; the temp dir goes when `dir` drops
+        if self.stop(Shutdown::Immediate).is_err() {
+            self.proc.take(); // SIGKILL
+        }
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb` and `postgres`.
+fn postgres_bin_dir() -> Result<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("no /usr/lib/postgresql: PostgreSQL server binaries are not installed")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").is_file() && bin.join("postgres").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop().map(|(_, bin)| bin).context("no initdb/postgres under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the effective user
+    Ok(std::fs::metadata("/proc/self")?.uid() == 0)
+}
+
+/// (uid, gid) of an OS user, from `id`.
+fn user_ids(user: &str) -> Result<(u32, u32)> {
+    let id = |flag: &str| -> Result<u32> {
+        let out = Command::new("id").args([flag, user]).output().context("running id")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "no OS user {user:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+    };
+    Ok((id("-u")?, id("-g")?))
 }
 
 /// A SeaweedFS server (master, volume, filer and S3 gateway) on 127.0.0.1 with free ports,

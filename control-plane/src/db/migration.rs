@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003DeletionReceipts),
             Box::new(M0004RevokedAgents),
             Box::new(M0005DecisionIndex),
+            Box::new(M0006SiteConfigs),
         ]
     }
 }
@@ -544,5 +545,94 @@ impl MigrationTrait for M0005DecisionIndex {
                 Index::drop().name("captures_decision_captured_at_id_desc").table(Captures::Table).to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum SiteConfigs {
+    Table,
+    SiteId,
+    Version,
+    Toml,
+    Comment,
+    RolledBackFrom,
+    CreatedBy,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum AgentConfigStates {
+    Table,
+    AgentId,
+    Version,
+    SiteId,
+    State,
+    Error,
+    UpdatedAt,
+}
+
+/// Versioned site configs (one row per site and version, never updated) and each agent's
+/// rollout state per version (pending, staged, applied, rejected).
+struct M0006SiteConfigs;
+
+impl MigrationName for M0006SiteConfigs {
+    fn name(&self) -> &str {
+        "m0006_site_configs"
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for M0006SiteConfigs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(SiteConfigs::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(SiteConfigs::SiteId).string().not_null())
+                    .col(ColumnDef::new(SiteConfigs::Version).big_integer().not_null())
+                    .col(ColumnDef::new(SiteConfigs::Toml).text().not_null())
+                    .col(ColumnDef::new(SiteConfigs::Comment).string().null())
+                    .col(ColumnDef::new(SiteConfigs::RolledBackFrom).big_integer().null())
+                    .col(ColumnDef::new(SiteConfigs::CreatedBy).string().not_null())
+                    .col(ColumnDef::new(SiteConfigs::CreatedAt).timestamp_with_time_zone().not_null())
+                    // two concurrent edits of one site cannot both become version N+1
+                    .primary_key(Index::create().col(SiteConfigs::SiteId).col(SiteConfigs::Version))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AgentConfigStates::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(AgentConfigStates::AgentId).string().not_null())
+                    .col(ColumnDef::new(AgentConfigStates::Version).big_integer().not_null())
+                    .col(ColumnDef::new(AgentConfigStates::SiteId).string().not_null())
+                    .col(ColumnDef::new(AgentConfigStates::State).string().not_null())
+                    .col(ColumnDef::new(AgentConfigStates::Error).text().null())
+                    .col(ColumnDef::new(AgentConfigStates::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .primary_key(
+                        Index::create().col(AgentConfigStates::AgentId).col(AgentConfigStates::Version),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("agent_config_states_site_version")
+                    .table(AgentConfigStates::Table)
+                    .col(AgentConfigStates::SiteId)
+                    .col(AgentConfigStates::Version)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(AgentConfigStates::Table).to_owned()).await?;
+        manager.drop_table(Table::drop().table(SiteConfigs::Table).to_owned()).await
     }
 }

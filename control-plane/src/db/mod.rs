@@ -3,6 +3,7 @@
 //! can reach takes a `Visibility` and applies it in SQL (`capture_scope`, `violation_scope`,
 //! `site_scope`): this is where agency A is kept out of agency B's rows.
 
+mod configs;
 mod entities;
 mod migration;
 
@@ -14,6 +15,8 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 use uuid::Uuid;
+
+pub use configs::NewSiteConfig;
 
 use crate::domain::{
     Agency, Agent, AgentHello, AgentPulse, AgentRevocation, ApiKey, AuditEntry, Capture, CaptureCursor,
@@ -56,6 +59,9 @@ pub enum Inserted {
 #[derive(Debug, Clone)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// (site, camera) pairs this process has already registered in `cameras`, so that ingest
+    /// writes the camera row once per process instead of once per capture.
+    known_cameras: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl Db {
@@ -77,7 +83,7 @@ impl Db {
             conn.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
         migration::Migrator::up(&conn, None).await?;
-        Ok(Self { conn })
+        Ok(Self { conn, known_cameras: Default::default() })
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
@@ -231,27 +237,45 @@ impl Db {
             model_version: Set(m.model_version.clone()),
             sections_json: Set(serde_json::Value::Array(sections).to_string()),
         };
+        // The camera registry row is written the first time this process sees the camera, in its
+        // own statement: it is idempotent and not part of the capture's evidence.
+        let camera_key = (m.site_id.clone(), m.camera_id.clone());
+        let camera_known = self
+            .known_cameras
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&camera_key);
+        if !camera_known {
+            let camera = cameras::ActiveModel {
+                site_id: Set(m.site_id.clone()),
+                id: Set(m.camera_id.clone()),
+                first_seen: Set(c.received_at),
+            };
+            cameras::Entity::insert(camera)
+                .on_conflict(
+                    OnConflict::columns([cameras::Column::SiteId, cameras::Column::Id])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&self.conn)
+                .await?;
+            self.known_cameras.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(camera_key);
+        }
+        let insert = captures::Entity::insert(row)
+            .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned());
+        if c.decision != Decision::ViolationCandidate {
+            // one statement, one round trip: the row is the whole of what must be durable
+            let affected = insert.exec_without_returning(&self.conn).await?;
+            return Ok(if affected == 0 { Inserted::Duplicate } else { Inserted::New });
+        }
+        // a violation candidate and its review row commit together
         let txn = self.conn.begin().await?;
-        let affected = captures::Entity::insert(row)
-            .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned())
-            .exec_without_returning(&txn)
-            .await?;
+        let affected = insert.exec_without_returning(&txn).await?;
         if affected == 0 {
             txn.rollback().await?;
             return Ok(Inserted::Duplicate);
         }
-        let camera = cameras::ActiveModel {
-            site_id: Set(m.site_id.clone()),
-            id: Set(m.camera_id.clone()),
-            first_seen: Set(c.received_at),
-        };
-        cameras::Entity::insert(camera)
-            .on_conflict(
-                OnConflict::columns([cameras::Column::SiteId, cameras::Column::Id]).do_nothing().to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        if c.decision == Decision::ViolationCandidate {
+        {
             let violation = violations::ActiveModel {
                 id: Set(Uuid::now_v7().to_string()),
                 capture_id: Set(m.id.to_string()),

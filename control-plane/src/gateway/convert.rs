@@ -149,7 +149,17 @@ pub fn capture_start(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let confidence = sections.iter().map(|sc| sc.confidence).reduce(f32::min);
+    // agents that predate the capture-level confidence: the weakest section's
+    let confidence = match occupancy.confidence {
+        Some(c) if c.is_finite() && (0.0..=1.0).contains(&c) => Some(c),
+        Some(c) => {
+            return Err(Error::invalid(format!(
+                "capture_start.meta.occupancy.confidence {c} is outside 0..=1"
+            )));
+        }
+        None => sections.iter().map(|sc| sc.confidence).reduce(f32::min),
+    };
+    let model_version = (!occupancy.model_version.is_empty()).then(|| occupancy.model_version.clone());
     Ok(StartRequest {
         meta: CaptureMeta {
             id,
@@ -167,8 +177,7 @@ pub fn capture_start(
             config_version: m.config_version,
             sections,
             confidence,
-            // the wire does not carry the model version yet
-            model_version: None,
+            model_version,
         },
         content_type,
         size_bytes: s.image_size_bytes,
@@ -265,7 +274,7 @@ mod tests {
                 lane: 2,
                 captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_456_789 }),
                 vehicle_class: 99,
-                occupancy: Some(pb::Occupancy { status: 1, occupants: 3, sections: vec![] }),
+                occupancy: Some(pb::Occupancy { status: 1, occupants: 3, ..Default::default() }),
                 speed_kmh: Some(101.5),
                 height_m: 1.4,
                 width_m: 1.8,
@@ -285,6 +294,22 @@ mod tests {
         assert_eq!(r.meta.vehicle_class, VehicleClass::Unknown);
         assert_eq!(r.meta.occupants, Some(3));
         assert_eq!(r.meta.captured_at.timestamp_subsec_nanos(), 123_456_000);
+        assert_eq!((r.meta.confidence, r.meta.model_version), (None, None), "an older agent's capture");
+    }
+
+    #[test]
+    fn occupancy_confidence_and_model_version_are_stored() {
+        let mut s = start();
+        let o = s.meta.as_mut().unwrap().occupancy.as_mut().unwrap();
+        o.sections = vec![pb::SectionCount { section: "driver".into(), occupants: 1, confidence: 0.9 }];
+        o.confidence = Some(0.6);
+        o.model_version = "centerface-dyn.onnx@8461abe8aed5".into();
+        let r = capture_start(&s, "a1", &Limits::default()).unwrap();
+        assert_eq!(r.meta.confidence, Some(0.6));
+        assert_eq!(r.meta.model_version.as_deref(), Some("centerface-dyn.onnx@8461abe8aed5"));
+        s.meta.as_mut().unwrap().occupancy.as_mut().unwrap().confidence = Some(1.5);
+        let e = capture_start(&s, "a1", &Limits::default()).unwrap_err();
+        assert!(e.message.contains("occupancy.confidence"), "{e}");
     }
 
     #[test]

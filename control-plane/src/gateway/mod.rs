@@ -1,5 +1,7 @@
 //! The agent gateway: the tonic `AgentGateway::session` bidi stream, the per-session protocol
-//! (hello, heartbeats, chunked capture ingest with durable acks), the registry of live sessions
+//! (hello, heartbeats, chunked capture ingest with durable acks; a session's captures are stored
+//! concurrently with receiving the next ones, up to `limits.max_stores_per_session`), the
+//! registry of live sessions
 //! and request/response routing for introspection and commands.
 //!
 //! Who an agent is: with client certificates (`grpc.tls.client_ca_path`), the agent id is the
@@ -9,7 +11,7 @@
 
 pub mod convert;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -19,6 +21,7 @@ use lanewatch_proto::v1 as pb;
 use lanewatch_proto::v1::agent_message::Body as In;
 use lanewatch_proto::v1::control_message::Body as Out;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
@@ -31,6 +34,22 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{EventKind, Events};
 use crate::ingest::{Assembled, Progress, Upload};
 use crate::metrics::Metrics;
+
+/// HTTP/2 flow-control windows of the gateway's server. h2's default of 64 KiB per stream makes a
+/// 200 KB capture wait for several window updates, one round trip each; a session's window of
+/// 4 MiB lets a few captures be in flight over a long-delay uplink while still bounding what one
+/// session can make the server buffer. The connection window covers a handful of sessions that
+/// share one connection (agents use one each).
+pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
+/// The tonic server the gateway runs on, with the flow-control windows above; the binary and
+/// `bench api` build it the same way.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+}
 
 /// How long a request to an agent (introspection, command) waits for its answer.
 pub const AGENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,6 +66,9 @@ enum Reply {
 
 struct LiveSession {
     session_id: Uuid,
+    site_id: String,
+    /// The config version the agent's Hello reported.
+    config_version: u64,
     tx: Outbound,
     /// Set to the reason when the agent is revoked; the session then ends.
     revoked: watch::Sender<Option<String>>,
@@ -59,6 +81,8 @@ struct Shared {
     metrics: Metrics,
     sessions: Mutex<HashMap<String, LiveSession>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// Config pushes in flight (`config_key`), so one version goes to one agent once at a time.
+    config_pushes: Mutex<HashSet<String>>,
     shutdown: watch::Receiver<bool>,
     /// Stored captures and session changes, for subscriptions and other replicas.
     events: Events,
@@ -103,6 +127,18 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
+/// A config push in flight (see [`Gateway::begin_push`]); ends when dropped.
+pub struct PushGuard {
+    gateway: Gateway,
+    key: String,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        lock(&self.gateway.shared.config_pushes).remove(&self.key);
+    }
+}
+
 impl Gateway {
     /// `shutdown` turning true asks every session to end once its current capture is acked.
     pub fn new(
@@ -120,6 +156,7 @@ impl Gateway {
                 metrics,
                 sessions: Mutex::new(HashMap::new()),
                 waiters: Mutex::new(HashMap::new()),
+                config_pushes: Mutex::new(HashSet::new()),
                 shutdown,
                 events: Events::new(),
                 cluster: std::sync::OnceLock::new(),
@@ -241,6 +278,51 @@ impl Gateway {
             other => {
                 Err(Error::new(ErrorKind::Internal, format!("unexpected reply to config push: {other:?}")))
             }
+        }
+    }
+
+    /// Claims the push of `config_version` to `agent_id`; `None` while another is in flight.
+    pub fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard> {
+        let key = config_key(agent_id, config_version);
+        lock(&self.shared.config_pushes).insert(key.clone()).then(|| PushGuard { gateway: self.clone(), key })
+    }
+
+    /// Offers the site's newest config to every agent of `site_id` whose session is on this
+    /// replica (`rollout::reconcile`, in the background).
+    pub fn offer_site_config(&self, site_id: &str) {
+        let agents: Vec<(String, u64)> = lock(&self.shared.sessions)
+            .iter()
+            .filter(|(_, s)| s.site_id == site_id)
+            .map(|(id, s)| (id.clone(), s.config_version))
+            .collect();
+        for (agent_id, reported) in agents {
+            let (gateway, site_id) = (self.clone(), site_id.to_owned());
+            tokio::spawn(async move {
+                let db = gateway.shared.db.clone();
+                crate::rollout::reconcile(&gateway, &db, &agent_id, &site_id, reported).await;
+            });
+        }
+    }
+
+    /// Records an agent's answer to a config push (or its later report that it could not run
+    /// a staged config): staged only over pending, rejected over pending or staged.
+    async fn record_config_ack(&self, hello: &AgentHello, version: u64, staged: bool, error: &str) {
+        use domain::RolloutState::{Pending, Staged};
+        let (state, from): (_, &[_]) =
+            if staged { (Staged, &[Pending]) } else { (domain::RolloutState::Rejected, &[Pending, Staged]) };
+        let row = domain::AgentConfigState {
+            agent_id: hello.agent_id.clone(),
+            site_id: hello.site_id.clone(),
+            version,
+            state,
+            error: (!staged).then(|| error.to_owned()),
+            updated_at: Utc::now(),
+        };
+        match self.shared.db.set_config_state(&row, from).await {
+            Ok(_) => {
+                tracing::info!(agent_id = %hello.agent_id, config_version = version, state = state.as_str(), error, "config ack")
+            }
+            Err(e) => tracing::warn!(agent_id = %hello.agent_id, error = %e, "cannot record a config ack"),
         }
     }
 
@@ -415,7 +497,13 @@ impl Gateway {
             let mut sessions = lock(&self.shared.sessions);
             sessions.insert(
                 hello.agent_id.clone(),
-                LiveSession { session_id, tx: tx.clone(), revoked: revoke_tx },
+                LiveSession {
+                    session_id,
+                    site_id: hello.site_id.clone(),
+                    config_version: hello.config_version,
+                    tx: tx.clone(),
+                    revoked: revoke_tx,
+                },
             );
             self.shared.metrics.agents_online.set(sessions.len() as i64);
         }
@@ -436,6 +524,14 @@ impl Gateway {
             self.close(&hello.agent_id, session_id).await;
             return Ok(None);
         }
+        // record the config the agent runs and offer the site's newest (an agent offline during
+        // an edit gets it here); in the background, since the push awaits the session's replies
+        let (gateway, agent) = (self.clone(), hello.clone());
+        tokio::spawn(async move {
+            let db = gateway.shared.db.clone();
+            crate::rollout::reconcile(&gateway, &db, &agent.agent_id, &agent.site_id, agent.config_version)
+                .await;
+        });
         Ok(Some((hello, session_id, revoked)))
     }
 
@@ -476,14 +572,40 @@ impl Gateway {
         shutdown: &mut watch::Receiver<bool>,
         revoked: &mut watch::Receiver<Option<String>>,
     ) -> Result<End, Error> {
+        let mut stores = JoinSet::new();
+        let end = self.serve_messages(hello, session_id, inbound, tx, shutdown, revoked, &mut stores).await;
+        // Stores still running when the session ends finish on their own; their acks are lost
+        // with the session, so the agent re-sends and gets DUPLICATE: nothing is stored twice.
+        stores.detach_all();
+        end
+    }
+
+    /// The message loop of [`Self::serve`]. A completed capture is stored in `stores` while the
+    /// next ones are received, at most `limits.max_stores_per_session` at a time; each is acked
+    /// when its blob and row are durable, so acks may overtake each other.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_messages(
+        &self,
+        hello: &AgentHello,
+        session_id: Uuid,
+        inbound: &mut tonic::Streaming<pb::AgentMessage>,
+        tx: &Outbound,
+        shutdown: &mut watch::Receiver<bool>,
+        revoked: &mut watch::Receiver<Option<String>>,
+        stores: &mut JoinSet<Result<pb::CaptureAck, Error>>,
+    ) -> Result<End, Error> {
         let limits = self.shared.limits;
         let mut upload: Option<Upload> = None;
         let mut stopping = false;
         loop {
-            // On shutdown, a capture being received may still finish; then the session ends.
-            if stopping && upload.is_none() {
+            // On shutdown, a capture being received may still finish, and captures being stored
+            // are acked; then the session ends.
+            let receiving = !(stopping && upload.is_none());
+            if !receiving && stores.is_empty() {
                 return Ok(End::Shutdown);
             }
+            // at the store limit, no more is read: the agent's uploads wait in flow control
+            let reading = receiving && stores.len() < limits.max_stores_per_session.max(1);
             // a revocation ends the session between messages; a capture being received is
             // dropped unacked and stays in the agent's buffer
             let next = tokio::select! {
@@ -494,7 +616,16 @@ impl Gateway {
                         format!("agent {} is revoked: {reason}", hello.agent_id),
                     ));
                 }
-                next = self.next(inbound, shutdown) => next?,
+                Some(stored) = stores.join_next(), if !stores.is_empty() => {
+                    let ack = stored.map_err(|e| {
+                        Error::new(ErrorKind::Internal, format!("storing a capture failed: {e}"))
+                    })??;
+                    if tx.send(Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) })).await.is_err() {
+                        return Ok(End::AgentGone);
+                    }
+                    continue;
+                }
+                next = self.next(inbound, shutdown), if reading => next?,
             };
             let msg = match next {
                 Next::Message(m) => m,
@@ -543,14 +674,11 @@ impl Gateway {
                     )? {
                         Progress::Partial(next) => upload = Some(next),
                         Progress::Complete(assembled) => {
-                            let ack = self.store(&hello.agent_id, session_id, assembled).await?;
-                            if tx
-                                .send(Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) }))
-                                .await
-                                .is_err()
-                            {
-                                return Ok(End::AgentGone);
-                            }
+                            let gateway = self.clone();
+                            let agent_id = hello.agent_id.clone();
+                            stores.spawn(tracing::Instrument::in_current_span(async move {
+                                gateway.store(&agent_id, session_id, assembled).await
+                            }));
                         }
                     }
                 }
@@ -573,6 +701,7 @@ impl Gateway {
                 }
                 In::ConfigAck(a) => {
                     let staged = a.outcome == pb::ConfigOutcome::Staged as i32;
+                    self.record_config_ack(hello, a.config_version, staged, &a.error).await;
                     self.route_reply(
                         &config_key(&hello.agent_id, a.config_version),
                         Reply::Config { staged, error: a.error },
@@ -621,18 +750,17 @@ impl Gateway {
             metrics.ingested("failed");
             Error::unavailable(format!("cannot store capture {id}: {what}: {e}"))
         };
-        let exists = self.shared.db.capture_exists(id).await.map_err(|e| unavailable("database", &e))?;
+        // two independent reads, on two pooled connections at once
+        let (exists, policy) = tokio::try_join!(
+            self.shared.db.capture_exists(id),
+            self.shared.db.hov_policy(&a.meta.site_id, a.meta.lane)
+        )
+        .map_err(|e| unavailable("database", &e))?;
         let outcome = if exists {
             pb::AckOutcome::Duplicate
         } else {
             let image_key = domain::image_key(&a.meta, a.content_type);
             let image_bytes = a.data.len() as u64;
-            let policy = self
-                .shared
-                .db
-                .hov_policy(&a.meta.site_id, a.meta.lane)
-                .await
-                .map_err(|e| unavailable("database", &e))?;
             let decision = domain::decide(&a.meta, policy.as_ref());
             self.shared
                 .blobs

@@ -302,3 +302,75 @@ async fn deletion_receipts_are_stored_once_and_acked() {
     let status = inbound.message().await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
+
+async fn next_push(inbound: &mut tonic::Streaming<pb::ControlMessage>) -> pb::ConfigPush {
+    let next = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await;
+    match next.expect("a config push in time").unwrap() {
+        Some(pb::ControlMessage { body: Some(Out::ConfigPush(p)) }) => p,
+        other => panic!("expected a config push, got {other:?}"),
+    }
+}
+
+async fn wait_config_state(db: &Db, version: u64, state: domain::RolloutState) -> domain::AgentConfigState {
+    for _ in 0..100 {
+        if let Some(s) = db.config_state("agent-1", version).await.unwrap().filter(|s| s.state == state) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("agent-1 never reached {} for version {version}", state.as_str());
+}
+
+fn config_ack(version: u64, outcome: pb::ConfigOutcome, error: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        body: Some(In::ConfigAck(pb::ConfigAck {
+            config_version: version,
+            outcome: outcome as i32,
+            error: error.into(),
+        })),
+    }
+}
+
+/// On Hello the site's newest config goes to an agent reporting an older one (the version it
+/// reports is marked applied); the agent's answer is recorded; a rejected version is not pushed
+/// again on reconnect, and a newer one is offered to the connected agent.
+#[tokio::test]
+async fn newest_config_is_pushed_on_hello_and_a_rejected_one_never_again() {
+    use domain::RolloutState::*;
+    let h = harness().await;
+    let new = crate::db::NewSiteConfig {
+        site_id: "a1",
+        comment: None,
+        rolled_back_from: None,
+        created_by: "key-1",
+        created_at: Utc::now(),
+    };
+    let text = |v: u64| format!("config_version = {v}\n");
+    for _ in 0..2 {
+        h.db.insert_site_config(&new, text).await.unwrap();
+    }
+
+    // hello reports version 1: applied; version 2 is pushed and rejected
+    let (tx, mut inbound) = connect(&h, hello("agent-1")).await.unwrap();
+    let push = next_push(&mut inbound).await;
+    assert_eq!((push.config_version, push.config_toml.as_str()), (2, "config_version = 2\n"));
+    tx.send(config_ack(2, pb::ConfigOutcome::Rejected, "cameras[0].source.path: missing")).await.unwrap();
+    let rejected = wait_config_state(&h.db, 2, Rejected).await;
+    assert_eq!(rejected.error.as_deref(), Some("cameras[0].source.path: missing"));
+    wait_config_state(&h.db, 1, Applied).await;
+    drop(tx);
+    assert!(inbound.next().await.is_none());
+
+    // reconnecting on version 1 does not bring version 2 back
+    let (tx, mut inbound) = connect(&h, hello("agent-1")).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(700), inbound.message()).await;
+    assert!(quiet.is_err(), "no push of a rejected version: {quiet:?}");
+
+    // a newer version reaches the connected agent; staged does not undo a later applied
+    h.db.insert_site_config(&new, text).await.unwrap();
+    h.gateway.offer_site_config("a1");
+    assert_eq!(next_push(&mut inbound).await.config_version, 3);
+    tx.send(config_ack(3, pb::ConfigOutcome::Staged, "")).await.unwrap();
+    wait_config_state(&h.db, 3, Staged).await;
+    drop(tx);
+}

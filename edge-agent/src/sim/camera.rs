@@ -1,5 +1,7 @@
 //! Simulated camera: renders a top-down raw RGB view of the camera's lanes (road, lane
-//! markings, vehicles as class-coloured rectangles; no people) from the shared world.
+//! markings, vehicles as class-coloured rectangles; no people) from the shared world, or, with
+//! a [`CabinScene`] (vision configured and face photos given), the cabin of the vehicle that
+//! last crossed the scan plane in its lanes, with its occupants' faces at their seats.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,18 +107,65 @@ pub fn render(world: &World, view: &CameraView) -> Vec<u8> {
     px
 }
 
+/// What a cabin-view camera shows: its calibrated seat sections, filled with face photos.
+#[derive(Debug, Clone)]
+pub struct CabinScene {
+    pub lanes: Vec<u32>,
+    pub sections: Vec<lanewatch_agent_config::SeatSectionConfig>,
+    pub photos: Arc<Vec<super::faces::FacePhoto>>,
+    pub camera_seed: u64,
+    /// Share of vehicles whose glass is too dark to read.
+    pub tint_share: f64,
+}
+
+impl CabinScene {
+    /// The vehicle in view: the one whose front most recently crossed the scan plane.
+    fn vehicle<'w>(&self, world: &'w World) -> Option<&'w super::SimVehicle> {
+        world
+            .vehicles()
+            .iter()
+            .filter(|v| self.lanes.contains(&v.truth.lane) && (-0.5..30.0).contains(&v.x_front_m))
+            .min_by(|a, b| a.x_front_m.total_cmp(&b.x_front_m))
+    }
+
+    pub fn render(&self, world: &World, width: u32, height: u32) -> Vec<u8> {
+        match self.vehicle(world) {
+            Some(v) => {
+                super::faces::render_cabin(
+                    &v.truth,
+                    &self.sections,
+                    width,
+                    height,
+                    &self.photos,
+                    self.camera_seed,
+                    self.tint_share,
+                )
+                .0
+            }
+            None => vec![90; (width * height * 3) as usize],
+        }
+    }
+}
+
 /// A [`CameraSource`] rendering the shared world at `fps`.
 pub struct SimCamera {
     world: SharedWorld,
     view: CameraView,
     interval: tokio::time::Interval,
+    cabin: Option<CabinScene>,
 }
 
 impl SimCamera {
     pub fn new(world: SharedWorld, view: CameraView, fps: u32) -> Self {
         let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        Self { world, view, interval }
+        Self { world, view, interval, cabin: None }
+    }
+
+    /// Renders cabins instead of the top-down road.
+    pub fn with_cabin(mut self, cabin: CabinScene) -> Self {
+        self.cabin = Some(cabin);
+        self
     }
 }
 
@@ -125,7 +174,10 @@ impl CameraSource for SimCamera {
         Box::pin(async move {
             self.interval.tick().await;
             let (t, world) = self.world.sync_now();
-            let pixels = render(&world, &self.view);
+            let pixels = match &self.cabin {
+                Some(cabin) => cabin.render(&world, self.view.width, self.view.height),
+                None => render(&world, &self.view),
+            };
             drop(world);
             Ok(Frame {
                 t,
@@ -137,6 +189,42 @@ impl CameraSource for SimCamera {
             })
         })
     }
+}
+
+/// Share of simulated vehicles with glass too dark to read.
+pub const TINT_SHARE: f64 = 0.04;
+
+/// The opener of a simulated camera that shows cabins: when the site has `[vision]` sections
+/// for `cam` and `[simulator] face_photos_path`. `None`: the camera keeps its road view.
+pub fn cabin_opener(
+    config: &lanewatch_agent_config::AgentConfig,
+    cam: &lanewatch_agent_config::CameraConfig,
+    config_dir: Option<&std::path::Path>,
+    world: &SharedWorld,
+) -> anyhow::Result<Option<crate::sources::OpenCamera>> {
+    let lanewatch_agent_config::CameraSourceConfig::Simulator { width, height } = cam.source else {
+        return Ok(None);
+    };
+    let (Some(vision), Some(photos)) = (&config.vision, &config.simulator.face_photos_path) else {
+        return Ok(None);
+    };
+    let Some(sections) = vision.cameras.iter().find(|c| c.id == cam.id).map(|c| c.sections.clone()) else {
+        return Ok(None);
+    };
+    let library = super::faces::FaceLibrary::load(&crate::config::resolve(config_dir, photos))?;
+    let scene = CabinScene {
+        lanes: cam.lanes.clone(),
+        sections,
+        photos: Arc::new(library.tuning),
+        camera_seed: cam.id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+        tint_share: TINT_SHARE,
+    };
+    let view = CameraView::for_lanes(width, height, &cam.lanes, config.site.lanes, config.site.lane_width_m);
+    let (world, fps) = (world.clone(), cam.fps);
+    Ok(Some(Arc::new(move || {
+        Ok(Box::new(SimCamera::new(world.clone(), view, fps).with_cabin(scene.clone()))
+            as Box<dyn CameraSource>)
+    })))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! into captures.
 
 pub mod camera;
+pub mod faces;
 pub mod lidar;
 pub mod sick_server;
 

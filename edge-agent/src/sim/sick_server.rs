@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::SharedWorld;
-use super::lidar::scan_world;
+use super::lidar::{Weather, scan_world_at};
 use crate::domain::ScanGeometry;
 use crate::lidar::driver::AbortOnDrop;
 use crate::lidar::sick::{
@@ -48,6 +48,9 @@ pub struct SickServerConfig {
     pub mounting_angle_deg: f64,
     pub seed: u64,
     pub serial_number: u32,
+    /// Where the scan plane crosses the road, metres along it: 0 for the main plane, negative
+    /// upstream (the speed plane of a speed trap).
+    pub plane_x_m: f64,
 }
 
 /// One scan as the simulated scanner produced it (for tests and tools).
@@ -173,6 +176,7 @@ pub async fn run_standalone(
         mounting_angle_deg: l.mounting_angle_deg,
         seed: config.simulator.seed,
         serial_number: 0x00A1_B2C3,
+        plane_x_m: 0.0,
     };
     let server = SickServer::bind(listen, SharedWorld::new(world), server_config)
         .await
@@ -221,7 +225,7 @@ async fn scan_loop(shared: Arc<Shared>, world: SharedWorld) {
         let device_time_us = device_us(power_up);
         let (t, values) = {
             let (t, world) = world.sync_now();
-            let ranges = scan_world(&world, &g, &mut rng);
+            let ranges = scan_world_at(&world, &g, config.plane_x_m, Weather::CLEAR, &mut rng);
             (t, ranges.into_iter().map(to_mm).collect::<Vec<_>>())
         };
         let scan = sick::Scan {
@@ -413,6 +417,7 @@ pub(crate) mod tests {
             mounting_angle_deg: 0.0,
             seed: 3,
             serial_number: 0x00A1_B2C3,
+            plane_x_m: 0.0,
         }
     }
 

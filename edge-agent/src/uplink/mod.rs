@@ -14,6 +14,12 @@
 //! plane whose `Welcome` set `accepts_deletion_receipts`, and leave the buffer only when their
 //! `ReceiptAck` arrived; unacked receipts are sent again in the next session.
 //!
+//! A `ConfigPush` is validated with this machine's checks (files must exist here) and must keep
+//! the agent id and site; it is then written atomically over the config file and acked STAGED
+//! (else REJECTED with the reason), and `reload` asks `main.rs` to rebuild the components with
+//! it. A config the agent could not run is reported as a REJECTED `ConfigAck` after each
+//! Welcome (`apply_failure`), since the session that staged it is gone by then.
+//!
 //! With `client_cert_path`/`client_key_path` the agent shows its certificate (mutual TLS). A
 //! session the control plane refuses (PERMISSION_DENIED: revoked; UNAUTHENTICATED: wrong or
 //! missing certificate) is logged as an error and retried after the longest backoff only, and
@@ -43,6 +49,8 @@ use crate::supervisor::{ComponentCtx, Registry, RunFuture, SupervisorHandle};
 
 const DEFAULT_MAX_CHUNK_BYTES: usize = 64 * 1024;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a staged config's ack has to leave before the components are rebuilt.
+const ACK_BEFORE_RELOAD: Duration = Duration::from_millis(200);
 /// Most deletion receipts sent and not yet acknowledged.
 const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
 
@@ -59,6 +67,12 @@ pub struct UplinkComponent {
     pub registry: Registry,
     /// Set once the supervisor runs; needed for RestartComponent commands.
     pub supervisor: Arc<OnceLock<SupervisorHandle>>,
+    /// Told the version of each config staged, so that the agent rebuilds its components
+    /// with it (`main.rs`); `None`: staged configs wait for the next start.
+    pub reload: Option<mpsc::UnboundedSender<u64>>,
+    /// A staged config version this agent could not run (and why): reported to the control
+    /// plane as a REJECTED `ConfigAck` after each Welcome.
+    pub apply_failure: Option<(u64, String)>,
 }
 
 impl crate::supervisor::Component for UplinkComponent {
@@ -77,6 +91,8 @@ impl crate::supervisor::Component for UplinkComponent {
             buffer: self.buffer.clone(),
             registry: self.registry.clone(),
             supervisor: self.supervisor.clone(),
+            reload: self.reload.clone(),
+            apply_failure: self.apply_failure.clone(),
             ctx,
             acked: 0,
             refused: None,
@@ -96,6 +112,8 @@ struct Uplink {
     buffer: Buffer,
     registry: Registry,
     supervisor: Arc<OnceLock<SupervisorHandle>>,
+    reload: Option<mpsc::UnboundedSender<u64>>,
+    apply_failure: Option<(u64, String)>,
     ctx: ComponentCtx,
     acked: u64,
     /// Why the control plane last refused a session; cleared when one opens.
@@ -265,6 +283,15 @@ impl Uplink {
             max_image_bytes: welcome.max_image_bytes,
             receipts_in_flight: welcome.accepts_deletion_receipts.then(HashSet::new),
         };
+        if let Some((config_version, error)) = &self.apply_failure {
+            // the control plane records it idempotently; sent each session until a config applies
+            let ack = pb::ConfigAck {
+                config_version: *config_version,
+                outcome: pb::ConfigOutcome::Rejected as i32,
+                error: error.clone(),
+            };
+            session.send(agent_message::Body::ConfigAck(ack)).await?;
+        }
         let mut stats = self.buffer.subscribe();
         loop {
             self.fill_window(&mut session).await?;
@@ -390,7 +417,16 @@ impl Uplink {
             }
             Some(control_message::Body::ConfigPush(push)) => {
                 let ack = self.stage_config(&push).await;
+                let staged = ack.outcome == pb::ConfigOutcome::Staged as i32;
                 session.send(agent_message::Body::ConfigAck(ack)).await?;
+                if staged && let Some(reload) = &self.reload {
+                    // the agent drains and rebuilds its components with the staged file; this
+                    // session ends then, and the next Hello reports the new version. The ack
+                    // gets a moment to leave first (were it lost, that Hello still shows the
+                    // control plane the version runs).
+                    tokio::time::sleep(ACK_BEFORE_RELOAD).await;
+                    let _ = reload.send(push.config_version);
+                }
             }
             Some(control_message::Body::IntrospectionRequest(req)) => {
                 let components = self.registry.snapshots().iter().map(wire::component_state).collect();
@@ -417,8 +453,12 @@ impl Uplink {
                 error,
             }
         };
-        if let Err(err) = crate::config::parse_and_validate(&push.config_toml, self.config_dir.as_deref()) {
-            return rejected(err.to_string());
+        let config = match crate::config::parse_and_validate(&push.config_toml, self.config_dir.as_deref()) {
+            Ok(config) => config,
+            Err(err) => return rejected(err.to_string()),
+        };
+        if let Err(reason) = same_identity(&config, &self.agent_id, &self.site_id) {
+            return rejected(reason);
         }
         let text = crate::config::stamp_config_version(&push.config_toml, push.config_version);
         if let Err(err) = write_atomically(&self.config_path, text.as_bytes()).await {
@@ -461,6 +501,17 @@ impl Uplink {
             None => session.send(result(false, "unknown command".into())).await,
         }
     }
+}
+
+/// A pushed file must not turn this device into another agent, or another site's agent.
+fn same_identity(config: &crate::config::AgentConfig, agent_id: &str, site_id: &str) -> Result<(), String> {
+    if config.agent_id != agent_id {
+        return Err(format!("agent_id: is {:?}, but this agent is {agent_id:?}", config.agent_id));
+    }
+    if config.site_id != site_id {
+        return Err(format!("site_id: is {:?}, but this agent is at site {site_id:?}", config.site_id));
+    }
+    Ok(())
 }
 
 /// Writes a file via a temporary sibling and a rename, so readers never see half a file.
@@ -591,6 +642,8 @@ mod tests {
             buffer: buffer.clone(),
             registry: registry.clone(),
             supervisor: Default::default(),
+            reload: None,
+            apply_failure: None,
         };
         let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
         tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
@@ -599,7 +652,7 @@ mod tests {
     /// A buffer holding two deletion receipts (two captures evicted) and one capture.
     fn buffer_with_receipts(dir: &std::path::Path) -> Buffer {
         let one = crate::buffer::record_len(&crate::buffer::tests::capture(&[0; 100]));
-        let buffer = Buffer::open(&dir.join("b.redb"), crate::buffer::BufferOptions::new(one + 1)).unwrap();
+        let buffer = Buffer::open(&dir.join("b"), crate::buffer::BufferOptions::new(one + 1)).unwrap();
         for _ in 0..3 {
             buffer.append(&crate::buffer::tests::capture(&[0; 100])).unwrap();
         }
@@ -657,8 +710,7 @@ mod tests {
         );
 
         let dir = tempfile::tempdir().unwrap();
-        let buffer =
-            Buffer::open(&dir.path().join("b.redb"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
+        let buffer = Buffer::open(&dir.path().join("b"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
         let images: Vec<Vec<u8>> = vec![vec![1; 10], (0..5000).map(|i| i as u8).collect(), vec![3; 1000]];
         for image in &images {
             buffer.append(&crate::buffer::tests::capture(image)).unwrap();
@@ -675,6 +727,8 @@ mod tests {
             buffer: buffer.clone(),
             registry: registry.clone(),
             supervisor: Default::default(),
+            reload: None,
+            apply_failure: None,
         };
         let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
         let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
@@ -695,8 +749,7 @@ mod tests {
         let gateway = FakeGateway::default();
         let addr = serve(gateway.clone()).await;
         let dir = tempfile::tempdir().unwrap();
-        let buffer =
-            Buffer::open(&dir.path().join("b.redb"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
+        let buffer = Buffer::open(&dir.path().join("b"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
         let mut expected = Vec::new();
         for (i, class) in
             [Statistics, Compliant, ViolationCandidate, Statistics, ViolationCandidate, Compliant]
@@ -715,6 +768,17 @@ mod tests {
         let stored: Vec<String> = gateway.stored.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
         let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
         assert_eq!(stored, expected, "violation candidates, compliant, statistics; oldest first in each");
+    }
+
+    #[test]
+    fn a_pushed_config_keeps_the_agent_and_site() {
+        let text = "version = 1\nagent_id = \"agent-a\"\nsite_id = \"site-a\"\n\n[[cameras]]\nid = \"front\"\nlanes = [0]\n\n[cameras.source]\nkind = \"simulator\"\n";
+        let config = crate::config::parse_and_validate(text, None).unwrap();
+        assert_eq!(same_identity(&config, "agent-a", "site-a"), Ok(()));
+        let err = same_identity(&config, "agent-b", "site-a").unwrap_err();
+        assert!(err.starts_with("agent_id:"), "{err}");
+        let err = same_identity(&config, "agent-a", "site-b").unwrap_err();
+        assert!(err.starts_with("site_id:"), "{err}");
     }
 
     #[test]

@@ -21,11 +21,36 @@ fn vehicle_class(class: VehicleClass) -> pb::VehicleClass {
     }
 }
 
-fn occupancy(status: OccupancyStatus) -> pb::Occupancy {
+fn occupancy(status: &OccupancyStatus) -> pb::Occupancy {
     match status {
-        OccupancyStatus::Unknown => {
-            pb::Occupancy { status: pb::OccupancyStatus::Unspecified as i32, occupants: 0, sections: vec![] }
-        }
+        OccupancyStatus::Unknown => pb::Occupancy {
+            status: pb::OccupancyStatus::Unspecified as i32,
+            occupants: 0,
+            sections: vec![],
+            confidence: None,
+            model_version: String::new(),
+        },
+        OccupancyStatus::Unreadable { model } => pb::Occupancy {
+            status: pb::OccupancyStatus::Unreadable as i32,
+            occupants: 0,
+            sections: vec![],
+            confidence: None,
+            model_version: model.clone(),
+        },
+        OccupancyStatus::Counted { occupants, sections, confidence, model } => pb::Occupancy {
+            status: pb::OccupancyStatus::Counted as i32,
+            occupants: *occupants,
+            sections: sections
+                .iter()
+                .map(|s| pb::SectionCount {
+                    section: s.section.clone(),
+                    occupants: s.occupants,
+                    confidence: s.confidence,
+                })
+                .collect(),
+            confidence: Some(*confidence),
+            model_version: model.clone(),
+        },
     }
 }
 
@@ -39,7 +64,7 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
             lane: m.lane,
             captured_at: Some(timestamp(m.captured_at)),
             vehicle_class: vehicle_class(m.class) as i32,
-            occupancy: Some(occupancy(m.occupancy)),
+            occupancy: Some(occupancy(&m.occupancy)),
             speed_kmh: None,
             height_m: m.height_m,
             width_m: m.width_m,
@@ -166,5 +191,27 @@ mod tests {
         let meta = start.meta.unwrap();
         assert_eq!(meta.occupancy.unwrap().status, pb::OccupancyStatus::Unspecified as i32);
         assert_eq!(meta.vehicle_class, pb::VehicleClass::Car as i32);
+    }
+
+    #[test]
+    fn counted_occupancy_carries_confidence_and_model() {
+        let mut capture = crate::buffer::tests::capture(b"abc");
+        capture.meta.occupancy = OccupancyStatus::Counted {
+            occupants: 2,
+            sections: vec![crate::domain::SectionCount {
+                section: "driver".into(),
+                occupants: 1,
+                confidence: 0.8,
+            }],
+            confidence: 0.7,
+            model: "m.onnx@abc".into(),
+        };
+        let o = capture_start(&capture).meta.unwrap().occupancy.unwrap();
+        assert_eq!((o.status, o.occupants), (pb::OccupancyStatus::Counted as i32, 2));
+        assert_eq!((o.confidence, o.model_version.as_str()), (Some(0.7), "m.onnx@abc"));
+        assert_eq!(o.sections[0].confidence, 0.8);
+        capture.meta.occupancy = OccupancyStatus::Unreadable { model: "m.onnx@abc".into() };
+        let o = capture_start(&capture).meta.unwrap().occupancy.unwrap();
+        assert_eq!((o.confidence, o.model_version.as_str()), (None, "m.onnx@abc"));
     }
 }

@@ -45,6 +45,13 @@ pub struct Occupancy {
     pub occupants: u32,
     #[prost(message, repeated, tag = "3")]
     pub sections: ::prost::alloc::vec::Vec<SectionCount>,
+    /// Confidence of the whole count, 0..1 (the weakest section's); absent when not COUNTED or
+    /// from agents that predate it.
+    #[prost(float, optional, tag = "4")]
+    pub confidence: ::core::option::Option<f32>,
+    /// The model that produced the occupancy (`<file>@<sha256 prefix>`); empty when no vision ran.
+    #[prost(string, tag = "5")]
+    pub model_version: ::prost::alloc::string::String,
 }
 /// Occupants in one seat section (driver, front passenger, rear row N).
 #[derive(Clone, PartialEq, ::prost::Message)]

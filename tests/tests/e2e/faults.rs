@@ -7,10 +7,13 @@
 //! capture, written after the buffer's commit). Each scenario runs its faults for a bounded
 //! time, then heals, then waits (bounded) until the invariant holds for every accepted capture.
 //!
-//! PostgreSQL is not restarted: the machine's server is shared with other tests. Instead a
-//! fault-injecting proxy sits between the control plane and PostgreSQL and cuts every
-//! connection for a few seconds, which is what a restart looks like from the control plane
-//! (connections reset, new ones refused), without touching the server.
+//! PostgreSQL is really restarted: the machine's server is shared with other tests, so the
+//! database scenario runs the control plane on a server of its own
+//! ([`lanewatch_tests::PrivatePostgres`]: `initdb` into a temp dir, a free loopback port), stops
+//! it for a few seconds (once a fast shutdown, once an immediate one, which is a crash to
+//! PostgreSQL) and starts it again on the same port and data. This replaced a test that only cut
+//! connections through a proxy: a restart does all that did (connections reset, new ones
+//! refused) and also loses the server's in-flight transactions and replays its WAL.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use lanewatch_tests::proxy::{Mode, Proxy};
-use lanewatch_tests::{Agent, AgentBuilder, Blob, ControlPlane, Db, Postgres, SeaweedFs};
+use lanewatch_tests::{Agent, AgentBuilder, Blob, ControlPlane, Db, PrivatePostgres, SeaweedFs, Shutdown};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use serde_json::Value;
@@ -222,10 +225,9 @@ async fn s3_outage_ends_sessions_unavailable_and_loses_nothing() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_connections_cut_lose_nothing() -> Result<()> {
-    let pg = Postgres::fresh_database()?;
-    let proxy = Proxy::start(pg.server_addr()?).await?;
-    let cp = ControlPlane::start(Db::Url(pg.url_via(proxy.addr)), Blob::Local).await?;
+async fn postgres_restarted_loses_nothing() -> Result<()> {
+    let mut pg = tokio::task::block_in_place(PrivatePostgres::start)?;
+    let cp = ControlPlane::start(Db::Url(pg.url.clone()), Blob::Local).await?;
     let logs = tempfile::tempdir()?;
     let log = log_in(&logs, "pg");
     let _agent = busy_agent(&cp, "site-pg", &log).start()?;
@@ -233,13 +235,25 @@ async fn database_connections_cut_lose_nothing() -> Result<()> {
         Ok((!cp.all_captures().await?.is_empty()).then_some(()))
     })
     .await?;
-    for _ in 0..2 {
-        proxy.set(Mode::Cut);
+    for how in [Shutdown::Fast, Shutdown::Immediate] {
+        let before = accepted_ids(&log)?.len();
+        let pid = pg.pid();
+        eprintln!("stopping postgres (pid {pid:?}, {how:?} shutdown) with {before} captures accepted");
+        tokio::task::block_in_place(|| pg.stop(how))?;
         run_for(3000).await;
-        proxy.set(Mode::Pass);
+        tokio::task::block_in_place(|| pg.start_again())?;
+        assert_ne!(pg.pid(), pid, "a new postmaster");
         run_for(1500).await;
+        let after = accepted_ids(&log)?.len();
+        eprintln!("postgres restarted; {after} captures accepted");
     }
     assert_nothing_lost(&cp, &[&log]).await?;
+    let cp_log = cp.all_stderr();
+    assert!(
+        ["connection", "database", "pool"].iter().any(|w| cp_log.to_lowercase().contains(w)),
+        "the control plane never noticed the database was down; log:\n{}",
+        lanewatch_tests::tail(&cp_log, 4000)
+    );
     Ok(())
 }
 

@@ -3,11 +3,14 @@
 
 mod auth;
 mod bench;
+mod cameras;
 mod capture_flow;
 mod config;
+mod config_rollout;
 mod faults;
 mod lifecycle;
 mod protocol;
 mod replicas;
 mod sensing;
 mod tidy;
+mod vision;

@@ -133,7 +133,7 @@ async fn unknown_enum_values_from_newer_agents_are_stored_as_unknown() -> Result
     let mut session = Session::open(&cp.grpc_url(), "agent-new", "site-new").await?;
     let mut meta = grpc::meta("site-new");
     meta.vehicle_class = 99; // a class this control plane has never heard of
-    meta.occupancy = Some(v1::Occupancy { status: 42, occupants: 0, sections: vec![] });
+    meta.occupancy = Some(v1::Occupancy { status: 42, occupants: 0, sections: vec![], ..Default::default() });
     let image = lanewatch_tests::noise_jpeg(64, 64, 4);
     assert_eq!(session.upload(meta.clone(), &image).await?, AckOutcome::Stored);
     let data = cp

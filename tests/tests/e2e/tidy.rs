@@ -21,7 +21,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_opens_with_a_module_doc() {
     let root = lanewatch_tests::workspace_root();
     let mut files = Vec::new();
-    for krate in ["proto", "edge-agent", "control-plane", "cli", "tests"] {
+    for krate in ["proto", "agent-config", "edge-agent", "control-plane", "cli", "tests"] {
         rust_files(&root.join(krate), &mut files);
     }
     assert!(files.len() > 10, "found the sources");
@@ -48,11 +48,18 @@ fn deployables_never_depend_on_each_other() {
     assert!(!manifest("edge-agent").contains("lanewatch-control-plane"));
     assert!(!manifest("control-plane").contains("lanewatch-edge-agent"));
     assert!(!manifest("proto").contains("lanewatch-"), "proto depends on nothing of ours");
+    // the config contract is shared by the agent and the control plane: it stays a leaf, and
+    // light (serde and toml), so the control plane links no sensing or vision code through it
+    let config = manifest("agent-config");
+    assert!(!config.contains("lanewatch-"), "agent-config depends on nothing of ours");
+    for heavy in ["ort", "opencv", "aravis", "tokio", "tonic"] {
+        assert!(!config.lines().any(|l| l.starts_with(heavy)), "{heavy} stays out of agent-config");
+    }
     assert!(!manifest("cli").contains("lanewatch-"), "the CLI drives the binaries, it links none");
     for heavy in ["aws-sdk-s3", "sea-orm", "async-graphql"] {
         assert!(!manifest("edge-agent").contains(heavy), "{heavy} stays out of the edge agent");
     }
-    for heavy in ["ort", "opencv", "redb", "ractor"] {
+    for heavy in ["ort", "opencv", "aravis", "redb", "ractor"] {
         assert!(
             !manifest("control-plane").lines().any(|l| l.starts_with(&format!("{heavy}."))),
             "{heavy} stays out of the control plane"

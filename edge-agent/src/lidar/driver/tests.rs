@@ -223,6 +223,7 @@ fn server_config(framing: Framing) -> SickServerConfig {
         mounting_angle_deg: 0.0,
         seed: 9,
         serial_number: 1,
+        plane_x_m: 0.0,
     }
 }
 

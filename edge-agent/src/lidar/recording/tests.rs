@@ -99,6 +99,7 @@ fn scanner_config(framing: Framing) -> SickServerConfig {
         mounting_angle_deg: 0.0,
         seed: 5,
         serial_number: 1,
+        plane_x_m: 0.0,
     }
 }
 

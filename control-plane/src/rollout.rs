@@ -1,0 +1,215 @@
+//! Config rollout: a site's agent config is validated with the agent's own validator
+//! (`lanewatch-agent-config`, file checks left to the device), stored as the site's next
+//! version with `config_version` stamped into it, and offered to the site's agents.
+//!
+//! Per agent and version the state moves pending → staged → applied, or to rejected:
+//! - pending: stored, not delivered (agent offline, or no answer in time);
+//! - staged / rejected: the agent's `ConfigAck` (recorded by the gateway, whichever request or
+//!   none it answers, so an agent that could not run a staged config reports it later);
+//! - applied: the agent's Hello reports the version (`config_version`, stamped in its file):
+//!   its components were rebuilt with it and it reconnected.
+//!
+//! [`reconcile`] runs for an agent whenever its session opens (on the replica holding it) and
+//! when a new version is stored (the replica of the mutation offers it to its own sessions and
+//! a `SiteConfigChanged` event reaches the others): it pushes the site's newest version if the
+//! agent reports an older one and its state for the newest is pending or absent. Staged,
+//! applied and rejected versions are never pushed again, so an agent that cannot run a config
+//! is not sent it in a loop; a newer edit (or a rollback, which is a newer version) is.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lanewatch_agent_config::{AgentConfig, RemoteHost};
+
+use crate::db::{Db, NewSiteConfig};
+use crate::domain::{AgentConfigState, RolloutState, SiteConfigVersion};
+use crate::error::{Error, ErrorKind};
+use crate::events::EventKind;
+use crate::gateway::{AGENT_REQUEST_TIMEOUT, Gateway};
+
+/// How long a mutation waits for the online agents of its site to leave `pending`.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(AGENT_REQUEST_TIMEOUT.as_secs() + 3);
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// Largest config text accepted (a device config is a few kilobytes).
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+
+/// Validates config text for `site_id` as the agent would, without the file checks only the
+/// device can make. The error names the field and its line.
+pub fn validate(site_id: &str, text: &str) -> Result<AgentConfig, Error> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(Error::invalid(format!(
+            "config of {} bytes exceeds the limit of {MAX_CONFIG_BYTES}",
+            text.len()
+        )));
+    }
+    let config = lanewatch_agent_config::parse_and_validate(text, &RemoteHost)
+        .map_err(|e| Error::invalid(format!("invalid config: {e}")))?;
+    if config.site_id != site_id {
+        let line = lanewatch_agent_config::line_of_field(text, "site_id")
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        return Err(Error::invalid(format!(
+            "invalid config: site_id{line}: is {:?}, but this is the config of site {site_id:?}",
+            config.site_id
+        )));
+    }
+    Ok(config)
+}
+
+/// Stores `text` as the site's next version (after validating it) and offers it to the site's
+/// agents; returns once every online agent of the site answered (or [`SETTLE_TIMEOUT`]).
+pub async fn publish(
+    db: &Db,
+    gateway: &Gateway,
+    new: &NewSiteConfig<'_>,
+    text: &str,
+) -> Result<SiteConfigVersion, Error> {
+    validate(new.site_id, text)?;
+    let stored = db
+        .insert_site_config(new, |version| lanewatch_agent_config::stamp_config_version(text, version))
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+    tracing::info!(
+        site_id = new.site_id,
+        version = stored.version,
+        by = new.created_by,
+        "site config stored"
+    );
+    gateway.offer_site_config(new.site_id);
+    gateway
+        .events()
+        .publish(EventKind::SiteConfigChanged { site_id: stored.site_id.clone(), version: stored.version });
+    settle(db, gateway, &stored).await;
+    Ok(stored)
+}
+
+/// Waits (bounded) until no online agent of the site is `pending` for `config`.
+async fn settle(db: &Db, gateway: &Gateway, config: &SiteConfigVersion) {
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let settled = async {
+            let states = db.config_states(&config.site_id, config.version).await.ok()?;
+            let agents = db.agents().await.ok()?;
+            let waiting = agents.iter().filter(|a| a.site_id == config.site_id).any(|a| {
+                gateway.counts_as_online(a)
+                    && states.iter().any(|s| s.agent_id == a.id && s.state == RolloutState::Pending)
+            });
+            Some(!waiting)
+        }
+        .await;
+        if settled == Some(true) || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Brings one connected agent (its session on this replica) to its site's newest config:
+/// records `applied` for the version its Hello reports, then pushes the newest version if the
+/// agent runs an older one and has not staged, applied or rejected it. Errors are logged.
+pub async fn reconcile(gateway: &Gateway, db: &Db, agent_id: &str, site_id: &str, reported: u64) {
+    if let Err(e) = try_reconcile(gateway, db, agent_id, site_id, reported).await {
+        tracing::warn!(agent_id, site_id, error = %e.message, "config rollout for the agent failed");
+    }
+}
+
+async fn try_reconcile(
+    gateway: &Gateway,
+    db: &Db,
+    agent_id: &str,
+    site_id: &str,
+    reported: u64,
+) -> Result<(), Error> {
+    let storage = |e: crate::db::DbError| Error::unavailable(format!("database unavailable: {e}"));
+    let Some(newest) = db.site_config(site_id, None).await.map_err(storage)? else { return Ok(()) };
+    let state = |version, state, error| AgentConfigState {
+        agent_id: agent_id.to_owned(),
+        site_id: site_id.to_owned(),
+        version,
+        state,
+        error,
+        updated_at: Utc::now(),
+    };
+    if reported > 0 && db.site_config(site_id, Some(reported)).await.map_err(storage)?.is_some() {
+        use RolloutState::*;
+        if db
+            .set_config_state(&state(reported, Applied, None), &[Pending, Staged, Rejected])
+            .await
+            .map_err(storage)?
+        {
+            tracing::info!(agent_id, site_id, version = reported, "agent runs the site config");
+        }
+    }
+    if newest.version <= reported {
+        return Ok(());
+    }
+    let current = db.config_state(agent_id, newest.version).await.map_err(storage)?;
+    if current.as_ref().is_some_and(|s| s.state != RolloutState::Pending) {
+        return Ok(());
+    }
+    if current.is_none() {
+        db.set_config_state(&state(newest.version, RolloutState::Pending, None), &[])
+            .await
+            .map_err(storage)?;
+    }
+    let Some(_pushing) = gateway.begin_push(agent_id, newest.version) else { return Ok(()) };
+    tracing::info!(agent_id, site_id, version = newest.version, reported, "pushing site config");
+    // the gateway records the agent's ConfigAck; an agent that does not answer stays pending
+    match gateway.push_config(agent_id, newest.version, newest.toml.clone()).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == ErrorKind::InvalidArgument => Ok(()), // rejected, recorded with the reason
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"version = 1
+agent_id = "a1"
+site_id = "s1"
+
+[control_plane]
+url = "http://127.0.0.1:1"
+
+[site]
+lanes = 2
+
+[simulator]
+seed = 1
+flow_veh_h_per_lane = 900
+
+[[cameras]]
+id = "front"
+lanes = [0, 1]
+
+[cameras.source]
+kind = "simulator"
+"#;
+
+    #[test]
+    fn validation_names_the_field_and_line() {
+        assert!(validate("s1", VALID).is_ok());
+        let bad = VALID.replace("= 900", "= 0");
+        let err = validate("s1", &bad).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument);
+        assert!(err.message.contains("simulator.flow_veh_h_per_lane (line 13)"), "{}", err.message);
+        let err = validate("s1", &VALID.replace("lanes = 2", "lanes = 2\nbogus = 1")).unwrap_err();
+        assert!(err.message.contains("bogus") && err.message.contains("line 10"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_config_for_another_site_is_refused() {
+        let err = validate("s2", VALID).unwrap_err();
+        assert!(err.message.contains("site_id (line 3)"), "{}", err.message);
+    }
+
+    #[test]
+    fn file_checks_are_left_to_the_device() {
+        let text =
+            VALID.replace("kind = \"simulator\"", "kind = \"file_replay\"\npath = \"/nonexistent/frames\"");
+        assert!(validate("s1", &text).is_ok(), "{:?}", validate("s1", &text).err());
+    }
+}
