@@ -41,6 +41,7 @@ struct Pending {
     lane: u32,
     detected_at: DateTime<Utc>,
     trigger_at: DateTime<Utc>,
+    speed_kmh: Option<f64>,
     frame: Option<Frame>,
     finalized: Option<(f32, f32, VehicleClass)>,
 }
@@ -61,6 +62,7 @@ pub struct Ready {
     pub height_m: f32,
     pub width_m: f32,
     pub class: VehicleClass,
+    pub speed_kmh: Option<f32>,
 }
 
 impl Acquirer {
@@ -77,9 +79,10 @@ impl Acquirer {
 
     pub fn request(&mut self, request: AcquireRequest) {
         match request {
-            AcquireRequest::Take { track, lane, detected_at, trigger_at } => {
-                self.pending
-                    .insert(track, Pending { lane, detected_at, trigger_at, frame: None, finalized: None });
+            AcquireRequest::Take { track, lane, detected_at, trigger_at, speed_kmh } => {
+                let pending =
+                    Pending { lane, detected_at, trigger_at, speed_kmh, frame: None, finalized: None };
+                self.pending.insert(track, pending);
             }
             AcquireRequest::Finalize { track, max_height_m, width_m, class } => {
                 match self.pending.get_mut(&track) {
@@ -131,6 +134,7 @@ impl Acquirer {
                     height_m,
                     width_m,
                     class,
+                    speed_kmh: p.speed_kmh.map(|v| v as f32),
                 });
             } else if stale || (force && p.frame.is_none()) {
                 tracing::warn!(track, has_frame = p.frame.is_some(), "acquisition dropped incomplete");
@@ -293,6 +297,7 @@ fn build_capture(
             config_version,
             content_type,
             value_class: ValueClass::from_occupancy(OccupancyStatus::Unknown),
+            speed_kmh: ready.speed_kmh,
         },
         image,
     })
@@ -315,7 +320,13 @@ mod tests {
         let ms = chrono::Duration::milliseconds;
         let mut a = Acquirer::new(4);
         a.push_frame(frame(t0, 0));
-        a.request(AcquireRequest::Take { track: 1, lane: 2, detected_at: t0, trigger_at: t0 + ms(140) });
+        a.request(AcquireRequest::Take {
+            track: 1,
+            lane: 2,
+            detected_at: t0,
+            trigger_at: t0 + ms(140),
+            speed_kmh: Some(72.5),
+        });
         assert!(a.poll(t0, false).is_empty(), "waits for a frame after the trigger time");
         a.push_frame(frame(t0 + ms(100), 1));
         a.push_frame(frame(t0 + ms(200), 2));
@@ -335,6 +346,7 @@ mod tests {
         assert_eq!(capture.image, Bytes::from(vec![1u8]), "encoded bytes pass through unchanged");
         assert_eq!(capture.meta.content_type, "image/png");
         assert_eq!(capture.meta.occupancy, OccupancyStatus::Unknown);
+        assert_eq!(capture.meta.speed_kmh, Some(72.5), "the entry speed travels with the capture");
         assert_eq!(a.pending(), 0);
     }
 
@@ -354,6 +366,7 @@ mod tests {
                 lane: 0,
                 detected_at: t0,
                 trigger_at: t0 + ms(trigger_ms),
+                speed_kmh: None,
             });
             a.request(AcquireRequest::Finalize {
                 track,

@@ -203,6 +203,7 @@ fn capture(image: Bytes) -> Capture {
             config_version: 0,
             content_type: "image/jpeg".into(),
             value_class: ValueClass::Compliant,
+            speed_kmh: None,
         },
         image,
     }

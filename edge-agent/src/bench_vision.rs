@@ -200,6 +200,7 @@ fn capture(camera: &str, jpeg: Bytes) -> Capture {
             config_version: 0,
             content_type: "image/jpeg".into(),
             value_class: ValueClass::Compliant,
+            speed_kmh: None,
         },
         image: jpeg,
     }

@@ -74,8 +74,20 @@ pub enum FramePayload {
 /// What the trigger stage asks of one camera's acquire stage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AcquireRequest {
-    Take { track: u64, lane: u32, detected_at: DateTime<Utc>, trigger_at: DateTime<Utc> },
-    Finalize { track: u64, max_height_m: f32, width_m: f32, class: VehicleClass },
+    /// `speed_kmh`: the vehicle's speed measured on entry (a second scan plane), when it was.
+    Take {
+        track: u64,
+        lane: u32,
+        detected_at: DateTime<Utc>,
+        trigger_at: DateTime<Utc>,
+        speed_kmh: Option<f64>,
+    },
+    Finalize {
+        track: u64,
+        max_height_m: f32,
+        width_m: f32,
+        class: VehicleClass,
+    },
 }
 
 /// Occupancy as vision saw it: `Unknown` when no vision ran (the site has no `[vision]`).
@@ -165,6 +177,9 @@ pub struct CaptureMeta {
     /// Absent in records written before value classes existed: those read as the default.
     #[serde(default)]
     pub value_class: ValueClass,
+    /// Speed measured on entry, km/h; absent without a second scan plane (and in older records).
+    #[serde(default)]
+    pub speed_kmh: Option<f32>,
 }
 
 /// Why the agent deleted a capture the control plane never acknowledged.

@@ -70,6 +70,7 @@ pub fn route_with_speed(
                     lane: *lane,
                     detected_at: *t,
                     trigger_at: *t + trigger_delay(r, speed_kmh),
+                    speed_kmh,
                 },
                 Detection::Exit { track, max_height_m, width_m, class, .. } => AcquireRequest::Finalize {
                     track: *track,
@@ -152,7 +153,8 @@ mod tests {
                     track: 1,
                     lane: 1,
                     detected_at: t,
-                    trigger_at: t + chrono::Duration::milliseconds(150)
+                    trigger_at: t + chrono::Duration::milliseconds(150),
+                    speed_kmh: None,
                 }
             )]
         );
@@ -212,7 +214,8 @@ mod tests {
                     track: 1,
                     lane: 0,
                     detected_at: t,
-                    trigger_at: t + chrono::Duration::milliseconds(500)
+                    trigger_at: t + chrono::Duration::milliseconds(500),
+                    speed_kmh: Some(72.0),
                 }
             )]
         );

@@ -859,6 +859,7 @@ pub(crate) mod tests {
                 config_version: 0,
                 content_type: "image/jpeg".into(),
                 value_class: ValueClass::Compliant,
+                speed_kmh: None,
             },
             image: Bytes::copy_from_slice(image),
         }

@@ -65,7 +65,7 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
             captured_at: Some(timestamp(m.captured_at)),
             vehicle_class: vehicle_class(m.class) as i32,
             occupancy: Some(occupancy(&m.occupancy)),
-            speed_kmh: None,
+            speed_kmh: m.speed_kmh,
             height_m: m.height_m,
             width_m: m.width_m,
             camera_id: m.camera_id.clone(),

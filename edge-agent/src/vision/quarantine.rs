@@ -119,6 +119,7 @@ mod tests {
             config_version: 0,
             content_type: "image/jpeg".into(),
             value_class: ValueClass::Compliant,
+            speed_kmh: None,
         }
     }
 

@@ -31,7 +31,7 @@ async fn captures_of(cp: &ControlPlane, agent_id: &str, after: DateTime<Utc>) ->
         let data = cp
             .graphql(
                 "query($after: String) { captures(first: 100, after: $after) {
-                    edges { cursor node { id agentId cameraId capturedAt imageUrl } }
+                    edges { cursor node { id agentId cameraId capturedAt imageUrl speedKmh } }
                     pageInfo { hasNextPage endCursor } } }",
                 json!({ "after": cursor }),
             )
@@ -167,10 +167,15 @@ async fn a_speed_plane_measures_speeds_and_captures_still_flow() -> Result<()> {
     let sense =
         component(&cp, &agent.id, "sense-speed").await?.context("the speed plane's sense component")?;
     assert_eq!(sense["status"], "RUNNING", "{sense}");
-    cp.wait_for("captures", || async {
-        Ok((!captures_of(&cp, &agent.id, DateTime::<Utc>::UNIX_EPOCH).await?.is_empty()).then_some(()))
-    })
-    .await?;
+    // the speed measured on entry travels with the captures (the simulator drives 10..200 km/h)
+    let with_speed = cp
+        .wait_for("captures carrying a measured speed", || async {
+            let captures = captures_of(&cp, &agent.id, DateTime::<Utc>::UNIX_EPOCH).await?;
+            let speeds: Vec<f64> = captures.iter().filter_map(|c| c["speedKmh"].as_f64()).collect();
+            Ok((speeds.len() >= 3).then_some(speeds))
+        })
+        .await?;
+    assert!(with_speed.iter().all(|s| (10.0..=200.0).contains(s)), "plausible speeds: {with_speed:?}");
     Ok(())
 }
 
