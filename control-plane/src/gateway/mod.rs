@@ -617,10 +617,7 @@ impl Gateway {
                     ));
                 }
                 Some(stored) = stores.join_next(), if !stores.is_empty() => {
-                    let ack = stored.map_err(|e| {
-                        Error::new(ErrorKind::Internal, format!("storing a capture failed: {e}"))
-                    })??;
-                    if tx.send(Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) })).await.is_err() {
+                    if tx.send(Ok(ack_message(stored)?)).await.is_err() {
                         return Ok(End::AgentGone);
                     }
                     continue;
@@ -629,8 +626,15 @@ impl Gateway {
             };
             let msg = match next {
                 Next::Message(m) => m,
-                Next::Closed => return Ok(End::AgentClosed),
-                Next::Shutdown if upload.is_none() => return Ok(End::Shutdown),
+                // the agent may still read: the captures being stored are acked first
+                Next::Closed => {
+                    while let Some(stored) = stores.join_next().await {
+                        if tx.send(Ok(ack_message(stored)?)).await.is_err() {
+                            return Ok(End::AgentGone);
+                        }
+                    }
+                    return Ok(End::AgentClosed);
+                }
                 Next::Shutdown => {
                     stopping = true;
                     *shutdown = watch::channel(false).1; // stop selecting on the fired signal
@@ -795,6 +799,15 @@ impl Gateway {
         tracing::info!(agent_id, %session_id, capture_id = %id, outcome = label, "capture ingested");
         Ok(pb::CaptureAck { capture_id: id.to_string(), outcome: outcome as i32 })
     }
+}
+
+/// The ack of a finished store, or the error that ends the session.
+fn ack_message(
+    stored: Result<Result<pb::CaptureAck, Error>, tokio::task::JoinError>,
+) -> Result<pb::ControlMessage, Error> {
+    let ack =
+        stored.map_err(|e| Error::new(ErrorKind::Internal, format!("storing a capture failed: {e}")))??;
+    Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) })
 }
 
 fn config_key(agent_id: &str, config_version: u64) -> String {
