@@ -22,7 +22,7 @@ pub enum EventKind {
     /// An agent was revoked: the replica holding its session ends it.
     AgentRevoked { agent_id: String, reason: String },
     /// A site has a new config version: the replica holding each of its agents' sessions
-    /// offers it (`rollout::offer`).
+    /// offers it (`Gateway::offer_site_config`).
     SiteConfigChanged { site_id: String, version: u64 },
 }
 

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use chrono::Utc;
 use rand::RngCore;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::buffer::{AppendOutcome, Buffer, BufferOptions, record_len};
-use crate::domain::{Capture, CaptureMeta, OccupancyStatus, ValueClass, VehicleClass};
+use crate::domain::{Capture, ValueClass};
 
 /// What to measure, and how much.
 #[derive(Debug, Clone)]
@@ -187,26 +186,7 @@ fn payloads(bytes: usize, count: usize) -> Vec<Bytes> {
 }
 
 fn capture(image: Bytes) -> Capture {
-    let now = Utc::now();
-    Capture {
-        meta: CaptureMeta {
-            capture_id: Uuid::now_v7(),
-            site_id: "bench".into(),
-            lane: 0,
-            captured_at: now,
-            detected_at: now,
-            class: VehicleClass::Car,
-            occupancy: OccupancyStatus::Unknown,
-            height_m: 1.5,
-            width_m: 1.8,
-            camera_id: "front".into(),
-            config_version: 0,
-            content_type: "image/jpeg".into(),
-            value_class: ValueClass::Compliant,
-            speed_kmh: None,
-        },
-        image,
-    }
+    Capture::synthetic("bench", 0, "front", image)
 }
 
 /// Rounds of the alternating raw/buffer append measurements.

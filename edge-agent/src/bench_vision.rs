@@ -28,7 +28,7 @@ use lanewatch_agent_config::{
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::domain::{Capture, CaptureMeta, OccupancyStatus, ValueClass, VehicleClass};
+use crate::domain::{Capture, OccupancyStatus, VehicleClass};
 use crate::sim::GroundTruth;
 use crate::sim::faces::{FaceLibrary, FaceSet, PlacedFace, render_cabin};
 use crate::vision::model::FaceDetector;
@@ -184,26 +184,7 @@ fn truth(rng: &mut rand::rngs::StdRng, id: u64) -> GroundTruth {
 }
 
 fn capture(camera: &str, jpeg: Bytes) -> Capture {
-    let now = chrono::Utc::now();
-    Capture {
-        meta: CaptureMeta {
-            capture_id: uuid::Uuid::now_v7(),
-            site_id: "bench".into(),
-            lane: 0,
-            captured_at: now,
-            detected_at: now,
-            class: VehicleClass::Car,
-            occupancy: OccupancyStatus::Unknown,
-            height_m: 1.5,
-            width_m: 1.8,
-            camera_id: camera.into(),
-            config_version: 0,
-            content_type: "image/jpeg".into(),
-            value_class: ValueClass::Compliant,
-            speed_kmh: None,
-        },
-        image: jpeg,
-    }
+    Capture::synthetic("bench", 0, camera, jpeg)
 }
 
 /// The judge: the same model at the full resolution of the bench's frames.

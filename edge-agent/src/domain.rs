@@ -210,3 +210,30 @@ pub struct Capture {
     pub meta: CaptureMeta,
     pub image: Bytes,
 }
+
+impl Capture {
+    /// A car's capture taken now with placeholder vehicle facts (1.5 m × 1.8 m, compliant, no
+    /// occupancy known): what benches and tests feed the buffer, the uplink and vision.
+    pub fn synthetic(site_id: &str, lane: u32, camera_id: &str, image: Bytes) -> Self {
+        let now = Utc::now();
+        Self {
+            meta: CaptureMeta {
+                capture_id: Uuid::now_v7(),
+                site_id: site_id.into(),
+                lane,
+                captured_at: now,
+                detected_at: now,
+                class: VehicleClass::Car,
+                occupancy: OccupancyStatus::Unknown,
+                height_m: 1.5,
+                width_m: 1.8,
+                camera_id: camera_id.into(),
+                config_version: 0,
+                content_type: "image/jpeg".into(),
+                value_class: ValueClass::Compliant,
+                speed_kmh: None,
+            },
+            image,
+        }
+    }
+}

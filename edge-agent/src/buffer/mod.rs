@@ -839,30 +839,11 @@ pub fn record_len(capture: &Capture) -> u64 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{CaptureMeta, OccupancyStatus, VehicleClass};
+
     use bytes::Bytes;
 
     pub(crate) fn capture(image: &[u8]) -> Capture {
-        let now = Utc::now();
-        Capture {
-            meta: CaptureMeta {
-                capture_id: Uuid::now_v7(),
-                site_id: "site-a".into(),
-                lane: 1,
-                captured_at: now,
-                detected_at: now,
-                class: VehicleClass::Car,
-                occupancy: OccupancyStatus::Unknown,
-                height_m: 1.5,
-                width_m: 1.8,
-                camera_id: "front".into(),
-                config_version: 0,
-                content_type: "image/jpeg".into(),
-                value_class: ValueClass::Compliant,
-                speed_kmh: None,
-            },
-            image: Bytes::copy_from_slice(image),
-        }
+        Capture::synthetic("site-a", 1, "front", Bytes::copy_from_slice(image))
     }
 
     fn classed(class: ValueClass, image: &[u8]) -> Capture {

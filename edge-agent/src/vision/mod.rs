@@ -537,32 +537,13 @@ pub fn component(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CaptureMeta, ValueClass, VehicleClass};
 
     fn tools() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools")
     }
 
     fn capture(image: &[u8]) -> Capture {
-        Capture {
-            meta: CaptureMeta {
-                capture_id: uuid::Uuid::now_v7(),
-                site_id: "s".into(),
-                lane: 0,
-                captured_at: Utc::now(),
-                detected_at: Utc::now(),
-                class: VehicleClass::Car,
-                occupancy: OccupancyStatus::Unknown,
-                height_m: 1.5,
-                width_m: 1.8,
-                camera_id: "front".into(),
-                config_version: 0,
-                content_type: "image/jpeg".into(),
-                value_class: ValueClass::Compliant,
-                speed_kmh: None,
-            },
-            image: Bytes::copy_from_slice(image),
-        }
+        Capture::synthetic("s", 0, "front", Bytes::copy_from_slice(image))
     }
 
     fn load(config: &VisionConfig) -> Vision {

@@ -102,25 +102,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{OccupancyStatus, ValueClass, VehicleClass};
 
     fn meta() -> CaptureMeta {
-        CaptureMeta {
-            capture_id: uuid::Uuid::now_v7(),
-            site_id: "s".into(),
-            lane: 0,
-            captured_at: chrono::Utc::now(),
-            detected_at: chrono::Utc::now(),
-            class: VehicleClass::Car,
-            occupancy: OccupancyStatus::Unknown,
-            height_m: 1.5,
-            width_m: 1.8,
-            camera_id: "front".into(),
-            config_version: 0,
-            content_type: "image/jpeg".into(),
-            value_class: ValueClass::Compliant,
-            speed_kmh: None,
-        }
+        crate::domain::Capture::synthetic("s", 0, "front", bytes::Bytes::new()).meta
     }
 
     #[test]
