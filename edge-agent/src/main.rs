@@ -138,6 +138,9 @@ enum BenchCommand {
         /// Override vision.min_confidence (for tuning).
         #[arg(long)]
         min_confidence: Option<f32>,
+        /// The pipeline's face model instead of the default (the judge stays the float model).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Counts faces (detector score ≥ threshold) in every JPEG embedded in the given files or
     /// directories: the no-un-anonymized-frame check of the end-to-end tests (internal).
@@ -664,6 +667,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             input_max_side,
             count_threshold,
             min_confidence,
+            model,
         } => {
             let options = lanewatch_edge_agent::bench_vision::VisionBenchOptions {
                 vehicles,
@@ -676,6 +680,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 input_max_side,
                 count_threshold,
                 min_confidence,
+                model,
                 tools_dir,
                 skip_deface,
             };

@@ -124,7 +124,8 @@ impl Vision {
                     .into(),
             });
         }
-        let detector = FaceDetector::load(&config.face_model, config.intra_threads, config.cuda)?;
+        let detector =
+            FaceDetector::load(&config.face_model, config.workers, config.intra_threads, config.cuda)?;
         let sections = config.cameras.iter().map(|c| (c.id.clone(), c.sections.clone())).collect();
         Ok(Self { detector, config, sections })
     }
@@ -405,20 +406,34 @@ impl Component for VisionComponent {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             stats.lock().unwrap().quarantine_held = quarantine.len();
             ctx.detail(serde_json::to_value(stats.lock().unwrap().clone())?);
-            loop {
-                let capture = tokio::select! {
-                    next = input.recv() => match next {
-                        Some(c) => Some(c),
-                        None => break,
-                    },
+            // up to `workers` captures are processed at once; results are taken in arrival order
+            let workers = vision.detector.sessions().max(1);
+            let mut processing = futures::stream::FuturesOrdered::new();
+            let mut open = true;
+            while open || !processing.is_empty() {
+                let processed = tokio::select! {
+                    next = input.recv(), if open && processing.len() < workers => {
+                        match next {
+                            Some(capture) => {
+                                let v = vision.clone();
+                                processing.push_back(tokio::task::spawn_blocking(move || v.process(capture)));
+                            }
+                            None => open = false,
+                        }
+                        None
+                    }
+                    Some(done) = futures::StreamExt::next(&mut processing), if !processing.is_empty() => {
+                        Some(done.context("vision task")?)
+                    }
                     _ = tick.tick() => None,
                 };
-                if let Some(capture) = capture {
-                    let key = (capture.meta.lane, capture.meta.detected_at);
-                    let v = vision.clone();
-                    let processed = tokio::task::spawn_blocking(move || v.process(capture))
-                        .await
-                        .context("vision task")?;
+                if let Some(processed) = processed {
+                    let meta = match &processed {
+                        Processed::Released { capture, .. } | Processed::Quarantined { capture, .. } => {
+                            &capture.meta
+                        }
+                    };
+                    let key = (meta.lane, meta.detected_at);
                     let group = groups.entry(key).or_insert_with(|| Group {
                         expected: lane_cameras.get(&key.0).copied().unwrap_or(1).max(1),
                         deadline: tokio::time::Instant::now() + wait,
@@ -596,6 +611,25 @@ mod tests {
             }
             other => panic!("a visible face was released: {other:?}"),
         }
+    }
+
+    /// Frames processed side by side (one session each) find what one at a time finds.
+    #[test]
+    fn frames_side_by_side_match_one_at_a_time() {
+        let mut config = crate::bench_vision::vision_config(&tools());
+        config.workers = 3;
+        let vision = load(&config);
+        assert_eq!(vision.detector.sessions(), 3);
+        let frame = decode(&astronaut_jpeg(), "image/jpeg").unwrap();
+        let alone = vision.detector.detect(&frame, 0.2).unwrap();
+        assert!(!alone.is_empty());
+        std::thread::scope(|s| {
+            let runs: Vec<_> =
+                (0..6).map(|_| s.spawn(|| vision.detector.detect(&frame, 0.2).unwrap())).collect();
+            for run in runs {
+                assert_eq!(run.join().unwrap(), alone);
+            }
+        });
     }
 
     /// Needs scripts/setup.sh's `.tools` (ONNX Runtime and the rewritten CenterFace).

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use lanewatch_agent_config::{ChannelOrder, Decoder, ModelSpec, TensorLayout};
 use opencv::core::{Mat, Rect, Size};
@@ -82,7 +83,10 @@ pub fn init_runtime(path: &Path) -> Result<(), VisionError> {
 
 /// A loaded detector. Inference holds a lock: one frame at a time per detector.
 pub struct FaceDetector {
-    state: Mutex<State>,
+    /// One session per worker: a frame takes a free one, so frames run side by side.
+    states: Vec<Mutex<State>>,
+    /// Where the next search for a free session starts.
+    next: AtomicUsize,
     spec: ModelSpec,
     /// Per channel (BGR byte order) and byte value: the normalized network input.
     lut: [[f32; 256]; 3],
@@ -129,44 +133,75 @@ impl std::fmt::Debug for FaceDetector {
 }
 
 impl FaceDetector {
-    /// Loads the model and checks that its inputs and outputs fit the spec's decoder. The
-    /// session runs with all graph optimizations, `intra_threads` threads inside an operator
-    /// and one between (the graph is a chain), and memory patterns planned per input shape.
-    pub fn load(spec: &ModelSpec, intra_threads: usize, cuda: bool) -> Result<Self, VisionError> {
+    /// Loads the model into `sessions` sessions (one per worker) and checks that its inputs
+    /// and outputs fit the spec's decoder. Each session runs with all graph optimizations,
+    /// `intra_threads` threads inside an operator and one between (the graph is a chain), and
+    /// memory patterns planned per input shape.
+    pub fn load(
+        spec: &ModelSpec,
+        sessions: usize,
+        intra_threads: usize,
+        cuda: bool,
+    ) -> Result<Self, VisionError> {
         let path = &spec.path;
         let bytes = std::fs::read(path).map_err(|err| VisionError::Model {
             path: path.clone(),
             reason: format!("cannot read the model file: {err}"),
         })?;
         let model_err = |reason: String| VisionError::Model { path: path.clone(), reason };
-        let mut builder = Session::builder()
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
-            .and_then(|b| b.with_intra_threads(intra_threads.max(1)))
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_parallel_execution(false))
-            .and_then(|b| b.with_memory_pattern(true))
-            .map_err(|err| model_err(format!("session options: {err}")))?;
-        if cuda {
-            builder = builder
-                .with_execution_providers(
-                    [ort::execution_providers::CUDAExecutionProvider::default().build()],
-                )
-                .map_err(|err| model_err(format!("cuda execution provider: {err}")))?;
-        }
-        let session = builder
-            .commit_from_memory(&bytes)
-            .map_err(|err| model_err(format!("not a loadable onnx model: {err}")))?;
-        check_shapes(spec, &session)
+        let new_session = || -> Result<Session, VisionError> {
+            let mut builder = Session::builder()
+                .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3))
+                .and_then(|b| b.with_intra_threads(intra_threads.max(1)))
+                .and_then(|b| b.with_inter_threads(1))
+                .and_then(|b| b.with_parallel_execution(false))
+                .and_then(|b| b.with_memory_pattern(true))
+                .map_err(|err| model_err(format!("session options: {err}")))?;
+            if cuda {
+                builder = builder
+                    .with_execution_providers([
+                        ort::execution_providers::CUDAExecutionProvider::default().build()
+                    ])
+                    .map_err(|err| model_err(format!("cuda execution provider: {err}")))?;
+            }
+            builder
+                .commit_from_memory(&bytes)
+                .map_err(|err| model_err(format!("not a loadable onnx model: {err}")))
+        };
+        let first = new_session()?;
+        check_shapes(spec, &first)
             .map_err(|reason| VisionError::ModelShape { path: path.clone(), reason })?;
+        let mut states = vec![Mutex::new(State { session: first, inputs: HashMap::new() })];
+        for _ in 1..sessions.max(1) {
+            states.push(Mutex::new(State { session: new_session()?, inputs: HashMap::new() }));
+        }
         use sha2::Digest;
         let digest = hex::encode(sha2::Sha256::digest(&bytes));
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Self {
-            state: Mutex::new(State { session, inputs: HashMap::new() }),
+            states,
+            next: AtomicUsize::new(0),
             lut: lut(spec),
             spec: spec.clone(),
             model_version: format!("{name}@{}", &digest[..12]),
         })
+    }
+
+    /// A session for this call: the first free one, else waits for one.
+    fn state(&self) -> MutexGuard<'_, State> {
+        let n = self.states.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(state) = self.states[(start + i) % n].try_lock() {
+                return state;
+            }
+        }
+        self.states[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sessions, i.e. frames that can be processed at once.
+    pub fn sessions(&self) -> usize {
+        self.states.len()
     }
 
     /// Network input size for a frame of `width` × `height`: the longer side scaled to
@@ -231,7 +266,7 @@ impl FaceDetector {
         let (cw, ch) = (round_up(region.width, stride), round_up(region.height, stride));
         let px =
             prepared.resized.data_bytes().map_err(|err| VisionError::Frame(format!("frame data: {err}")))?;
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state();
         let State { session, inputs } = &mut *state;
         let tensor = input_tensor(&self.spec, inputs, cw, ch)?;
         let (_, data) = tensor.extract_tensor_mut();
@@ -258,7 +293,7 @@ impl FaceDetector {
     /// Seconds per inference of a `tw` × `th` input (the input tensor kept for that size), over
     /// `runs` runs: the bare ONNX Runtime rate, without decoding, resizing or post-processing.
     pub fn time_inference(&self, tw: i32, th: i32, runs: u32) -> Result<f64, VisionError> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self.state();
         let State { session, inputs } = &mut *state;
         let tensor = input_tensor(&self.spec, inputs, tw, th)?;
         let started = std::time::Instant::now();

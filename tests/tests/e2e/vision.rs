@@ -32,7 +32,7 @@ fn vision_toml(model: &Path, extra: &str) -> String {
 }
 
 fn model() -> PathBuf {
-    tools().join("models/centerface-dyn.onnx")
+    tools().join("models/centerface-int8.onnx")
 }
 
 fn vision_agent(cp: &ControlPlane, site: &str, anonymize_extra: &str) -> AgentBuilder {
@@ -120,7 +120,7 @@ async fn captures_carry_counts_and_no_face_reaches_the_buffer_or_the_control_pla
     assert!((0.0..=1.0).contains(&confidence) && (confidence - weakest).abs() < 1e-6, "{c}");
     let model = c["modelVersion"].as_str().context("modelVersion")?;
     assert!(
-        model.starts_with("centerface-dyn.onnx@") && model.len() == "centerface-dyn.onnx@".len() + 12,
+        model.starts_with("centerface-int8.onnx@") && model.len() == "centerface-int8.onnx@".len() + 12,
         "{c}"
     );
 
