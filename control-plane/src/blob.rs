@@ -40,7 +40,22 @@ impl BlobStore {
     pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), BlobError> {
         match self {
             Self::Local(l) => l.put(key, bytes).await,
-            Self::S3(s) => s.put(key, bytes, content_type).await,
+            Self::S3(s) => s.put(key, bytes, content_type, None).await,
+        }
+    }
+
+    /// [`Self::put`] of bytes whose SHA-256 the caller has already checked (ingest verified the
+    /// agent's digest): S3 requests are signed with it instead of hashing the body again.
+    pub async fn put_verified(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        sha256: [u8; 32],
+    ) -> Result<(), BlobError> {
+        match self {
+            Self::Local(l) => l.put(key, bytes).await,
+            Self::S3(s) => s.put(key, bytes, content_type, Some(sha256)).await,
         }
     }
 
@@ -213,17 +228,30 @@ impl S3Store {
         }
     }
 
-    pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), BlobError> {
+    /// Puts `bytes`; with `sha256`, the signature covers that digest (SigV4's payload hash), so
+    /// the SDK does not hash the body: S3 still checks it against the bytes it receives.
+    pub async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        sha256: Option<[u8; 32]>,
+    ) -> Result<(), BlobError> {
         check_key(key)?;
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| self.s3_error("put_object", key, e))?;
+            .body(ByteStream::from(bytes));
+        match sha256 {
+            Some(digest) => {
+                request.customize().interceptor(KnownPayloadDigest(hex::encode(digest))).send().await
+            }
+            None => request.send().await,
+        }
+        .map_err(|e| self.s3_error("put_object", key, e))?;
         Ok(())
     }
 
@@ -263,6 +291,30 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.s3_error("head_bucket", "", e))?;
+        Ok(())
+    }
+}
+
+/// Signs a request with a payload digest known in advance (lowercase hex SHA-256 of the body):
+/// the SDK's documented override of SigV4's payload hash, set where interceptors may set it.
+#[derive(Debug)]
+struct KnownPayloadDigest(String);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for KnownPayloadDigest {
+    fn name(&self) -> &'static str {
+        "KnownPayloadDigest"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<
+            '_,
+        >,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(self.0.clone()));
         Ok(())
     }
 }

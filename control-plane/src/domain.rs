@@ -210,13 +210,18 @@ pub struct Capture {
     pub decision: Decision,
 }
 
-/// The blob key of a capture's image: `captures/<site>/<YYYY-MM-DD>/<capture_id>.<ext>`.
-pub fn image_key(meta: &CaptureMeta, content_type: ImageContentType) -> String {
+/// The blob key of a capture's image:
+/// `captures/<site>/<YYYY-MM-DD>/<capture_id>-<first 16 hex of its SHA-256>.<ext>`. The digest
+/// makes the key content-addressed: a capture re-sent with the same bytes puts the same object
+/// again (harmless), and one re-sent with other bytes under the same id can never overwrite the
+/// image already stored as evidence.
+pub fn image_key(meta: &CaptureMeta, content_type: ImageContentType, sha256: &[u8; 32]) -> String {
     format!(
-        "captures/{}/{}/{}.{}",
+        "captures/{}/{}/{}-{}.{}",
         meta.site_id,
         meta.captured_at.format("%Y-%m-%d"),
         meta.id,
+        hex::encode(&sha256[..8]),
         content_type.extension()
     )
 }

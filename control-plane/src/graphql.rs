@@ -1588,7 +1588,7 @@ mod tests {
             };
             ids.push(meta.id.to_string());
             let capture = domain::Capture {
-                image_key: domain::image_key(&meta, ImageContentType::Png),
+                image_key: domain::image_key(&meta, ImageContentType::Png, &[1; 32]),
                 meta,
                 agent_id: "agent-1".into(),
                 image_sha256: [1; 32],

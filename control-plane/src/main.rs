@@ -27,6 +27,11 @@ use lanewatch_control_plane::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// mimalloc rather than glibc's allocator: ingest allocates and frees an image-sized buffer per
+/// capture on many threads, which glibc serves with page faults and trims (see docs/DECISIONS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Lanewatch control plane: agent gateway, capture storage and operator API.
 #[derive(Debug, Parser)]
 #[command(name = "lanewatch-control", version)]

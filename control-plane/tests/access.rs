@@ -234,7 +234,8 @@ async fn store(app: &App, blobs_dir: &std::path::Path, m: CaptureMeta) -> Uuid {
     let policy = app.db.hov_policy(&m.site_id, m.lane).await.unwrap();
     let image = format!("jpeg bytes of {}", m.id).into_bytes();
     let blobs = BlobStore::open(&BlobConfig::Local { dir: blobs_dir.to_path_buf() }).await.unwrap();
-    let image_key = domain::image_key(&m, ImageContentType::Jpeg);
+    let sha256: [u8; 32] = sha2::Sha256::digest(&image).into();
+    let image_key = domain::image_key(&m, ImageContentType::Jpeg, &sha256);
     blobs.put(&image_key, image.clone(), "image/jpeg").await.unwrap();
     let id = m.id;
     let capture = Capture {

@@ -6,6 +6,7 @@
 mod configs;
 mod entities;
 mod migration;
+pub mod writer;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SelectStatement};
@@ -62,7 +63,19 @@ pub struct Db {
     /// (site, camera) pairs this process has already registered in `cameras`, so that ingest
     /// writes the camera row once per process instead of once per capture.
     known_cameras: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Lane policies as ingest read them, each for at most [`POLICY_CACHE_TTL`]; see
+    /// [`Db::hov_policy_for_ingest`].
+    policies: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
 }
+
+type PolicyCache = std::collections::HashMap<(String, u32), (std::time::Instant, Option<HovPolicy>)>;
+
+/// How long ingest may decide with a lane policy it read before: a change made through another
+/// replica is in force for ingest here within this time (one made here, at once).
+pub const POLICY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lanes whose policy is kept at most; past it the cache starts over.
+const POLICY_CACHE_MAX: usize = 10_000;
 
 impl Db {
     /// Connects (creating a SQLite file's directory), enables WAL on SQLite, runs migrations.
@@ -83,7 +96,7 @@ impl Db {
             conn.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
         migration::Migrator::up(&conn, None).await?;
-        Ok(Self { conn, known_cameras: Default::default() })
+        Ok(Self { conn, known_cameras: Default::default(), policies: Default::default() })
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {
@@ -186,70 +199,23 @@ impl Db {
         Ok(agents::Entity::find_by_id(id.to_owned()).one(&self.conn).await?.map(agent_from_row))
     }
 
-    pub async fn capture_exists(&self, id: Uuid) -> Result<bool, DbError> {
-        let found = captures::Entity::find_by_id(id.to_string())
-            .select_only()
-            .column(captures::Column::Id)
-            .into_tuple::<String>()
-            .one(&self.conn)
-            .await?;
-        Ok(found.is_some())
-    }
-
-    /// Inserts the capture unless its id exists already (`ON CONFLICT (id) DO NOTHING`); a new
-    /// capture also records its camera and, when the policy flagged it, a pending violation, in
-    /// the same transaction.
-    pub async fn insert_capture(&self, c: &Capture) -> Result<Inserted, DbError> {
-        let m = &c.meta;
-        let sections: Vec<serde_json::Value> = m
-            .sections
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "section": s.section,
-                    "occupants": s.occupants,
-                    "confidence": f32_to_f64(s.confidence),
-                })
-            })
-            .collect();
-        let row = captures::ActiveModel {
-            id: Set(m.id.to_string()),
-            agent_id: Set(c.agent_id.clone()),
-            site_id: Set(m.site_id.clone()),
-            lane: Set(i64::from(m.lane)),
-            captured_at: Set(m.captured_at),
-            detected_at: Set(m.detected_at),
-            vehicle_class: Set(m.vehicle_class.as_str().to_owned()),
-            occupancy_status: Set(m.occupancy_status.as_str().to_owned()),
-            occupants: Set(m.occupants.map(i64::from)),
-            speed_kmh: Set(m.speed_kmh.map(f32_to_f64)),
-            height_m: Set(f32_to_f64(m.height_m)),
-            width_m: Set(f32_to_f64(m.width_m)),
-            camera_id: Set(m.camera_id.clone()),
-            config_version: Set(to_i64(m.config_version)),
-            image_key: Set(c.image_key.clone()),
-            image_sha256: Set(hex::encode(c.image_sha256)),
-            image_bytes: Set(to_i64(c.image_bytes)),
-            image_content_type: Set(c.image_content_type.mime().to_owned()),
-            received_at: Set(c.received_at),
-            decision: Set(c.decision.as_str().to_owned()),
-            confidence: Set(m.confidence.map(f32_to_f64)),
-            model_version: Set(m.model_version.clone()),
-            sections_json: Set(serde_json::Value::Array(sections).to_string()),
+    /// Registers the cameras of `batch` this process has not seen yet (one idempotent statement
+    /// each, the first time only: not part of any capture's evidence).
+    async fn register_cameras(&self, batch: &[Capture]) -> Result<(), DbError> {
+        let unseen: std::collections::BTreeSet<(String, String)> = {
+            let known = self.known_cameras.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            batch
+                .iter()
+                .map(|c| (c.meta.site_id.clone(), c.meta.camera_id.clone()))
+                .filter(|key| !known.contains(key))
+                .collect()
         };
-        // The camera registry row is written the first time this process sees the camera, in its
-        // own statement: it is idempotent and not part of the capture's evidence.
-        let camera_key = (m.site_id.clone(), m.camera_id.clone());
-        let camera_known = self
-            .known_cameras
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&camera_key);
-        if !camera_known {
+        for (site_id, camera_id) in unseen {
+            let first_seen = batch.iter().map(|c| c.received_at).min().unwrap_or_else(Utc::now);
             let camera = cameras::ActiveModel {
-                site_id: Set(m.site_id.clone()),
-                id: Set(m.camera_id.clone()),
-                first_seen: Set(c.received_at),
+                site_id: Set(site_id.clone()),
+                id: Set(camera_id.clone()),
+                first_seen: Set(first_seen),
             };
             cameras::Entity::insert(camera)
                 .on_conflict(
@@ -259,8 +225,62 @@ impl Db {
                 )
                 .exec_without_returning(&self.conn)
                 .await?;
-            self.known_cameras.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(camera_key);
+            self.known_cameras
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert((site_id, camera_id));
         }
+        Ok(())
+    }
+
+    /// [`Db::insert_capture`] for many captures in one transaction: one multi-row statement
+    /// for the captures (`ON CONFLICT DO NOTHING RETURNING id` says which are new) and one for
+    /// the violations of the new violation candidates. Answers per capture, in order; a capture
+    /// whose id came earlier in the batch is a duplicate. All or nothing.
+    pub async fn insert_captures(&self, batch: &[Capture]) -> Result<Vec<Inserted>, DbError> {
+        match batch {
+            [] => return Ok(Vec::new()),
+            [one] => return Ok(vec![self.insert_capture(one).await?]),
+            _ => {}
+        }
+        self.register_cameras(batch).await?;
+        let mut insert = captures::Entity::insert_many(batch.iter().map(capture_row))
+            .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned())
+            .into_query();
+        insert.returning_col(captures::Column::Id);
+        let backend = self.conn.get_database_backend();
+        let txn = self.conn.begin().await?;
+        let mut new: std::collections::HashSet<String> = Default::default();
+        for row in txn.query_all(backend.build(&insert)).await? {
+            new.insert(row.try_get::<String>("", "id")?);
+        }
+        // the first of the batch with a new id is the one stored
+        let outcomes: Vec<Inserted> = batch
+            .iter()
+            .map(|c| if new.remove(&c.meta.id.to_string()) { Inserted::New } else { Inserted::Duplicate })
+            .collect();
+        let violations: Vec<_> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(c, o)| **o == Inserted::New && c.decision == Decision::ViolationCandidate)
+            .map(|(c, _)| violation_row(c))
+            .collect();
+        if !violations.is_empty() {
+            violations::Entity::insert_many(violations)
+                .on_conflict(OnConflict::column(violations::Column::CaptureId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Inserts the capture unless its id exists already (`ON CONFLICT (id) DO NOTHING`); a new
+    /// capture also records its camera and, when the policy flagged it, a pending violation, in
+    /// the same transaction.
+    pub async fn insert_capture(&self, c: &Capture) -> Result<Inserted, DbError> {
+        self.register_cameras(std::slice::from_ref(c)).await?;
+        let row = capture_row(c);
         let insert = captures::Entity::insert(row)
             .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned());
         if c.decision != Decision::ViolationCandidate {
@@ -276,17 +296,7 @@ impl Db {
             return Ok(Inserted::Duplicate);
         }
         {
-            let violation = violations::ActiveModel {
-                id: Set(Uuid::now_v7().to_string()),
-                capture_id: Set(m.id.to_string()),
-                site_id: Set(m.site_id.clone()),
-                captured_at: Set(m.captured_at),
-                state: Set(ViolationState::Pending.as_str().to_owned()),
-                reviewer: Set(None),
-                reason: Set(None),
-                reviewed_at: Set(None),
-                created_at: Set(c.received_at),
-            };
+            let violation = violation_row(c);
             violations::Entity::insert(violation)
                 .on_conflict(OnConflict::column(violations::Column::CaptureId).do_nothing().to_owned())
                 .exec_without_returning(&txn)
@@ -354,6 +364,36 @@ impl Db {
         .transpose()
     }
 
+    /// [`Db::hov_policy`] for ingest, which reads it for every capture: served from memory when
+    /// read less than [`POLICY_CACHE_TTL`] ago (a change through this process drops the entry).
+    pub async fn hov_policy_for_ingest(
+        &self,
+        site_id: &str,
+        lane: u32,
+    ) -> Result<Option<HovPolicy>, DbError> {
+        let key = (site_id.to_owned(), lane);
+        if let Some((read_at, policy)) = self.policy_cache().get(&key)
+            && read_at.elapsed() < POLICY_CACHE_TTL
+        {
+            return Ok(policy.clone());
+        }
+        let read_at = std::time::Instant::now();
+        let policy = self.hov_policy(site_id, lane).await?;
+        let mut cache = self.policy_cache();
+        if cache.len() >= POLICY_CACHE_MAX {
+            cache.clear();
+        }
+        // a newer entry (a write through this process while this read ran) is kept
+        if cache.get(&key).is_none_or(|(at, _)| *at < read_at) {
+            cache.insert(key, (read_at, policy.clone()));
+        }
+        Ok(policy)
+    }
+
+    fn policy_cache(&self) -> std::sync::MutexGuard<'_, PolicyCache> {
+        self.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub async fn set_hov_policy(&self, site_id: &str, lane: u32, policy: &HovPolicy) -> Result<(), DbError> {
         let windows = serde_json::to_string(&policy.windows).unwrap_or_else(|_| "[]".to_owned());
         let row = lanes::ActiveModel {
@@ -370,6 +410,8 @@ impl Db {
             )
             .exec_without_returning(&self.conn)
             .await?;
+        self.policy_cache()
+            .insert((site_id.to_owned(), lane), (std::time::Instant::now(), Some(policy.clone())));
         Ok(())
     }
 
@@ -1019,6 +1061,62 @@ fn receipt_from_row(r: deletion_receipts::Model) -> Result<DeletionReceipt, DbEr
     })
 }
 
+/// The `captures` row of a capture.
+fn capture_row(c: &Capture) -> captures::ActiveModel {
+    let m = &c.meta;
+    let sections: Vec<serde_json::Value> = m
+        .sections
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "section": s.section,
+                "occupants": s.occupants,
+                "confidence": f32_to_f64(s.confidence),
+            })
+        })
+        .collect();
+    captures::ActiveModel {
+        id: Set(m.id.to_string()),
+        agent_id: Set(c.agent_id.clone()),
+        site_id: Set(m.site_id.clone()),
+        lane: Set(i64::from(m.lane)),
+        captured_at: Set(m.captured_at),
+        detected_at: Set(m.detected_at),
+        vehicle_class: Set(m.vehicle_class.as_str().to_owned()),
+        occupancy_status: Set(m.occupancy_status.as_str().to_owned()),
+        occupants: Set(m.occupants.map(i64::from)),
+        speed_kmh: Set(m.speed_kmh.map(f32_to_f64)),
+        height_m: Set(f32_to_f64(m.height_m)),
+        width_m: Set(f32_to_f64(m.width_m)),
+        camera_id: Set(m.camera_id.clone()),
+        config_version: Set(to_i64(m.config_version)),
+        image_key: Set(c.image_key.clone()),
+        image_sha256: Set(hex::encode(c.image_sha256)),
+        image_bytes: Set(to_i64(c.image_bytes)),
+        image_content_type: Set(c.image_content_type.mime().to_owned()),
+        received_at: Set(c.received_at),
+        decision: Set(c.decision.as_str().to_owned()),
+        confidence: Set(m.confidence.map(f32_to_f64)),
+        model_version: Set(m.model_version.clone()),
+        sections_json: Set(serde_json::Value::Array(sections).to_string()),
+    }
+}
+
+/// The pending review row of a violation candidate.
+fn violation_row(c: &Capture) -> violations::ActiveModel {
+    violations::ActiveModel {
+        id: Set(Uuid::now_v7().to_string()),
+        capture_id: Set(c.meta.id.to_string()),
+        site_id: Set(c.meta.site_id.clone()),
+        captured_at: Set(c.meta.captured_at),
+        state: Set(ViolationState::Pending.as_str().to_owned()),
+        reviewer: Set(None),
+        reason: Set(None),
+        reviewed_at: Set(None),
+        created_at: Set(c.received_at),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,7 +1149,7 @@ mod tests {
             model_version: Some("occ-1".into()),
         };
         Capture {
-            image_key: crate::domain::image_key(&meta, ImageContentType::Jpeg),
+            image_key: crate::domain::image_key(&meta, ImageContentType::Jpeg, &[7u8; 32]),
             meta,
             agent_id: "agent-1".into(),
             image_sha256: [7u8; 32],
@@ -1066,13 +1164,58 @@ mod tests {
     async fn insert_is_idempotent_and_round_trips() {
         let (_dir, db) = temp_db().await;
         let c = capture(Uuid::now_v7(), Utc.timestamp_micros(1_700_000_000_000_001).unwrap());
-        assert!(!db.capture_exists(c.meta.id).await.unwrap());
+        assert!(db.capture(c.meta.id, &Visibility::All).await.unwrap().is_none());
         assert_eq!(db.insert_capture(&c).await.unwrap(), Inserted::New);
         assert_eq!(db.insert_capture(&c).await.unwrap(), Inserted::Duplicate);
-        assert!(db.capture_exists(c.meta.id).await.unwrap());
         let back = db.capture(c.meta.id, &Visibility::All).await.unwrap().unwrap();
         assert_eq!(back.meta, c.meta);
         assert_eq!(back.image_sha256, c.image_sha256);
+    }
+
+    /// A batch answers per capture, in order: new, already stored, or repeated inside the batch;
+    /// only new violation candidates get a review row.
+    #[tokio::test]
+    async fn a_batch_inserts_each_new_capture_once() {
+        let (_dir, db) = temp_db().await;
+        let at = |us: i64| Utc.timestamp_micros(1_700_000_000_000_000 + us).unwrap();
+        let stored = capture(Uuid::now_v7(), at(1));
+        assert_eq!(db.insert_capture(&stored).await.unwrap(), Inserted::New);
+        let mut candidate = capture(Uuid::now_v7(), at(2));
+        candidate.decision = Decision::ViolationCandidate;
+        let plain = capture(Uuid::now_v7(), at(3));
+        let mut stored_again = stored.clone();
+        stored_again.decision = Decision::ViolationCandidate;
+        let batch = vec![candidate.clone(), stored_again, plain.clone(), candidate.clone()];
+        assert_eq!(
+            db.insert_captures(&batch).await.unwrap(),
+            [Inserted::New, Inserted::Duplicate, Inserted::New, Inserted::Duplicate]
+        );
+        for c in [&stored, &candidate, &plain] {
+            assert!(db.capture(c.meta.id, &Visibility::All).await.unwrap().is_some());
+        }
+        let violations = db.violations_page(None, None, &Visibility::All, None, 10).await.unwrap();
+        let ids: Vec<Uuid> = violations.iter().map(|v| v.capture_id).collect();
+        assert_eq!(ids, [candidate.meta.id], "one review row, for the new candidate only");
+    }
+
+    /// Ingest's cached lane policy follows a change made through this process at once.
+    #[tokio::test]
+    async fn ingest_sees_a_policy_change_made_here_at_once() {
+        let (_dir, db) = temp_db().await;
+        assert_eq!(db.hov_policy_for_ingest("s1", 0).await.unwrap(), None);
+        let hov2 = HovPolicy { min_occupants: 2, windows: vec![] };
+        db.set_hov_policy("s1", 0, &hov2).await.unwrap();
+        assert_eq!(db.hov_policy_for_ingest("s1", 0).await.unwrap(), Some(hov2));
+        let hov3 = HovPolicy { min_occupants: 3, windows: vec![] };
+        db.set_hov_policy("s1", 0, &hov3).await.unwrap();
+        assert_eq!(db.hov_policy_for_ingest("s1", 0).await.unwrap(), Some(hov3.clone()));
+        // another replica's change (written behind this cache's back) shows within the TTL
+        let hov4 = HovPolicy { min_occupants: 4, windows: vec![] };
+        let other = Db { policies: Default::default(), ..db.clone() };
+        other.set_hov_policy("s1", 0, &hov4).await.unwrap();
+        assert_eq!(db.hov_policy_for_ingest("s1", 0).await.unwrap(), Some(hov3), "cached");
+        tokio::time::sleep(POLICY_CACHE_TTL).await;
+        assert_eq!(db.hov_policy_for_ingest("s1", 0).await.unwrap(), Some(hov4));
     }
 
     #[tokio::test]

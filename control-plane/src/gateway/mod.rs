@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::blob::BlobStore;
 use crate::cluster::Cluster;
 use crate::config::Limits;
+use crate::db::writer::CaptureWriter;
 use crate::db::{Db, Inserted};
 use crate::domain::{self, AgentHello, Capture, CommandOutcome, ComponentState, DeletionReceipt};
 use crate::error::{Error, ErrorKind};
@@ -43,12 +44,18 @@ use crate::metrics::Metrics;
 pub const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
-/// The tonic server the gateway runs on, with the flow-control windows above; the binary and
-/// `bench api` build it the same way.
+/// The largest HTTP/2 DATA frame agents may send: a 256 KiB chunk arrives in one or two frames
+/// instead of sixteen of the protocol's default 16 KiB, each of which costs a decode and a
+/// flow-control update.
+pub const MAX_FRAME_BYTES: u32 = 256 << 10;
+
+/// The tonic server the gateway runs on, with the flow-control windows and frame size above;
+/// the binary and `bench api` build it the same way.
 pub fn server_builder() -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
 /// How long a request to an agent (introspection, command) waits for its answer.
@@ -76,6 +83,8 @@ struct LiveSession {
 
 struct Shared {
     db: Db,
+    /// Ingest's capture rows, written in shared transactions (group commit).
+    writer: CaptureWriter,
     blobs: BlobStore,
     limits: Limits,
     metrics: Metrics,
@@ -150,6 +159,7 @@ impl Gateway {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                writer: CaptureWriter::spawn(db.clone()),
                 db,
                 blobs,
                 limits,
@@ -746,6 +756,12 @@ impl Gateway {
     }
 
     /// Stores a verified capture: blob first, then metadata; returns the ack to send.
+    ///
+    /// There is no read before the put: the blob key is content-addressed, so a re-sent capture
+    /// (an agent that missed its ack) puts identical bytes under the same key, and the row's
+    /// `ON CONFLICT DO NOTHING` answers DUPLICATE; one re-sent under the same id with other bytes
+    /// lands under another key and never replaces the stored evidence. The common case costs one
+    /// statement; a duplicate costs one more put.
     async fn store(&self, agent_id: &str, session_id: Uuid, a: Assembled) -> Result<pb::CaptureAck, Error> {
         let started = tokio::time::Instant::now();
         let metrics = &self.shared.metrics;
@@ -754,43 +770,55 @@ impl Gateway {
             metrics.ingested("failed");
             Error::unavailable(format!("cannot store capture {id}: {what}: {e}"))
         };
-        // two independent reads, on two pooled connections at once
-        let (exists, policy) = tokio::try_join!(
-            self.shared.db.capture_exists(id),
-            self.shared.db.hov_policy(&a.meta.site_id, a.meta.lane)
-        )
-        .map_err(|e| unavailable("database", &e))?;
-        let outcome = if exists {
-            pb::AckOutcome::Duplicate
-        } else {
-            let image_key = domain::image_key(&a.meta, a.content_type);
-            let image_bytes = a.data.len() as u64;
-            let decision = domain::decide(&a.meta, policy.as_ref());
-            self.shared
-                .blobs
-                .put(&image_key, a.data, a.content_type.mime())
-                .await
-                .map_err(|e| unavailable("blob store", &e))?;
-            let capture = Capture {
-                meta: a.meta,
-                agent_id: agent_id.to_owned(),
-                image_key,
-                image_sha256: a.sha256,
-                image_bytes,
-                image_content_type: a.content_type,
-                received_at: Utc::now(),
-                decision,
-            };
-            match self.shared.db.insert_capture(&capture).await.map_err(|e| unavailable("database", &e))? {
-                Inserted::New => {
-                    metrics.capture_bytes.inc_by(image_bytes);
-                    self.shared.events.publish(EventKind::CaptureStored {
-                        capture_id: id,
-                        site_id: capture.meta.site_id.clone(),
-                    });
-                    pb::AckOutcome::Stored
+        let policy = self
+            .shared
+            .db
+            .hov_policy_for_ingest(&a.meta.site_id, a.meta.lane)
+            .await
+            .map_err(|e| unavailable("database", &e))?;
+        let image_key = domain::image_key(&a.meta, a.content_type, &a.sha256);
+        let image_bytes = a.data.len() as u64;
+        let decision = domain::decide(&a.meta, policy.as_ref());
+        self.shared
+            .blobs
+            .put_verified(&image_key, a.data, a.content_type.mime(), a.sha256)
+            .await
+            .map_err(|e| unavailable("blob store", &e))?;
+        let capture = Capture {
+            meta: a.meta,
+            agent_id: agent_id.to_owned(),
+            image_key,
+            image_sha256: a.sha256,
+            image_bytes,
+            image_content_type: a.content_type,
+            received_at: Utc::now(),
+            decision,
+        };
+        let outcome = match self
+            .shared
+            .writer
+            .insert(capture.clone())
+            .await
+            .map_err(|e| unavailable("database", &e))?
+        {
+            Inserted::New => {
+                metrics.capture_bytes.inc_by(image_bytes);
+                self.shared.events.publish(EventKind::CaptureStored {
+                    capture_id: id,
+                    site_id: capture.meta.site_id.clone(),
+                });
+                pb::AckOutcome::Stored
+            }
+            Inserted::Duplicate => {
+                if let Ok(Some(first)) = self.shared.db.capture(id, &domain::Visibility::All).await
+                    && first.image_key != capture.image_key
+                {
+                    tracing::warn!(
+                        agent_id, capture_id = %id, kept = %first.image_key, unreferenced = %capture.image_key,
+                        "capture re-sent with other image bytes: the first stays; the new object is unreferenced"
+                    );
                 }
-                Inserted::Duplicate => pb::AckOutcome::Duplicate,
+                pb::AckOutcome::Duplicate
             }
         };
         let label = if outcome == pb::AckOutcome::Stored { "stored" } else { "duplicate" };

@@ -20,11 +20,20 @@ async fn resend_is_stored_once(cp: &ControlPlane) -> Result<()> {
     drop(first);
     // ... and on a new session after a reconnect.
     let mut second = Session::open(&cp.grpc_url(), "agent-r", "site-r").await?;
-    assert_eq!(second.upload(meta, &image).await?, AckOutcome::Duplicate);
+    assert_eq!(second.upload(meta.clone(), &image).await?, AckOutcome::Duplicate);
+
+    // ... and under the same id with other bytes (a faulty agent): not stored again, and the
+    // stored evidence is not replaced
+    let other = lanewatch_tests::noise_jpeg(320, 240, 2);
+    assert_ne!(other, image);
+    let mut third = Session::open(&cp.grpc_url(), "agent-r", "site-r").await?;
+    assert_eq!(third.upload(meta, &other).await?, AckOutcome::Duplicate);
 
     let captures = cp.all_captures().await?;
     let stored: Vec<_> = captures.iter().filter(|c| c["id"] == id.as_str()).collect();
     assert_eq!(stored.len(), 1, "stored exactly once: {captures:?}");
+    let served = cp.get(stored[0]["imageUrl"].as_str().unwrap_or_default()).await?.bytes().await?;
+    assert_eq!(served.as_ref(), image.as_slice(), "the first image stays the capture's image");
     Ok(())
 }
 
