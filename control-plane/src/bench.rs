@@ -57,8 +57,9 @@ pub struct ApiArgs {
     /// Size of each uploaded image.
     #[arg(long, default_value_t = 200_000)]
     image_bytes: usize,
-    /// Concurrent agent sessions, and concurrent raw puts.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent agent sessions (a small fleet's; each may have `limits.max_stores_per_session`
+    /// captures being stored), and as many raw puts in flight.
+    #[arg(long, default_value_t = 8)]
     sessions: usize,
     /// The SeaweedFS binary used when no S3 endpoint is given.
     #[arg(long, default_value = ".tools/bin/weed")]
