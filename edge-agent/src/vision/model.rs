@@ -81,7 +81,7 @@ pub fn init_runtime(path: &Path) -> Result<(), VisionError> {
     }
 }
 
-/// A loaded detector. Inference holds a lock: one frame at a time per detector.
+/// A loaded detector: one ONNX Runtime session per worker, each running one frame at a time.
 pub struct FaceDetector {
     /// One session per worker: a frame takes a free one, so frames run side by side.
     states: Vec<Mutex<State>>,
