@@ -202,16 +202,19 @@ impl Db {
     /// Registers the cameras of `batch` this process has not seen yet (one idempotent statement
     /// each, the first time only: not part of any capture's evidence).
     async fn register_cameras(&self, batch: &[Capture]) -> Result<(), DbError> {
-        let unseen: std::collections::BTreeSet<(String, String)> = {
+        // each unseen camera with the earliest receipt among its captures
+        let mut unseen: std::collections::BTreeMap<(String, String), DateTime<Utc>> = Default::default();
+        {
             let known = self.known_cameras.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            batch
-                .iter()
-                .map(|c| (c.meta.site_id.clone(), c.meta.camera_id.clone()))
-                .filter(|key| !known.contains(key))
-                .collect()
-        };
-        for (site_id, camera_id) in unseen {
-            let first_seen = batch.iter().map(|c| c.received_at).min().unwrap_or_else(Utc::now);
+            for c in batch {
+                let key = (c.meta.site_id.clone(), c.meta.camera_id.clone());
+                if !known.contains(&key) {
+                    let first = unseen.entry(key).or_insert(c.received_at);
+                    *first = (*first).min(c.received_at);
+                }
+            }
+        }
+        for ((site_id, camera_id), first_seen) in unseen {
             let camera = cameras::ActiveModel {
                 site_id: Set(site_id.clone()),
                 id: Set(camera_id.clone()),
