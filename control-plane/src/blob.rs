@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
 
 use crate::config::{BlobConfig, S3Config};
 
@@ -37,7 +38,7 @@ impl BlobStore {
         }
     }
 
-    pub async fn put(&self, key: &str, bytes: Vec<u8>, content_type: &str) -> Result<(), BlobError> {
+    pub async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), BlobError> {
         match self {
             Self::Local(l) => l.put(key, bytes).await,
             Self::S3(s) => s.put(key, bytes, content_type, None).await,
@@ -49,7 +50,7 @@ impl BlobStore {
     pub async fn put_verified(
         &self,
         key: &str,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         content_type: &str,
         sha256: [u8; 32],
     ) -> Result<(), BlobError> {
@@ -108,7 +109,7 @@ impl LocalDir {
         Ok(Self { dir })
     }
 
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BlobError> {
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
         check_key(key)?;
         let path = self.dir.join(key);
         let key = key.to_owned();
@@ -233,7 +234,7 @@ impl S3Store {
     pub async fn put(
         &self,
         key: &str,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         content_type: &str,
         sha256: Option<[u8; 32]>,
     ) -> Result<(), BlobError> {
@@ -329,10 +330,10 @@ mod tests {
         let store = BlobStore::open(&BlobConfig::Local { dir: tmp.path().join("blobs") }).await.unwrap();
         store.check_ready().await.unwrap();
         let key = "captures/a1/2025-01-02/0190f0aa-0000-7000-8000-000000000001.jpg";
-        store.put(key, b"jpeg bytes".to_vec(), "image/jpeg").await.unwrap();
+        store.put(key, Bytes::from_static(b"jpeg bytes"), "image/jpeg").await.unwrap();
         assert_eq!(store.get(key).await.unwrap(), b"jpeg bytes");
         // overwrite is atomic and leaves no temp files behind
-        store.put(key, b"again".to_vec(), "image/jpeg").await.unwrap();
+        store.put(key, Bytes::from_static(b"again"), "image/jpeg").await.unwrap();
         assert_eq!(store.get(key).await.unwrap(), b"again");
         let dir = tmp.path().join("blobs/captures/a1/2025-01-02");
         let names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -1,6 +1,11 @@
 //! Reassembly of one capture's image from chunks, as pure logic: contiguity, size bounds and
 //! the SHA-256 check. Memory is bounded by the declared size, itself at most `max_image_bytes`.
+//!
+//! An image that arrives in one chunk (the common case: chunks are up to 256 KiB) is passed on
+//! as the very buffer it was decoded into, without a copy; chunks of a larger image are copied
+//! into one buffer, so many small chunks cannot each pin a bigger receive buffer.
 
+use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{CaptureMeta, ImageContentType};
@@ -14,7 +19,7 @@ pub struct Upload {
     size_bytes: u64,
     sha256: [u8; 32],
     hasher: Sha256,
-    data: Vec<u8>,
+    data: BytesMut,
 }
 
 /// A capture whose image arrived whole and matched its declared digest.
@@ -23,7 +28,7 @@ pub struct Assembled {
     pub meta: CaptureMeta,
     pub content_type: ImageContentType,
     pub sha256: [u8; 32],
-    pub data: Vec<u8>,
+    pub data: Bytes,
 }
 
 /// What one chunk did to an upload.
@@ -37,15 +42,7 @@ pub enum Progress {
 impl Upload {
     /// Starts an upload; `size_bytes` must already be validated against the image limit.
     pub fn new(meta: CaptureMeta, content_type: ImageContentType, size_bytes: u64, sha256: [u8; 32]) -> Self {
-        let initial = usize::try_from(size_bytes.min(1 << 20)).unwrap_or(0);
-        Self {
-            meta,
-            content_type,
-            size_bytes,
-            sha256,
-            hasher: Sha256::new(),
-            data: Vec::with_capacity(initial),
-        }
+        Self { meta, content_type, size_bytes, sha256, hasher: Sha256::new(), data: BytesMut::new() }
     }
 
     pub fn capture_id(&self) -> uuid::Uuid {
@@ -61,7 +58,7 @@ impl Upload {
         mut self,
         capture_id: &str,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
         max_chunk_bytes: u32,
     ) -> Result<Progress, Error> {
         let id = self.meta.id;
@@ -88,11 +85,19 @@ impl Upload {
                 self.size_bytes
             )));
         }
-        self.hasher.update(data);
-        self.data.extend_from_slice(data);
-        if self.received_bytes() < self.size_bytes {
-            return Ok(Progress::Partial(self));
-        }
+        self.hasher.update(&data);
+        let data = if expected == 0 && data.len() as u64 == self.size_bytes {
+            data // the whole image in one chunk
+        } else {
+            if self.data.capacity() == 0 {
+                self.data.reserve(usize::try_from(self.size_bytes.min(1 << 20)).unwrap_or(0));
+            }
+            self.data.extend_from_slice(&data);
+            if self.received_bytes() < self.size_bytes {
+                return Ok(Progress::Partial(self));
+            }
+            std::mem::take(&mut self.data).freeze()
+        };
         let digest: [u8; 32] = self.hasher.finalize().into();
         if digest != self.sha256 {
             return Err(Error::invalid(format!("image sha256 mismatch for capture {id}")));
@@ -101,7 +106,7 @@ impl Upload {
             meta: self.meta,
             content_type: self.content_type,
             sha256: digest,
-            data: self.data,
+            data,
         }))
     }
 }
@@ -139,6 +144,10 @@ mod tests {
         Upload::new(meta(), ImageContentType::Jpeg, image.len() as u64, sha)
     }
 
+    fn b(data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+
     fn partial(p: Progress) -> Upload {
         match p {
             Progress::Partial(u) => u,
@@ -153,7 +162,7 @@ mod tests {
         let id = u.capture_id().to_string();
         let mut offset = 0;
         for chunk in image.chunks(300) {
-            match u.push(&id, offset, chunk, 300).unwrap() {
+            match u.push(&id, offset, b(chunk), 300).unwrap() {
                 Progress::Partial(next) => u = next,
                 Progress::Complete(a) => {
                     assert_eq!(a.data, image);
@@ -167,11 +176,25 @@ mod tests {
     }
 
     #[test]
+    fn an_image_in_one_chunk_is_passed_on_without_a_copy() {
+        let image = Bytes::from(vec![9u8; 5000]);
+        let u = upload(&image);
+        let id = u.capture_id().to_string();
+        match u.push(&id, 0, image.clone(), 8192).unwrap() {
+            Progress::Complete(a) => {
+                assert_eq!(a.data, image);
+                assert_eq!(a.data.as_ptr(), image.as_ptr(), "the received buffer itself");
+            }
+            Progress::Partial(_) => panic!("one chunk holds the whole image"),
+        }
+    }
+
+    #[test]
     fn gap_is_rejected() {
         let image = vec![7u8; 100];
         let u = upload(&image);
         let id = u.capture_id().to_string();
-        let e = u.push(&id, 10, &image[..10], 64).unwrap_err();
+        let e = u.push(&id, 10, b(&image[..10]), 64).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("not contiguous"), "{e}");
     }
@@ -181,15 +204,15 @@ mod tests {
         let image = vec![7u8; 100];
         let u = upload(&image);
         let id = u.capture_id().to_string();
-        let u = partial(u.push(&id, 0, &image[..10], 64).unwrap());
-        let e = u.push(&id, 0, &image[..10], 64).unwrap_err();
+        let u = partial(u.push(&id, 0, b(&image[..10]), 64).unwrap());
+        let e = u.push(&id, 0, b(&image[..10]), 64).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
     }
 
     #[test]
     fn wrong_capture_id_is_rejected() {
         let image = vec![7u8; 100];
-        let e = upload(&image).push(&uuid::Uuid::now_v7().to_string(), 0, &image[..10], 64).unwrap_err();
+        let e = upload(&image).push(&uuid::Uuid::now_v7().to_string(), 0, b(&image[..10]), 64).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("capture_id"), "{e}");
     }
@@ -199,13 +222,13 @@ mod tests {
         let image = vec![1u8; 10];
         let u = upload(&image);
         let id = u.capture_id().to_string();
-        let e = u.push(&id, 0, &[1u8; 11], 64).unwrap_err();
+        let e = u.push(&id, 0, b(&[1u8; 11]), 64).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains("past the declared"), "{e}");
 
         let u = upload(&image);
         let id = u.capture_id().to_string();
-        let e = u.push(&id, 0, &image, 4).unwrap_err();
+        let e = u.push(&id, 0, b(&image), 4).unwrap_err();
         assert_eq!(e.kind, ErrorKind::ResourceExhausted);
     }
 
@@ -214,7 +237,7 @@ mod tests {
         let image = vec![1u8; 10];
         let u = Upload::new(meta(), ImageContentType::Png, 10, [0u8; 32]);
         let id = u.capture_id().to_string();
-        let e = u.push(&id, 0, &image, 64).unwrap_err();
+        let e = u.push(&id, 0, b(&image), 64).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert_eq!(e.message, format!("image sha256 mismatch for capture {id}"));
     }

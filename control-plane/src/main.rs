@@ -28,7 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// mimalloc rather than glibc's allocator: ingest allocates and frees an image-sized buffer per
-/// capture on many threads, which glibc serves with page faults and trims (see docs/DECISIONS.md).
+/// capture on many threads, which glibc serves with page faults and trims; built without its
+/// transparent-huge-page advice, under which each fresh page faulted in as a zeroed 2 MiB page
+/// (see docs/DECISIONS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

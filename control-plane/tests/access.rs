@@ -236,7 +236,7 @@ async fn store(app: &App, blobs_dir: &std::path::Path, m: CaptureMeta) -> Uuid {
     let blobs = BlobStore::open(&BlobConfig::Local { dir: blobs_dir.to_path_buf() }).await.unwrap();
     let sha256: [u8; 32] = sha2::Sha256::digest(&image).into();
     let image_key = domain::image_key(&m, ImageContentType::Jpeg, &sha256);
-    blobs.put(&image_key, image.clone(), "image/jpeg").await.unwrap();
+    blobs.put(&image_key, image.clone().into(), "image/jpeg").await.unwrap();
     let id = m.id;
     let capture = Capture {
         decision: domain::decide(&m, policy.as_ref()),

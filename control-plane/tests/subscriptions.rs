@@ -139,7 +139,8 @@ async fn ingest(session: &mut Session, site: &str) -> Uuid {
         image_sha256: sha2::Sha256::digest(&image).to_vec(),
         image_content_type: "image/jpeg".into(),
     });
-    let chunk = In::CaptureChunk(pb::CaptureChunk { capture_id: id.to_string(), offset: 0, data: image });
+    let chunk =
+        In::CaptureChunk(pb::CaptureChunk { capture_id: id.to_string(), offset: 0, data: image.into() });
     for body in [start, chunk] {
         session.0.send(pb::AgentMessage { body: Some(body) }).await.unwrap();
     }

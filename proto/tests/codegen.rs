@@ -10,6 +10,8 @@ fn generated_code_is_committed_and_current() {
         .build_client(true)
         .build_server(true)
         .build_transport(true)
+        // image chunks decode as `Bytes` slices of the received buffer: no copy per chunk
+        .bytes(".lanewatch.v1.CaptureChunk.data")
         .out_dir(&out)
         .emit_rerun_if_changed(false)
         .compile_fds(support::descriptor_set())

@@ -131,7 +131,7 @@ impl Session {
             self.send(agent_message::Body::CaptureChunk(CaptureChunk {
                 capture_id: id.clone(),
                 offset: (i * chunk) as u64,
-                data: data.to_vec(),
+                data: data.to_vec().into(),
             }))
             .await?;
         }

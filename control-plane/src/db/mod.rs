@@ -239,7 +239,8 @@ impl Db {
     /// [`Db::insert_capture`] for many captures in one transaction: one multi-row statement
     /// for the captures (`ON CONFLICT DO NOTHING RETURNING id` says which are new) and one for
     /// the violations of the new violation candidates. Answers per capture, in order; a capture
-    /// whose id came earlier in the batch is a duplicate. All or nothing.
+    /// whose id came earlier in the batch is a duplicate. All or nothing: a batch without
+    /// violation candidates is the one statement, in its own implicit transaction.
     pub async fn insert_captures(&self, batch: &[Capture]) -> Result<Vec<Inserted>, DbError> {
         match batch {
             [] => return Ok(Vec::new()),
@@ -251,17 +252,24 @@ impl Db {
             .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned())
             .into_query();
         insert.returning_col(captures::Column::Id);
-        let backend = self.conn.get_database_backend();
-        let txn = self.conn.begin().await?;
-        let mut new: std::collections::HashSet<String> = Default::default();
-        for row in txn.query_all(backend.build(&insert)).await? {
-            new.insert(row.try_get::<String>("", "id")?);
-        }
+        let statement = self.conn.get_database_backend().build(&insert);
         // the first of the batch with a new id is the one stored
-        let outcomes: Vec<Inserted> = batch
-            .iter()
-            .map(|c| if new.remove(&c.meta.id.to_string()) { Inserted::New } else { Inserted::Duplicate })
-            .collect();
+        let outcomes = |rows: Vec<sea_orm::QueryResult>| -> Result<Vec<Inserted>, DbError> {
+            let mut new: std::collections::HashSet<String> = Default::default();
+            for row in rows {
+                new.insert(row.try_get::<String>("", "id")?);
+            }
+            Ok(batch
+                .iter()
+                .map(|c| if new.remove(&c.meta.id.to_string()) { Inserted::New } else { Inserted::Duplicate })
+                .collect())
+        };
+        if batch.iter().all(|c| c.decision != Decision::ViolationCandidate) {
+            // one statement is atomic on its own: one round trip, no transaction around it
+            return outcomes(self.conn.query_all(statement).await?);
+        }
+        let txn = self.conn.begin().await?;
+        let outcomes = outcomes(txn.query_all(statement).await?)?;
         let violations: Vec<_> = batch
             .iter()
             .zip(&outcomes)
@@ -1121,18 +1129,18 @@ fn violation_row(c: &Capture) -> violations::ActiveModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    async fn temp_db() -> (tempfile::TempDir, Db) {
+    pub(crate) async fn temp_db() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/sub/lanewatch.db?mode=rwc", dir.path().display());
         let db = Db::connect(&url).await.unwrap();
         (dir, db)
     }
 
-    fn capture(id: Uuid, captured_at: DateTime<Utc>) -> Capture {
+    pub(crate) fn capture(id: Uuid, captured_at: DateTime<Utc>) -> Capture {
         let meta = CaptureMeta {
             id,
             site_id: "a1-km12".into(),
@@ -1199,6 +1207,16 @@ mod tests {
         let violations = db.violations_page(None, None, &Visibility::All, None, 10).await.unwrap();
         let ids: Vec<Uuid> = violations.iter().map(|v| v.capture_id).collect();
         assert_eq!(ids, [candidate.meta.id], "one review row, for the new candidate only");
+
+        // without violation candidates, the batch is one statement, with the same answers
+        let fresh = capture(Uuid::now_v7(), at(4));
+        let batch = vec![plain.clone(), fresh.clone(), fresh.clone()];
+        assert_eq!(
+            db.insert_captures(&batch).await.unwrap(),
+            [Inserted::Duplicate, Inserted::New, Inserted::Duplicate]
+        );
+        assert_eq!(db.capture(fresh.meta.id, &Visibility::All).await.unwrap().unwrap().meta, fresh.meta);
+        assert_eq!(db.violations_page(None, None, &Visibility::All, None, 10).await.unwrap().len(), 1);
     }
 
     /// Ingest's cached lane policy follows a change made through this process at once.

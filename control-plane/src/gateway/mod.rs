@@ -680,12 +680,7 @@ impl Gateway {
                             chunk.capture_id
                         )));
                     };
-                    match current.push(
-                        &chunk.capture_id,
-                        chunk.offset,
-                        &chunk.data,
-                        limits.max_chunk_bytes,
-                    )? {
+                    match current.push(&chunk.capture_id, chunk.offset, chunk.data, limits.max_chunk_bytes)? {
                         Progress::Partial(next) => upload = Some(next),
                         Progress::Complete(assembled) => {
                             let gateway = self.clone();

@@ -75,7 +75,7 @@ fn capture(id: Uuid, image: &[u8]) -> Vec<In> {
         msgs.push(In::CaptureChunk(pb::CaptureChunk {
             capture_id: id.to_string(),
             offset,
-            data: chunk.to_vec(),
+            data: chunk.to_vec().into(),
         }));
         offset += chunk.len() as u64;
     }
@@ -137,7 +137,7 @@ async fn protocol_errors_end_only_that_session() {
     let (tx, mut inbound) = connect(&h, hello("agent-bad")).await.unwrap();
     let mut msgs = capture(Uuid::now_v7(), &[1u8; 100]);
     if let In::CaptureChunk(c) = &mut msgs[1] {
-        c.data = vec![2u8; 100]; // wrong bytes: digest mismatch
+        c.data = vec![2u8; 100].into(); // wrong bytes: digest mismatch
     }
     send_all(&tx, msgs).await;
     let err = inbound.message().await.unwrap_err();
@@ -212,7 +212,7 @@ async fn oversized_message_and_chunk_are_resource_exhausted() {
     msgs.push(In::CaptureChunk(pb::CaptureChunk {
         capture_id: id.to_string(),
         offset: 0,
-        data: vec![0u8; 2 << 20],
+        data: vec![0u8; 2 << 20].into(),
     }));
     send_all(&tx, msgs).await;
     let err = inbound.message().await.unwrap_err();
@@ -224,7 +224,7 @@ async fn oversized_message_and_chunk_are_resource_exhausted() {
     msgs.push(In::CaptureChunk(pb::CaptureChunk {
         capture_id: id.to_string(),
         offset: 0,
-        data: vec![1u8; 2000],
+        data: vec![1u8; 2000].into(),
     }));
     send_all(&tx, msgs).await;
     let err = inbound.message().await.unwrap_err();

@@ -106,6 +106,7 @@ pub fn deletion_receipt(r: &DeletionReceipt) -> pb::DeletionReceipt {
 
 /// Splits an image into chunks of at most `max_chunk_bytes`, with contiguous offsets from 0.
 /// An empty image yields one empty chunk so the receiver still sees the end of the upload.
+/// Chunks are slices of the image's buffer, not copies.
 pub fn chunks(capture_id: &str, image: &bytes::Bytes, max_chunk_bytes: usize) -> Vec<pb::CaptureChunk> {
     let size = max_chunk_bytes.max(1);
     if image.is_empty() {
@@ -120,7 +121,7 @@ pub fn chunks(capture_id: &str, image: &bytes::Bytes, max_chunk_bytes: usize) ->
         .map(|offset| pb::CaptureChunk {
             capture_id: capture_id.to_owned(),
             offset: offset as u64,
-            data: image[offset..(offset + size).min(image.len())].to_vec(),
+            data: image.slice(offset..(offset + size).min(image.len())),
         })
         .collect()
 }

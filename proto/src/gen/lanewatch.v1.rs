@@ -339,8 +339,8 @@ pub struct CaptureChunk {
     pub capture_id: ::prost::alloc::string::String,
     #[prost(uint64, tag = "2")]
     pub offset: u64,
-    #[prost(bytes = "vec", tag = "3")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// Acknowledges a capture: sent only once the image and its metadata are durably stored.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -66,7 +66,7 @@ async fn malformed_and_oversized_messages_end_only_their_own_session() -> Result
     big.send(agent_message::Body::CaptureChunk(v1::CaptureChunk {
         capture_id: uuid::Uuid::now_v7().to_string(),
         offset: 0,
-        data: vec![7; 2 << 20],
+        data: vec![7; 2 << 20].into(),
     }))
     .await?;
     let status = big.ended_with().await?;
@@ -78,7 +78,7 @@ async fn malformed_and_oversized_messages_end_only_their_own_session() -> Result
         .send(agent_message::Body::CaptureChunk(v1::CaptureChunk {
             capture_id: uuid::Uuid::now_v7().to_string(),
             offset: 0,
-            data: vec![1; 10],
+            data: vec![1; 10].into(),
         }))
         .await?;
     assert_eq!(stray.ended_with().await?.code(), Code::InvalidArgument);
@@ -96,7 +96,7 @@ async fn malformed_and_oversized_messages_end_only_their_own_session() -> Result
     liar.send(agent_message::Body::CaptureChunk(v1::CaptureChunk {
         capture_id: meta.capture_id,
         offset: 0,
-        data: vec![1, 2, 3, 4],
+        data: vec![1, 2, 3, 4].into(),
     }))
     .await?;
     let status = liar.ended_with().await?;
