@@ -230,7 +230,8 @@ impl S3Store {
     }
 
     /// Puts `bytes`; with `sha256`, the signature covers that digest (SigV4's payload hash), so
-    /// the SDK does not hash the body: S3 still checks it against the bytes it receives.
+    /// the SDK does not hash the body. AWS S3 checks it against the bytes it receives; SeaweedFS
+    /// does not, so the digest must be one the caller verified.
     pub async fn put(
         &self,
         key: &str,

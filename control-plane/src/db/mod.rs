@@ -236,16 +236,14 @@ impl Db {
         Ok(())
     }
 
-    /// [`Db::insert_capture`] for many captures in one transaction: one multi-row statement
+    /// Inserts many captures in one transaction: one multi-row statement
     /// for the captures (`ON CONFLICT DO NOTHING RETURNING id` says which are new) and one for
     /// the violations of the new violation candidates. Answers per capture, in order; a capture
     /// whose id came earlier in the batch is a duplicate. All or nothing: a batch without
     /// violation candidates is the one statement, in its own implicit transaction.
     pub async fn insert_captures(&self, batch: &[Capture]) -> Result<Vec<Inserted>, DbError> {
-        match batch {
-            [] => return Ok(Vec::new()),
-            [one] => return Ok(vec![self.insert_capture(one).await?]),
-            _ => {}
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
         self.register_cameras(batch).await?;
         let mut insert = captures::Entity::insert_many(batch.iter().map(capture_row))
@@ -288,33 +286,9 @@ impl Db {
 
     /// Inserts the capture unless its id exists already (`ON CONFLICT (id) DO NOTHING`); a new
     /// capture also records its camera and, when the policy flagged it, a pending violation, in
-    /// the same transaction.
+    /// the same transaction ([`Db::insert_captures`] of one).
     pub async fn insert_capture(&self, c: &Capture) -> Result<Inserted, DbError> {
-        self.register_cameras(std::slice::from_ref(c)).await?;
-        let row = capture_row(c);
-        let insert = captures::Entity::insert(row)
-            .on_conflict(OnConflict::column(captures::Column::Id).do_nothing().to_owned());
-        if c.decision != Decision::ViolationCandidate {
-            // one statement, one round trip: the row is the whole of what must be durable
-            let affected = insert.exec_without_returning(&self.conn).await?;
-            return Ok(if affected == 0 { Inserted::Duplicate } else { Inserted::New });
-        }
-        // a violation candidate and its review row commit together
-        let txn = self.conn.begin().await?;
-        let affected = insert.exec_without_returning(&txn).await?;
-        if affected == 0 {
-            txn.rollback().await?;
-            return Ok(Inserted::Duplicate);
-        }
-        {
-            let violation = violation_row(c);
-            violations::Entity::insert(violation)
-                .on_conflict(OnConflict::column(violations::Column::CaptureId).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(Inserted::New)
+        Ok(self.insert_captures(std::slice::from_ref(c)).await?[0]) // one answer per capture
     }
 
     /// A capture, when the caller may see it.
