@@ -5,5 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --workspace --bins
+# The very build scripts/test.sh makes (binaries and tests, one feature set): the demo runs the
+# binaries the tests ran, and after the test command nothing is rebuilt. `--bins` alone would
+# resolve other features (dev-dependencies turn some on) and rebuild most of the graph.
+cargo build --workspace --bins --tests
 exec target/debug/lanewatch demo "$@"

@@ -252,6 +252,10 @@ pub struct SimulatorConfig {
     pub ground_truth_path: Option<PathBuf>,
     /// Face photos (`astronaut.png`, `lfw_subset.npy`) for simulated cabins; absent: no people.
     pub face_photos_path: Option<PathBuf>,
+    /// In a lane with a `[[vision.policy]]`, the share of vehicles carrying fewer occupants
+    /// than the policy's minimum (the rest meet it: drivers pick the HOV lane by occupancy).
+    /// Other lanes keep the general occupancy mix.
+    pub hov_violation_share: f64,
 }
 
 impl Default for SimulatorConfig {
@@ -264,6 +268,7 @@ impl Default for SimulatorConfig {
             class_mix: ClassMix::default(),
             ground_truth_path: None,
             face_photos_path: None,
+            hov_violation_share: 0.15,
         }
     }
 }
@@ -642,6 +647,7 @@ pub fn validate(c: &AgentConfig, host: &dyn HostChecks) -> Vec<(String, String)>
     range_check(&mut out, "simulator.flow_veh_h_per_lane", sim.flow_veh_h_per_lane, 1, 3000);
     range_check(&mut out, "simulator.speed_kmh_mean", sim.speed_kmh_mean, 10.0, 200.0);
     range_check(&mut out, "simulator.speed_kmh_stddev", sim.speed_kmh_stddev, 0.0, 50.0);
+    range_check(&mut out, "simulator.hov_violation_share", sim.hov_violation_share, 0.0, 1.0);
     let m = &sim.class_mix;
     let shares =
         [("motorcycle", m.motorcycle), ("car", m.car), ("van", m.van), ("truck", m.truck), ("bus", m.bus)];

@@ -29,7 +29,7 @@ use crate::db::Db;
 use crate::domain::{ComponentState, ComponentStatus};
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
-use crate::gateway::{AGENT_REQUEST_TIMEOUT, Gateway};
+use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions};
 
 /// The one NOTIFY channel all replicas listen on.
 pub const CHANNEL: &str = "lanewatch_cluster";
@@ -117,9 +117,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Listens on the cluster channel, attaches itself to `gateway` and forwards its events;
-    /// both tasks end when `shutdown` turns true.
-    pub async fn start(db: &Db, gateway: &Gateway, shutdown: watch::Receiver<bool>) -> Result<Self, Error> {
+    /// Listens on the cluster channel and forwards the events of this replica's `sessions`;
+    /// both tasks end when `shutdown` turns true. The caller attaches the returned cluster to
+    /// its gateway (`Gateway::attach_cluster`), which routes requests through it.
+    pub async fn start(
+        db: &Db,
+        sessions: Arc<dyn AgentSessions>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, Error> {
         let pool = db
             .postgres_pool()
             .ok_or_else(|| Error::invalid("replicas must share a postgresql database"))?
@@ -140,9 +145,8 @@ impl Cluster {
             }),
         };
         tracing::info!(replica_id = %cluster.inner.replica_id, channel = CHANNEL, "joined the cluster");
-        gateway.attach_cluster(cluster.clone());
-        tokio::spawn(cluster.clone().forward(gateway.events().subscribe(), shutdown.clone()));
-        tokio::spawn(cluster.clone().listen(listener, gateway.clone(), shutdown));
+        tokio::spawn(cluster.clone().forward(sessions.events().subscribe(), shutdown.clone()));
+        tokio::spawn(cluster.clone().listen(listener, sessions, shutdown));
         Ok(cluster)
     }
 
@@ -238,7 +242,12 @@ impl Cluster {
         }
     }
 
-    async fn listen(self, mut listener: PgListener, gateway: Gateway, mut shutdown: watch::Receiver<bool>) {
+    async fn listen(
+        self,
+        mut listener: PgListener,
+        sessions: Arc<dyn AgentSessions>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             let received = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
@@ -254,34 +263,34 @@ impl Cluster {
                 }
             };
             match serde_json::from_str::<Message>(notification.payload()) {
-                Ok(message) => self.handle(message, &gateway),
+                Ok(message) => self.handle(message, &sessions),
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed cluster message"),
             }
         }
     }
 
-    fn handle(&self, message: Message, gateway: &Gateway) {
+    fn handle(&self, message: Message, sessions: &Arc<dyn AgentSessions>) {
         let me = &self.inner.replica_id;
         match message {
             Message::Event { from, event } if &from != me => {
                 match &event {
                     EventKind::AgentRevoked { agent_id, reason } => {
-                        gateway.end_revoked_session(agent_id, reason);
+                        sessions.end_revoked_session(agent_id, reason);
                     }
-                    EventKind::SiteConfigChanged { site_id, .. } => gateway.offer_site_config(site_id),
+                    EventKind::SiteConfigChanged { site_id, .. } => sessions.offer_site_config(site_id),
                     _ => {}
                 }
-                gateway.events().publish_remote(event);
+                sessions.events().publish_remote(event);
             }
             Message::Event { .. } => {}
             Message::IntrospectionRequest { from, request_id, agent_id } => {
-                if &from == me || !gateway.is_online(&agent_id) {
+                if &from == me || !sessions.is_online(&agent_id) {
                     return;
                 }
                 let cluster = self.clone();
-                let gateway = gateway.clone();
+                let sessions = Arc::clone(sessions);
                 tokio::spawn(async move {
-                    let result = match gateway.local_introspection(&agent_id).await {
+                    let result = match sessions.local_introspection(&agent_id).await {
                         Ok(components) => {
                             Ok(components.into_iter().map(WireComponent::from_domain).collect())
                         }

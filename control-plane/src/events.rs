@@ -63,4 +63,10 @@ impl Events {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
+
+    /// How many receivers listen now (subscriptions, the cluster forwarder): what a caller waits
+    /// on to know that a subscription it opened has registered.
+    pub fn receiver_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
 }

@@ -16,3 +16,4 @@ pub mod ingest;
 pub mod links;
 pub mod metrics;
 pub mod rollout;
+pub mod sessions;

@@ -8,6 +8,7 @@ mod bench;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -249,10 +250,11 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         ),
     }
     if config.cluster.enabled {
-        let cluster = Cluster::start(&db, &gateway, shutdown_rx.clone())
+        let cluster = Cluster::start(&db, Arc::new(gateway.clone()), shutdown_rx.clone())
             .await
             .map_err(|e| anyhow::anyhow!(e.message))
             .context("cannot join the cluster")?;
+        gateway.attach_cluster(cluster.clone());
         tracing::info!(
             replica_id = cluster.replica_id(),
             "routing through other replicas over postgresql notify"

@@ -25,7 +25,7 @@ use crate::db::{Db, NewSiteConfig};
 use crate::domain::{AgentConfigState, RolloutState, SiteConfigVersion};
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
-use crate::gateway::{AGENT_REQUEST_TIMEOUT, Gateway};
+use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions};
 
 /// How long a mutation waits for the online agents of its site to leave `pending`.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(AGENT_REQUEST_TIMEOUT.as_secs() + 3);
@@ -61,7 +61,7 @@ pub fn validate(site_id: &str, text: &str) -> Result<AgentConfig, Error> {
 /// agents; returns once every online agent of the site answered (or [`SETTLE_TIMEOUT`]).
 pub async fn publish(
     db: &Db,
-    gateway: &Gateway,
+    sessions: &dyn AgentSessions,
     new: &NewSiteConfig<'_>,
     text: &str,
 ) -> Result<SiteConfigVersion, Error> {
@@ -76,23 +76,23 @@ pub async fn publish(
         by = new.created_by,
         "site config stored"
     );
-    gateway.offer_site_config(new.site_id);
-    gateway
+    sessions.offer_site_config(new.site_id);
+    sessions
         .events()
         .publish(EventKind::SiteConfigChanged { site_id: stored.site_id.clone(), version: stored.version });
-    settle(db, gateway, &stored).await;
+    settle(db, sessions, &stored).await;
     Ok(stored)
 }
 
 /// Waits (bounded) until no online agent of the site is `pending` for `config`.
-async fn settle(db: &Db, gateway: &Gateway, config: &SiteConfigVersion) {
+async fn settle(db: &Db, sessions: &dyn AgentSessions, config: &SiteConfigVersion) {
     let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
     loop {
         let settled = async {
             let states = db.config_states(&config.site_id, config.version).await.ok()?;
             let agents = db.agents().await.ok()?;
             let waiting = agents.iter().filter(|a| a.site_id == config.site_id).any(|a| {
-                gateway.counts_as_online(a)
+                sessions.counts_as_online(a)
                     && states.iter().any(|s| s.agent_id == a.id && s.state == RolloutState::Pending)
             });
             Some(!waiting)
@@ -108,14 +108,14 @@ async fn settle(db: &Db, gateway: &Gateway, config: &SiteConfigVersion) {
 /// Brings one connected agent (its session on this replica) to its site's newest config:
 /// records `applied` for the version its Hello reports, then pushes the newest version if the
 /// agent runs an older one and has not staged, applied or rejected it. Errors are logged.
-pub async fn reconcile(gateway: &Gateway, db: &Db, agent_id: &str, site_id: &str, reported: u64) {
-    if let Err(e) = try_reconcile(gateway, db, agent_id, site_id, reported).await {
+pub async fn reconcile(sessions: &dyn AgentSessions, db: &Db, agent_id: &str, site_id: &str, reported: u64) {
+    if let Err(e) = try_reconcile(sessions, db, agent_id, site_id, reported).await {
         tracing::warn!(agent_id, site_id, error = %e.message, "config rollout for the agent failed");
     }
 }
 
 async fn try_reconcile(
-    gateway: &Gateway,
+    sessions: &dyn AgentSessions,
     db: &Db,
     agent_id: &str,
     site_id: &str,
@@ -153,10 +153,10 @@ async fn try_reconcile(
             .await
             .map_err(storage)?;
     }
-    let Some(_pushing) = gateway.begin_push(agent_id, newest.version) else { return Ok(()) };
+    let Some(_pushing) = sessions.begin_push(agent_id, newest.version) else { return Ok(()) };
     tracing::info!(agent_id, site_id, version = newest.version, reported, "pushing site config");
     // the gateway records the agent's ConfigAck; an agent that does not answer stays pending
-    match gateway.push_config(agent_id, newest.version, newest.toml.clone()).await {
+    match sessions.push_config(agent_id, newest.version, newest.toml.clone()).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind == ErrorKind::InvalidArgument => Ok(()), // rejected, recorded with the reason
         Err(e) => Err(e),

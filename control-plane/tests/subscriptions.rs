@@ -30,6 +30,7 @@ struct Servers {
     db: Db,
     grpc: std::net::SocketAddr,
     http: std::net::SocketAddr,
+    events: lanewatch_control_plane::events::Events,
     _shutdown: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -51,6 +52,7 @@ async fn servers() -> Servers {
     let http = http_listener.local_addr().unwrap();
     let config = ImageLinksConfig { ttl_secs: 300, signing_key: None };
     let links = ImageLinks::new(format!("http://{http}"), &config, blobs.clone());
+    let events = gateway.events().clone();
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
     let router = http::router(AppState {
@@ -62,13 +64,31 @@ async fn servers() -> Servers {
         links,
     });
     tokio::spawn(axum::serve(http_listener, router).into_future());
-    Servers { db, grpc, http, _shutdown: shutdown, _dir: dir }
+    Servers { db, grpc, http, events, _shutdown: shutdown, _dir: dir }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens `/graphql/ws`, authenticates in `connection_init` and starts one subscription.
+/// Opens `/graphql/ws`, authenticates in `connection_init` and starts one subscription, which is
+/// listening when this returns.
 async fn subscribe(s: &Servers, key: &str, query: &str) -> Ws {
+    let listening = s.events.receiver_count();
+    let ws = start_subscription(s, key, query).await;
+    // the protocol does not acknowledge a subscribe: wait until the subscription's resolver has
+    // subscribed to the event channel, so no event published after this returns is missed
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.events.receiver_count() <= listening {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription did not register within 10s");
+    ws
+}
+
+/// Like [`subscribe`], without waiting for the subscription to listen (one that is refused never
+/// does).
+async fn start_subscription(s: &Servers, key: &str, query: &str) -> Ws {
     let mut request = format!("ws://{}/graphql/ws", s.http).into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
@@ -77,8 +97,6 @@ async fn subscribe(s: &Servers, key: &str, query: &str) -> Ws {
     assert_eq!(next_json(&mut ws).await["type"], "connection_ack");
     let sub = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
     ws.send(Message::Text(sub.to_string().into())).await.unwrap();
-    // the protocol does not acknowledge a subscribe: give the server a moment to register it
-    tokio::time::sleep(Duration::from_millis(300)).await;
     ws
 }
 
@@ -216,7 +234,7 @@ async fn agent_status_changes_reach_operators_only() {
 
     let a = Agency { id: "ag".into(), name: "ag".into(), jurisdiction: "j".into() };
     s.db.insert_agency(&a, chrono::Utc::now()).await.unwrap();
-    let mut agency = subscribe(&s, &key(&s.db, Role::Agency, Some("ag")).await, query).await;
+    let mut agency = start_subscription(&s, &key(&s.db, Role::Agency, Some("ag")).await, query).await;
     let refused = next_json(&mut agency).await;
     assert!(refused.to_string().contains("PERMISSION_DENIED"), "{refused}");
 

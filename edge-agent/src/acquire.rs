@@ -20,14 +20,13 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
 use crate::domain::{
     AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, ValueClass, VehicleClass,
 };
-use crate::pipeline::Outlet;
 use crate::sources::OpenCamera;
+use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 /// How long to wait for a frame at or after the trigger time before taking the nearest one.
@@ -174,7 +173,7 @@ pub struct AcquireComponent {
     pub stall_after: Duration,
     /// Stalls since the agent started (kept across restarts).
     pub stalls: Arc<AtomicU64>,
-    pub input: Arc<Mutex<mpsc::Receiver<AcquireRequest>>>,
+    pub input: Inlet<AcquireRequest>,
     pub output: Outlet<Capture>,
 }
 
@@ -306,6 +305,7 @@ fn build_capture(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::{Mutex, mpsc};
 
     fn frame(t: DateTime<Utc>, tag: u8) -> Frame {
         Frame {

@@ -98,17 +98,186 @@ pub fn replay_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     const EXAMPLE: &str = include_str!("../agent.example.toml");
 
     #[test]
     fn example_parses_and_validates() {
-        let config = parse_and_validate(EXAMPLE, None).expect("example config is valid");
+        // the example's model file lives on a device, not here: its file checks are the device's
+        let config = lanewatch_agent_config::parse_and_validate(EXAMPLE, &RemoteHost)
+            .expect("example config is valid");
         assert_eq!(config.agent_id, "agent-a");
         assert_eq!(config.cameras.len(), 1);
         assert_eq!(config.simulator.flow_veh_h_per_lane, 900);
         assert_eq!(config.buffer, BufferConfig::default(), "example shows the buffer defaults");
+        assert_eq!(config.simulator, SimulatorConfig::default(), "example shows the simulator defaults");
+        let vision = config.vision.expect("the example documents [vision]");
+        assert_eq!(vision.anonymize, AnonymizeConfig::default(), "example shows the anonymize defaults");
+    }
+
+    /// One step of a path into the example's TOML tree.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// The example with `change` applied to the table at `path`, deserialized (serde only, no
+    /// validation): serde's error, if any.
+    fn deserialize_with(
+        root: &toml::Table,
+        path: &[Step],
+        change: impl FnOnce(&mut toml::Table),
+    ) -> Option<String> {
+        let mut doc = root.clone();
+        let mut table = &mut doc;
+        for (i, step) in path.iter().enumerate() {
+            let value = match step {
+                Step::Key(k) => table.get_mut(k).unwrap(),
+                Step::Index(_) => continue,
+            };
+            table = match (value, path.get(i + 1)) {
+                (toml::Value::Array(items), Some(Step::Index(n))) => items[*n].as_table_mut().unwrap(),
+                (value, _) => value.as_table_mut().unwrap(),
+            };
+        }
+        change(table);
+        let text = toml::to_string(&doc).unwrap();
+        toml::from_str::<AgentConfig>(&text).err().map(|e| e.message().to_owned())
+    }
+
+    /// The names serde lists after "expected" in an unknown-field or unknown-variant error.
+    fn expected_names(message: &str) -> Vec<String> {
+        let Some((_, list)) = message.split_once("expected") else { return vec![] };
+        list.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+    }
+
+    fn word_at(text: &str, at: usize, len: usize) -> bool {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        !text[..at].chars().next_back().is_some_and(ident)
+            && !text[at + len..].chars().next().is_some_and(ident)
+    }
+
+    /// `name` stands in `text` as a key (`name =`, commented out or not) or a table header.
+    fn mentions_key(text: &str, name: &str) -> bool {
+        text.match_indices(name).any(|(at, _)| {
+            word_at(text, at, name.len())
+                && text[at + name.len()..].trim_start_matches(' ').starts_with(['=', ']', '.'])
+        })
+    }
+
+    fn mentions_word(text: &str, word: &str) -> bool {
+        text.match_indices(word).any(|(at, _)| word_at(text, at, word.len()))
+    }
+
+    /// The settings the schema has that `text` (an example config) does not mention.
+    fn unmentioned_settings(text: &str) -> BTreeSet<String> {
+        let root: toml::Table = toml::from_str(text).unwrap();
+        let mut missing = BTreeSet::new();
+        probe(text, &root, vec![], &root, &mut missing);
+        missing
+    }
+
+    /// Probes every table below `path`: a probe key makes `deny_unknown_fields` list the
+    /// struct's fields, a probe value in a string setting makes an enum list its variants, and
+    /// each variant of an internally tagged enum (`kind`) is probed for its own fields.
+    fn probe(
+        text: &str,
+        root: &toml::Table,
+        path: Vec<Step>,
+        table: &toml::Table,
+        missing: &mut BTreeSet<String>,
+    ) {
+        let at = |name: &str| {
+            let mut p: Vec<String> = path
+                .iter()
+                .map(|s| match s {
+                    Step::Key(k) => k.clone(),
+                    Step::Index(i) => format!("[{i}]"),
+                })
+                .collect();
+            p.push(name.to_owned());
+            p.join(".").replace(".[", "[")
+        };
+        let fields = deserialize_with(root, &path, |t| {
+            t.insert("__probe".into(), toml::Value::Integer(1));
+        })
+        .unwrap_or_default();
+        assert!(fields.contains("unknown field `__probe`"), "{}: probe not refused: {fields}", at(""));
+        for field in expected_names(&fields) {
+            if !mentions_key(text, &field) {
+                missing.insert(at(&field));
+            }
+        }
+        for (key, value) in table {
+            let mut below = path.clone();
+            below.push(Step::Key(key.clone()));
+            match value {
+                toml::Value::Table(t) => probe(text, root, below, t, missing),
+                toml::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let toml::Value::Table(t) = item {
+                            let mut below = below.clone();
+                            below.push(Step::Index(i));
+                            probe(text, root, below, t, missing);
+                        }
+                    }
+                }
+                toml::Value::String(_) => {
+                    let probe_value = |t: &mut toml::Table| {
+                        t.insert(key.clone(), toml::Value::String("__probe".into()));
+                    };
+                    let Some(err) = deserialize_with(root, &path, probe_value) else { continue };
+                    if !err.contains("unknown variant `__probe`") {
+                        continue;
+                    }
+                    for variant in expected_names(&err) {
+                        if !mentions_word(text, &variant) {
+                            missing.insert(format!("{} = {variant:?}", at(key)));
+                        }
+                        if key != "kind" {
+                            continue;
+                        }
+                        let only_variant = |t: &mut toml::Table| {
+                            t.clear();
+                            t.insert("kind".into(), toml::Value::String(variant.clone()));
+                            t.insert("__probe".into(), toml::Value::Integer(1));
+                        };
+                        let err = deserialize_with(root, &path, only_variant).unwrap_or_default();
+                        for field in expected_names(&err) {
+                            if !mentions_key(text, &field) {
+                                missing.insert(format!("{} ({variant})", at(&field)));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn example_mentions_every_setting() {
+        let missing = unmentioned_settings(EXAMPLE);
+        assert!(missing.is_empty(), "agent.example.toml does not mention these settings: {missing:?}");
+    }
+
+    #[test]
+    fn a_setting_the_example_lacks_is_found() {
+        let without = |needle: &str| -> String {
+            EXAMPLE.lines().filter(|l| !l.contains(needle)).map(|l| format!("{l}\n")).collect()
+        };
+        let missing = unmentioned_settings(&without("ring_frames"));
+        assert_eq!(missing, BTreeSet::from(["cameras[0].ring_frames".to_owned()]));
+        let missing = unmentioned_settings(&without("\"gige\""));
+        assert_eq!(missing, BTreeSet::from(["cameras[0].source.kind = \"gige\"".to_owned()]));
+        let missing = unmentioned_settings(&without("pixel_format"));
+        assert_eq!(missing, BTreeSet::from(["cameras[0].source.pixel_format (gige)".to_owned()]));
+        let missing = unmentioned_settings(&without("\"pixelate\""));
+        assert_eq!(missing, BTreeSet::from(["vision.anonymize.method = \"pixelate\"".to_owned()]));
     }
 
     const MINIMAL: &str = "version = 1\nagent_id = \"a\"\nsite_id = \"s\"\n\n[simulator]\nflow_veh_h_per_lane = 900\n\n[[cameras]]\nid = \"front\"\nlanes = [0, 1]\n";
@@ -139,7 +308,7 @@ mod tests {
             (
                 "flow_veh_h_per_lane = 900",
                 "flow_veh_h_per_lane = 900\nbogus = 1",
-                "simulator.bogus (line 7): unknown field `bogus`, expected one of `seed`, `flow_veh_h_per_lane`, `speed_kmh_mean`, `speed_kmh_stddev`, `class_mix`, `ground_truth_path`, `face_photos_path`",
+                "simulator.bogus (line 7): unknown field `bogus`, expected one of `seed`, `flow_veh_h_per_lane`, `speed_kmh_mean`, `speed_kmh_stddev`, `class_mix`, `ground_truth_path`, `face_photos_path`, `hov_violation_share`",
             ),
             (
                 "flow_veh_h_per_lane = 900",

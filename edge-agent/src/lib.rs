@@ -2,12 +2,11 @@
 //! buffers the captures durably and uploads them to the control plane.
 //!
 //! Pipeline: sense → detect → trigger → acquire (per camera) → buffer → uplink, every stage a
-//! supervised component connected by bounded channels. See `pipeline` for the wiring.
+//! supervised component connected by bounded channels (`stage`: the plumbing every stage shares).
+//! See `pipeline` for the wiring.
 
 pub mod acquire;
 pub mod bench;
-pub mod bench_sensing;
-pub mod bench_vision;
 pub mod buffer;
 pub mod camera;
 pub mod config;
@@ -17,6 +16,7 @@ pub mod lidar;
 pub mod pipeline;
 pub mod sim;
 pub mod sources;
+pub mod stage;
 pub mod supervisor;
 pub mod trigger;
 pub mod uplink;

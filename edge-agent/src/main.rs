@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use lanewatch_edge_agent::bench;
 use lanewatch_edge_agent::buffer::Buffer;
 use lanewatch_edge_agent::config::{self, AgentConfig};
 use lanewatch_edge_agent::lidar::recording;
@@ -15,7 +16,6 @@ use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
 use lanewatch_edge_agent::supervisor::{ComponentStatus, Escalation, Registry, Supervisor, SupervisorHandle};
 use lanewatch_edge_agent::uplink::{UplinkComponent, write_atomically};
-use lanewatch_edge_agent::{bench, bench_sensing};
 use tokio::sync::{mpsc, watch};
 
 const EXIT_CONFIG: u8 = 2;
@@ -579,6 +579,7 @@ impl Generation {
             supervisor: supervisor_handle.clone(),
             reload: Some(reload.clone()),
             apply_failure,
+            acked: Default::default(),
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();
@@ -669,7 +670,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             min_confidence,
             model,
         } => {
-            let options = lanewatch_edge_agent::bench_vision::VisionBenchOptions {
+            let options = bench::vision::VisionBenchOptions {
                 vehicles,
                 seed,
                 face_set: if tuning {
@@ -685,7 +686,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 skip_deface,
             };
             let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-            let report = lanewatch_edge_agent::bench_vision::run(&options, ort.as_deref())?;
+            let report = bench::vision::run(&options, ort.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -695,13 +696,12 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::FaceScan { tools_dir, threshold, paths } => {
             let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-            let scan =
-                lanewatch_edge_agent::bench_vision::face_scan(&paths, &tools_dir, threshold, ort.as_deref())?;
+            let scan = bench::vision::face_scan(&paths, &tools_dir, threshold, ort.as_deref())?;
             println!("{}", serde_json::to_string(&scan)?);
             Ok(())
         }
         BenchCommand::Sensing { json, seconds, seed } => {
-            let report = bench_sensing::run(&bench_sensing::SensingOptions { seconds, seed });
+            let report = bench::sensing::run(&bench::sensing::SensingOptions { seconds, seed });
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -1,9 +1,9 @@
 //! Pipeline wiring: builds the sources, bounded channels and components from the config.
 //!
 //! sense → detect → trigger → acquire-<camera> → buffer → uplink. Each arrow is a bounded
-//! mpsc channel whose receiver lives outside the actor (so a restart keeps queued items) and
-//! whose sender is an [`Outlet`] that a stage closes when its input ended, so shutdown drains
-//! downstream in order.
+//! mpsc channel ([`crate::stage`]) whose receiver lives outside the actor (so a restart keeps
+//! queued items) and whose sender is an [`Outlet`] that a stage closes when its input ended, so
+//! shutdown drains downstream in order.
 //!
 //! With `[vision]`, acquire → vision → buffer: the vision stage anonymizes, checks and counts
 //! every capture before the buffer sees it (`vision/`); without it captures carry occupancy
@@ -25,48 +25,9 @@ use crate::lidar::recording::ReplayScanSource;
 use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
 use crate::sources::ScanSource;
+use crate::stage::{CHANNEL_CAPACITY, Inlet, Outlet, channel};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 use crate::trigger::{CameraRoute, TriggerComponent};
-
-const CHANNEL_CAPACITY: usize = 256;
-
-/// The sending side of a stage's output; shared by restarts and closed once when input ends.
-pub struct Outlet<T>(Arc<std::sync::Mutex<Option<mpsc::Sender<T>>>>);
-
-impl<T> Clone for Outlet<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<T> Outlet<T> {
-    pub fn new(tx: mpsc::Sender<T>) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Some(tx))))
-    }
-
-    /// An outlet that is already closed (tests).
-    pub fn closed() -> Self {
-        Self(Arc::new(std::sync::Mutex::new(None)))
-    }
-
-    pub async fn send(&self, item: T) -> anyhow::Result<()> {
-        let tx = self.0.lock().unwrap().clone();
-        match tx {
-            Some(tx) => tx.send(item).await.map_err(|_| anyhow::anyhow!("downstream stage is gone")),
-            None => anyhow::bail!("output already closed"),
-        }
-    }
-
-    /// Drops the sender: downstream sees the end of input once queued items are consumed.
-    pub fn close(&self) {
-        self.0.lock().unwrap().take();
-    }
-}
-
-fn channel<T>() -> (Outlet<T>, Arc<Mutex<mpsc::Receiver<T>>>) {
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    (Outlet::new(tx), Arc::new(Mutex::new(rx)))
-}
 
 /// Everything main needs after building.
 pub struct Pipeline {
@@ -125,6 +86,11 @@ pub fn build_on(
     if let Some(path) = &config.simulator.ground_truth_path {
         world.write_ground_truth_to(&crate::config::resolve(config_dir, path))?;
     }
+    if let Some(vision) = &config.vision {
+        let hov: Vec<(u32, u32)> =
+            vision.policy.iter().flat_map(|p| p.lanes.iter().map(|&lane| (lane, p.min_occupants))).collect();
+        world.set_hov_lanes(&hov, config.simulator.hov_violation_share);
+    }
     let world = SharedWorld::new(world);
     let geometry = ScanGeometry {
         mounting_height_m: config.lidar.mounting_height_m,
@@ -151,7 +117,7 @@ pub fn build_on(
     let (det_out, det_in) = channel();
     // every acquire stage gets its own outlet on the one capture channel
     let (cap_tx, cap_rx) = mpsc::channel::<Capture>(CHANNEL_CAPACITY);
-    let cap_in = Arc::new(Mutex::new(cap_rx));
+    let cap_in: Inlet<Capture> = Arc::new(Mutex::new(cap_rx));
 
     let mut components: Vec<Arc<dyn Component>> = vec![Arc::new(SenseComponent {
         name: "sense",
@@ -351,7 +317,7 @@ const GROUP_COMMIT_MAX: usize = 32;
 /// retried after the restart.
 pub struct BufferWriterComponent {
     pub buffer: Buffer,
-    pub input: Arc<Mutex<mpsc::Receiver<Capture>>>,
+    pub input: Inlet<Capture>,
     pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
     pub sweep_every: std::time::Duration,
     pub accepted_log: Option<AcceptedLog>,

@@ -8,12 +8,9 @@
 //! `trigger_delay_ms`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use tokio::sync::{Mutex, mpsc};
 
 use crate::domain::{AcquireRequest, Detection};
-use crate::pipeline::Outlet;
+use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 /// One camera as the trigger sees it.
@@ -86,7 +83,7 @@ pub fn route_with_speed(
 
 pub struct TriggerComponent {
     /// Detections, each Entry with the vehicle's measured speed (km/h) when known.
-    pub input: Arc<Mutex<mpsc::Receiver<crate::detect::Sensed>>>,
+    pub input: Inlet<crate::detect::Sensed>,
     pub routes: Vec<CameraRoute>,
 }
 

@@ -679,6 +679,32 @@ impl Agent {
     }
 }
 
+/// What `scripts/setup.sh` installs for vision: ONNX Runtime, the face models, the face photos.
+pub fn tools() -> PathBuf {
+    workspace_root().join(".tools")
+}
+
+/// What the face detector found in a set of images.
+#[derive(Debug, serde::Deserialize)]
+pub struct FaceScan {
+    pub images: usize,
+    pub faces: usize,
+    /// The highest face score seen (in assertion messages).
+    pub best_score: f32,
+}
+
+/// Faces the detector (the float CenterFace, at full resolution) finds in every JPEG embedded
+/// in `paths` (files or directories, read as raw bytes: buffer segments too).
+pub fn face_scan(paths: &[&Path]) -> Result<FaceScan> {
+    let out = Command::new(bin("lanewatch-agent"))
+        .args(["bench", "face-scan", "--tools-dir"])
+        .arg(tools())
+        .args(paths)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "face-scan failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).context("face-scan output")
+}
+
 /// Runs `lanewatch-agent` (or another binary) to completion on a config, returning status and stderr.
 pub fn run_to_exit(binary: &str, args: &[&str], within: Duration) -> Result<(ExitStatus, String)> {
     let (status, _stdout, stderr) = run_to_exit_with_stdout(binary, args, within)?;

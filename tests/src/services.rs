@@ -100,6 +100,7 @@ pub struct PrivatePostgres {
     pub port: u16,
     /// `postgres://postgres@127.0.0.1:<port>/lanewatch`
     pub url: String,
+    _port: PortLease,
 }
 
 impl PrivatePostgres {
@@ -121,9 +122,10 @@ impl PrivatePostgres {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        let port = free_ports(1)?[0];
+        let lease = PortLease::reserve(1)?;
+        let port = lease.ports[0];
         let url = format!("postgres://postgres@127.0.0.1:{port}/lanewatch");
-        let mut pg = Self { proc: None, dir, bin, run_as, starts: 0, port, url };
+        let mut pg = Self { proc: None, dir, bin, run_as, starts: 0, port, url, _port: lease };
         pg.start_again()?;
         psql(&format!("postgres://postgres@127.0.0.1:{port}/postgres"), "CREATE DATABASE lanewatch")?;
         Ok(pg)
@@ -243,7 +245,7 @@ fn user_ids(user: &str) -> Result<(u32, u32)> {
 pub struct SeaweedFs {
     proc: Option<Proc>,
     dir: TempDir,
-    ports: Vec<u16>,
+    ports: PortLease,
     pub s3_endpoint: String,
     pub access_key: String,
     pub secret_key: String,
@@ -269,7 +271,7 @@ impl SeaweedFs {
     pub fn start() -> Result<Self> {
         let weed = Self::binary()?;
         let dir = tempfile::Builder::new().prefix("lanewatch-seaweed-").tempdir()?;
-        let ports = free_ports(8)?;
+        let ports = PortLease::reserve(8)?;
         let (access_key, secret_key) = ("lanewatch-test".to_owned(), "lanewatch-test-secret".to_owned());
         let iam = serde_json::json!({
             "identities": [{
@@ -281,9 +283,9 @@ impl SeaweedFs {
         let iam_path = dir.path().join("s3.json");
         std::fs::write(&iam_path, iam.to_string())?;
         std::fs::create_dir_all(dir.path().join("data"))?;
-        let s3_port = ports[6];
+        let s3_port = ports.ports[6];
         let endpoint = format!("http://127.0.0.1:{s3_port}");
-        let proc = spawn_weed(&weed, &dir, &ports, "seaweedfs")?;
+        let proc = spawn_weed(&weed, &dir, &ports.ports, "seaweedfs")?;
         Ok(Self { proc: Some(proc), dir, ports, s3_endpoint: endpoint, access_key, secret_key })
     }
 
@@ -302,7 +304,7 @@ impl SeaweedFs {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match spawn_weed(&weed, &self.dir, &self.ports, &format!("seaweedfs.{attempt}")) {
+            match spawn_weed(&weed, &self.dir, &self.ports.ports, &format!("seaweedfs.{attempt}")) {
                 Ok(proc) => {
                     self.proc = Some(proc);
                     return Ok(());
@@ -377,11 +379,55 @@ fn wait_http(endpoint: &str, proc: &mut Proc) -> Result<()> {
     }
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    // Hold all listeners until every port is chosen so that no two are the same.
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<_>>()?;
-    Ok(listeners.iter().map(|l| l.local_addr().unwrap().port()).collect())
+/// Ports for servers that cannot bind port 0 themselves (PostgreSQL, SeaweedFS), reserved
+/// for as long as this value lives.
+///
+/// Choosing a port by binding port 0 and closing it races: the kernel may hand the same port
+/// to any process's next bind(0) or outgoing connection before the server binds it. So these
+/// ports come from below the kernel's ephemeral range (`ip_local_port_range`), which bind(0)
+/// and outgoing connections never use, and each is reserved across the suite's concurrent
+/// test processes by an exclusive lock on a file named after it (released when the process
+/// exits, however it exits). A port is taken only if it is also free right now.
+pub struct PortLease {
+    pub ports: Vec<u16>,
+    _locks: Vec<std::fs::File>,
+}
+
+impl PortLease {
+    pub fn reserve(n: usize) -> Result<Self> {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+        let ephemeral_from: u16 =
+            range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+        let (lo, hi) = (ephemeral_from.saturating_sub(12_000).max(10_000), ephemeral_from);
+        anyhow::ensure!(hi > lo, "no port range below the ephemeral ports ({range:?})");
+        let dir = std::env::temp_dir().join("lanewatch-test-ports");
+        std::fs::create_dir_all(&dir)?;
+        let span = u32::from(hi - lo);
+        // start where this process's pid points, so concurrent tests rarely probe the same ports
+        let offset = std::process::id() % span;
+        let (mut ports, mut locks) = (Vec::new(), Vec::new());
+        for i in 0..span {
+            if ports.len() == n {
+                break;
+            }
+            let port = lo + ((offset + i) % span) as u16;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(dir.join(port.to_string()))?;
+            if lock.try_lock().is_err() {
+                continue; // another test process holds it
+            }
+            if TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // something else on this machine listens there
+            }
+            ports.push(port);
+            locks.push(lock);
+        }
+        anyhow::ensure!(ports.len() == n, "only {} of {n} free ports in {lo}..{hi}", ports.len());
+        Ok(Self { ports, _locks: locks })
+    }
 }
 
 fn which(name: &str) -> Option<PathBuf> {

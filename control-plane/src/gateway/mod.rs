@@ -2,7 +2,7 @@
 //! (hello, heartbeats, chunked capture ingest with durable acks; a session's captures are stored
 //! concurrently with receiving the next ones, up to `limits.max_stores_per_session`), the
 //! registry of live sessions
-//! and request/response routing for introspection and commands.
+//! and the routing of requests to agents and their answers (`requests.rs`).
 //!
 //! Who an agent is: with client certificates (`grpc.tls.client_ca_path`), the agent id is the
 //! first subject common name (CN) of the certificate the TLS layer verified; subject alternative
@@ -10,6 +10,7 @@
 //! the Hello of a revoked agent (PERMISSION_DENIED); revoking an agent ends its live session.
 
 pub mod convert;
+mod requests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,11 +31,12 @@ use crate::cluster::Cluster;
 use crate::config::Limits;
 use crate::db::writer::CaptureWriter;
 use crate::db::{Db, Inserted};
-use crate::domain::{self, AgentHello, Capture, CommandOutcome, ComponentState, DeletionReceipt};
+use crate::domain::{self, AgentHello, Capture, CommandOutcome, DeletionReceipt};
 use crate::error::{Error, ErrorKind};
 use crate::events::{EventKind, Events};
 use crate::ingest::{Assembled, Progress, Upload};
 use crate::metrics::Metrics;
+use requests::{Reply, config_key};
 
 /// HTTP/2 flow-control windows of the gateway's server. h2's default of 64 KiB per stream makes a
 /// 200 KB capture wait for several window updates, one round trip each; a session's window of
@@ -58,18 +60,7 @@ pub fn server_builder() -> tonic::transport::Server {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-/// How long a request to an agent (introspection, command) waits for its answer.
-pub const AGENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
 type Outbound = mpsc::Sender<Result<pb::ControlMessage, tonic::Status>>;
-
-/// An answer an agent sent to a control-plane request, routed by request id.
-#[derive(Debug)]
-enum Reply {
-    Introspection(Vec<ComponentState>),
-    Command(CommandOutcome),
-    Config { staged: bool, error: String },
-}
 
 struct LiveSession {
     session_id: Uuid,
@@ -122,30 +113,6 @@ enum Next {
     Message(Box<pb::AgentMessage>),
     Closed,
     Shutdown,
-}
-
-/// Removes a request's waiter however the request ends.
-struct WaiterGuard<'a> {
-    waiters: &'a Mutex<HashMap<String, oneshot::Sender<Reply>>>,
-    key: String,
-}
-
-impl Drop for WaiterGuard<'_> {
-    fn drop(&mut self) {
-        lock(self.waiters).remove(&self.key);
-    }
-}
-
-/// A config push in flight (see [`Gateway::begin_push`]); ends when dropped.
-pub struct PushGuard {
-    gateway: Gateway,
-    key: String,
-}
-
-impl Drop for PushGuard {
-    fn drop(&mut self) {
-        lock(&self.gateway.shared.config_pushes).remove(&self.key);
-    }
 }
 
 impl Gateway {
@@ -235,135 +202,6 @@ impl Gateway {
     /// Whether other replicas may hold sessions (then the database's `online` flag is the truth).
     pub fn is_clustered(&self) -> bool {
         self.shared.cluster.get().is_some()
-    }
-
-    /// Asks an agent for its supervision snapshot, through the replica holding its session.
-    pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
-        match self.shared.cluster.get() {
-            Some(cluster) if !self.is_online(agent_id) => cluster.request_introspection(agent_id).await,
-            _ => self.local_introspection(agent_id).await,
-        }
-    }
-
-    /// Asks an agent connected to this replica for its supervision snapshot.
-    pub async fn local_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
-        let request_id = Uuid::now_v7().to_string();
-        let msg = Out::IntrospectionRequest(pb::IntrospectionRequest { request_id: request_id.clone() });
-        match self.request(agent_id, request_id, msg, "introspection").await? {
-            Reply::Introspection(components) => Ok(components),
-            other => {
-                Err(Error::new(ErrorKind::Internal, format!("unexpected reply to introspection: {other:?}")))
-            }
-        }
-    }
-
-    /// Sends a command to a connected agent and waits for its result.
-    pub async fn send_command(
-        &self,
-        agent_id: &str,
-        kind: pb::command::Kind,
-    ) -> Result<CommandOutcome, Error> {
-        let command_id = Uuid::now_v7().to_string();
-        let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });
-        match self.request(agent_id, command_id, msg, "command").await? {
-            Reply::Command(outcome) => Ok(outcome),
-            other => Err(Error::new(ErrorKind::Internal, format!("unexpected reply to command: {other:?}"))),
-        }
-    }
-
-    /// Pushes a configuration; `Ok(())` once the agent staged it, the agent's reason otherwise.
-    pub async fn push_config(
-        &self,
-        agent_id: &str,
-        config_version: u64,
-        config_toml: String,
-    ) -> Result<(), Error> {
-        let key = config_key(agent_id, config_version);
-        let msg = Out::ConfigPush(pb::ConfigPush { config_version, config_toml });
-        match self.request(agent_id, key, msg, "config push").await? {
-            Reply::Config { staged: true, .. } => Ok(()),
-            Reply::Config { staged: false, error } => Err(Error::invalid(format!(
-                "agent {agent_id} rejected config version {config_version}: {error}"
-            ))),
-            other => {
-                Err(Error::new(ErrorKind::Internal, format!("unexpected reply to config push: {other:?}")))
-            }
-        }
-    }
-
-    /// Claims the push of `config_version` to `agent_id`; `None` while another is in flight.
-    pub fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard> {
-        let key = config_key(agent_id, config_version);
-        lock(&self.shared.config_pushes).insert(key.clone()).then(|| PushGuard { gateway: self.clone(), key })
-    }
-
-    /// Offers the site's newest config to every agent of `site_id` whose session is on this
-    /// replica (`rollout::reconcile`, in the background).
-    pub fn offer_site_config(&self, site_id: &str) {
-        let agents: Vec<(String, u64)> = lock(&self.shared.sessions)
-            .iter()
-            .filter(|(_, s)| s.site_id == site_id)
-            .map(|(id, s)| (id.clone(), s.config_version))
-            .collect();
-        for (agent_id, reported) in agents {
-            let (gateway, site_id) = (self.clone(), site_id.to_owned());
-            tokio::spawn(async move {
-                let db = gateway.shared.db.clone();
-                crate::rollout::reconcile(&gateway, &db, &agent_id, &site_id, reported).await;
-            });
-        }
-    }
-
-    /// Records an agent's answer to a config push (or its later report that it could not run
-    /// a staged config): staged only over pending, rejected over pending or staged.
-    async fn record_config_ack(&self, hello: &AgentHello, version: u64, staged: bool, error: &str) {
-        use domain::RolloutState::{Pending, Staged};
-        let (state, from): (_, &[_]) =
-            if staged { (Staged, &[Pending]) } else { (domain::RolloutState::Rejected, &[Pending, Staged]) };
-        let row = domain::AgentConfigState {
-            agent_id: hello.agent_id.clone(),
-            site_id: hello.site_id.clone(),
-            version,
-            state,
-            error: (!staged).then(|| error.to_owned()),
-            updated_at: Utc::now(),
-        };
-        match self.shared.db.set_config_state(&row, from).await {
-            Ok(_) => {
-                tracing::info!(agent_id = %hello.agent_id, config_version = version, state = state.as_str(), error, "config ack")
-            }
-            Err(e) => tracing::warn!(agent_id = %hello.agent_id, error = %e, "cannot record a config ack"),
-        }
-    }
-
-    async fn request(&self, agent_id: &str, key: String, msg: Out, what: &str) -> Result<Reply, Error> {
-        let offline = || Error::unavailable(format!("agent {agent_id} is offline"));
-        let tx = lock(&self.shared.sessions).get(agent_id).map(|s| s.tx.clone()).ok_or_else(offline)?;
-        let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&self.shared.waiters).insert(key.clone(), reply_tx);
-        let _guard = WaiterGuard { waiters: &self.shared.waiters, key };
-        let exchange = async {
-            tx.send(Ok(pb::ControlMessage { body: Some(msg) })).await.map_err(|_| offline())?;
-            reply_rx.await.map_err(|_| offline())
-        };
-        tokio::time::timeout(AGENT_REQUEST_TIMEOUT, exchange).await.map_err(|_| {
-            Error::new(
-                ErrorKind::DeadlineExceeded,
-                format!(
-                    "agent {agent_id} did not answer the {what} within {}s",
-                    AGENT_REQUEST_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-    }
-
-    fn route_reply(&self, key: &str, reply: Reply) {
-        match lock(&self.shared.waiters).remove(key) {
-            Some(waiter) => {
-                let _ = waiter.send(reply);
-            }
-            None => tracing::debug!(request_id = key, "reply for no waiting request"),
-        }
     }
 
     /// Drives one session to its end; never panics on input, never affects other sessions.
@@ -831,10 +669,6 @@ fn ack_message(
     let ack =
         stored.map_err(|e| Error::new(ErrorKind::Internal, format!("storing a capture failed: {e}")))??;
     Ok(pb::ControlMessage { body: Some(Out::CaptureAck(ack)) })
-}
-
-fn config_key(agent_id: &str, config_version: u64) -> String {
-    format!("config:{agent_id}:{config_version}")
 }
 
 fn status_to_error(status: &tonic::Status) -> Error {

@@ -180,7 +180,8 @@ async fn introspection_is_routed_and_offline_agents_error() {
     assert_eq!(components[0].restarts, 2);
     drop(agent.await.unwrap());
     // the session ends when the agent hangs up, and the agent is then offline
-    for _ in 0..100 {
+    // (bounded at 10 s; a loaded 2-core CI machine can take well over a second)
+    for _ in 0..1000 {
         if !h.gateway.is_online("agent-3") {
             break;
         }
@@ -240,7 +241,16 @@ async fn shutdown_lets_the_capture_in_flight_finish() {
     let mut msgs = capture(id, &image);
     let rest = msgs.split_off(2);
     send_all(&tx, msgs).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // a session handles its messages in order: once a receipt sent after the capture's first
+    // part is acked, that part has arrived, and the capture is in flight
+    let receipt_id = Uuid::now_v7();
+    send_all(&tx, vec![In::DeletionReceipt(receipt(receipt_id))]).await;
+    match inbound.message().await.unwrap() {
+        Some(pb::ControlMessage { body: Some(Out::ReceiptAck(ack)) }) => {
+            assert_eq!(ack.receipt_ids, vec![receipt_id.to_string()]);
+        }
+        other => panic!("expected receipt ack, got {other:?}"),
+    }
     h.shutdown.send(true).unwrap();
     send_all(&tx, rest).await;
     assert_eq!(next_ack(&mut inbound).await.outcome, pb::AckOutcome::Stored as i32);
@@ -262,15 +272,7 @@ async fn deletion_receipts_are_stored_once_and_acked() {
         other => panic!("expected welcome, got {other:?}"),
     }
     let receipt_id = Uuid::now_v7();
-    let receipt = pb::DeletionReceipt {
-        receipt_id: receipt_id.to_string(),
-        capture_id: Uuid::now_v7().to_string(),
-        value_class: pb::CaptureValueClass::Statistics as i32,
-        captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
-        deleted_at: Some(prost_types::Timestamp { seconds: 1_700_000_100, nanos: 0 }),
-        reason: pb::DeletionReason::EvictedFull as i32,
-        bytes: 1234,
-    };
+    let receipt = receipt(receipt_id);
     // sent twice, as after a lost ack: acked twice, stored once
     for _ in 0..2 {
         send_all(&tx, vec![In::DeletionReceipt(receipt.clone())]).await;
@@ -303,8 +305,21 @@ async fn deletion_receipts_are_stored_once_and_acked() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 }
 
+/// A deletion receipt of a 1234-byte statistics capture evicted from a full buffer.
+fn receipt(receipt_id: Uuid) -> pb::DeletionReceipt {
+    pb::DeletionReceipt {
+        receipt_id: receipt_id.to_string(),
+        capture_id: Uuid::now_v7().to_string(),
+        value_class: pb::CaptureValueClass::Statistics as i32,
+        captured_at: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+        deleted_at: Some(prost_types::Timestamp { seconds: 1_700_000_100, nanos: 0 }),
+        reason: pb::DeletionReason::EvictedFull as i32,
+        bytes: 1234,
+    }
+}
+
 async fn next_push(inbound: &mut tonic::Streaming<pb::ControlMessage>) -> pb::ConfigPush {
-    let next = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await;
+    let next = tokio::time::timeout(Duration::from_secs(15), inbound.message()).await;
     match next.expect("a config push in time").unwrap() {
         Some(pb::ControlMessage { body: Some(Out::ConfigPush(p)) }) => p,
         other => panic!("expected a config push, got {other:?}"),
@@ -312,7 +327,7 @@ async fn next_push(inbound: &mut tonic::Streaming<pb::ControlMessage>) -> pb::Co
 }
 
 async fn wait_config_state(db: &Db, version: u64, state: domain::RolloutState) -> domain::AgentConfigState {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if let Some(s) = db.config_state("agent-1", version).await.unwrap().filter(|s| s.state == state) {
             return s;
         }

@@ -112,6 +112,9 @@ pub struct World {
     next_id: u64,
     arrivals: u64,
     min_gap_m: f64,
+    /// Per lane: the HOV minimum occupancy in force there, if any.
+    hov_min: Vec<Option<u32>>,
+    hov_violation_share: f64,
     ground_truth: Option<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -131,8 +134,22 @@ impl World {
             next_id: 1,
             arrivals: 0,
             min_gap_m: MIN_GAP_M,
+            hov_min: vec![None; lanes],
+            hov_violation_share: 0.0,
             ground_truth: None,
         }
+    }
+
+    /// HOV lanes: `(lane, min_occupants)`. In those lanes a share `violation_share` of vehicles
+    /// carries fewer than the minimum and the rest meet it, as when drivers choose the lane by
+    /// occupancy; elsewhere occupants follow the general mix.
+    pub fn set_hov_lanes(&mut self, lanes: &[(u32, u32)], violation_share: f64) {
+        for &(lane, min) in lanes {
+            if let Some(slot) = self.hov_min.get_mut(lane as usize) {
+                *slot = Some(min);
+            }
+        }
+        self.hov_violation_share = violation_share.clamp(0.0, 1.0);
     }
 
     /// Appends one JSON line per new vehicle to `path`.
@@ -262,7 +279,13 @@ impl World {
 
     fn make_vehicle(&mut self, lane: u32, class: VehicleClass, speed_kmh: f64, x_front_m: f64) -> SimVehicle {
         let (length_m, width_m, height_m) = sample_dimensions(&mut self.rng, class);
-        let occupants_per_row = sample_occupants(&mut self.rng, class);
+        let occupants_per_row = match self.hov_min.get(lane as usize).copied().flatten() {
+            Some(min) => {
+                let violator = self.rng.random_bool(self.hov_violation_share);
+                sample_occupants_where(&mut self.rng, class, |total| (total < min) == violator)
+            }
+            None => sample_occupants(&mut self.rng, class),
+        };
         let speed_mps = speed_kmh / 3.6;
         let lane_w = self.params.lane_width_m;
         let jitter: f64 = self.rng.random_range(-0.2..0.2);
@@ -333,6 +356,19 @@ fn sample_dimensions(rng: &mut StdRng, class: VehicleClass) -> (f64, f64, f64) {
         VehicleClass::Truck => (j(14.0, 1.0 / 7.0), j(2.5, 0.02), j(3.8, 0.04)),
         VehicleClass::Bus => (j(12.0, 0.04), j(2.55, 0.01), j(3.2, 0.04)),
     }
+}
+
+/// [`sample_occupants`] conditioned on the total: drawn again until `keep(total)` holds (a
+/// truck cannot carry three, so after a bounded number of draws the last one stands).
+fn sample_occupants_where(rng: &mut StdRng, class: VehicleClass, keep: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut rows = sample_occupants(rng, class);
+    for _ in 0..64 {
+        if keep(rows.iter().sum()) {
+            break;
+        }
+        rows = sample_occupants(rng, class);
+    }
+    rows
 }
 
 /// Occupants per seat row: a driver, a front passenger some of the time, rear rows mostly empty.
@@ -449,5 +485,29 @@ mod tests {
             assert!(truth.occupants_per_row[0] >= 1);
             assert!((4.0..5.0).contains(&truth.length_m));
         }
+    }
+
+    #[test]
+    fn hov_lanes_carry_their_violation_share() {
+        let mut world = World::new(params(0.0), 11, Utc::now());
+        world.set_hov_lanes(&[(2, 2), (1, 3)], 0.2);
+        let n = 2000;
+        let share = |world: &mut World, lane: u32, min: u32| {
+            let below = (0..n)
+                .filter(|_| {
+                    let truth = world.insert_vehicle(lane, VehicleClass::Car, 100.0, -10.0);
+                    truth.occupants_per_row.iter().sum::<u32>() < min
+                })
+                .count();
+            below as f64 / f64::from(n)
+        };
+        // binomial(2000, 0.2): stddev 0.009; allow 4 sigma
+        let hov2 = share(&mut world, 2, 2);
+        assert!((hov2 - 0.2).abs() < 0.036, "HOV 2+ lane: {hov2} below the minimum");
+        let hov3 = share(&mut world, 1, 3);
+        assert!((hov3 - 0.2).abs() < 0.036, "HOV 3+ lane: {hov3} below the minimum");
+        // a general lane keeps the general mix: most cars carry only their driver
+        let general = share(&mut world, 0, 2);
+        assert!(general > 0.45, "general lane: {general} single-occupant");
     }
 }

@@ -24,12 +24,17 @@
 //! session the control plane refuses (PERMISSION_DENIED: revoked; UNAUTHENTICATED: wrong or
 //! missing certificate) is logged as an error and retried after the longest backoff only, and
 //! the component's detail says `refused: <message>` until a session opens again.
+//!
+//! The component's detail (`state`, `connected`, `session_id`, `acked`, `buffer`) is published
+//! beside the sessions whenever the session state, the acked count or the buffer changes, each
+//! time from the live values ([`publish_detail`]), not only when a session opens or ends.
 
 pub mod throttle;
 pub mod wire;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -38,7 +43,7 @@ use lanewatch_proto::v1 as pb;
 use lanewatch_proto::v1::agent_gateway_client::AgentGatewayClient;
 use pb::{agent_message, command, control_message};
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use uuid::Uuid;
@@ -73,6 +78,8 @@ pub struct UplinkComponent {
     /// A staged config version this agent could not run (and why): reported to the control
     /// plane as a REJECTED `ConfigAck` after each Welcome.
     pub apply_failure: Option<(u64, String)>,
+    /// Captures the control plane acknowledged, counted across restarts (the detail's `acked`).
+    pub acked: Arc<AtomicU64>,
 }
 
 impl crate::supervisor::Component for UplinkComponent {
@@ -81,6 +88,8 @@ impl crate::supervisor::Component for UplinkComponent {
     }
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
+        let (link, link_rx) = watch::channel(Link::default());
+        let detail = publish_detail(ctx.clone(), self.buffer.clone(), self.acked.clone(), link_rx);
         let me = Uplink {
             cp: self.control_plane.clone(),
             config_dir: self.config_dir.clone(),
@@ -94,11 +103,58 @@ impl crate::supervisor::Component for UplinkComponent {
             reload: self.reload.clone(),
             apply_failure: self.apply_failure.clone(),
             ctx,
-            acked: 0,
-            refused: None,
+            acked: self.acked.clone(),
+            link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
-        Box::pin(me.run())
+        Box::pin(async move {
+            tokio::select! {
+                result = me.run() => result,
+                never = detail => match never {},
+            }
+        })
+    }
+}
+
+/// The session's side of the uplink's detail; [`publish_detail`] adds the live counts.
+#[derive(Debug, Clone, Default)]
+struct Link {
+    /// The open session's id; `None` while disconnected.
+    session_id: Option<String>,
+    /// Why the control plane last refused a session; cleared when one opens.
+    refused: Option<String>,
+}
+
+/// Publishes the uplink's detail now and again whenever the session state (`link`, also
+/// touched after each ack) or the buffer changes, reading the acked count and the buffer's
+/// counters as they are at that moment. Runs until dropped with the component's run.
+async fn publish_detail(
+    ctx: ComponentCtx,
+    buffer: Buffer,
+    acked: Arc<AtomicU64>,
+    mut link: watch::Receiver<Link>,
+) -> std::convert::Infallible {
+    let mut stats = buffer.subscribe();
+    loop {
+        let Link { session_id, refused } = link.borrow_and_update().clone();
+        stats.borrow_and_update();
+        let state = match (&session_id, &refused) {
+            (Some(_), _) => "connected".to_owned(),
+            (None, Some(message)) => format!("refused: {message}"),
+            (None, None) => "disconnected".to_owned(),
+        };
+        ctx.detail(serde_json::json!({
+            "state": state,
+            "connected": session_id.is_some(),
+            "session_id": session_id.unwrap_or_default(),
+            "acked": acked.load(Ordering::SeqCst),
+            "buffer": buffer.stats(),
+        }));
+        // neither sender goes away while this runs (the uplink and the buffer hold them)
+        tokio::select! {
+            changed = link.changed() => if changed.is_err() { std::future::pending::<()>().await },
+            changed = stats.changed() => if changed.is_err() { std::future::pending::<()>().await },
+        }
     }
 }
 
@@ -115,9 +171,9 @@ struct Uplink {
     reload: Option<mpsc::UnboundedSender<u64>>,
     apply_failure: Option<(u64, String)>,
     ctx: ComponentCtx,
-    acked: u64,
-    /// Why the control plane last refused a session; cleared when one opens.
-    refused: Option<String>,
+    acked: Arc<AtomicU64>,
+    /// What the detail says about the session ([`publish_detail`]).
+    link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
     bucket: throttle::TokenBucket,
 }
@@ -159,7 +215,7 @@ impl Uplink {
         loop {
             let mut welcomed = false;
             let result = self.session(&mut welcomed).await;
-            self.set_detail(false, "");
+            self.link.send_modify(|l| l.session_id = None);
             if welcomed {
                 step_ms = self.cp.reconnect_min_ms;
             }
@@ -172,8 +228,7 @@ impl Uplink {
                             message = status.message(),
                             "control plane refused this agent; retrying after the longest backoff"
                         );
-                        self.refused = Some(status.message().to_owned());
-                        self.set_detail(false, "");
+                        self.link.send_modify(|l| l.refused = Some(status.message().to_owned()));
                         step_ms = self.cp.reconnect_max_ms;
                     }
                     Some(status) => {
@@ -187,21 +242,6 @@ impl Uplink {
             tokio::time::sleep(delay).await;
             step_ms = (step_ms.saturating_mul(2)).min(self.cp.reconnect_max_ms);
         }
-    }
-
-    fn set_detail(&self, connected: bool, session_id: &str) {
-        let state = match (&self.refused, connected) {
-            (_, true) => "connected".to_owned(),
-            (Some(message), false) => format!("refused: {message}"),
-            (None, false) => "disconnected".to_owned(),
-        };
-        self.ctx.detail(serde_json::json!({
-            "state": state,
-            "connected": connected,
-            "session_id": session_id,
-            "acked": self.acked,
-            "buffer": self.buffer.stats(),
-        }));
     }
 
     async fn connect(&self) -> anyhow::Result<AgentGatewayClient<tonic::transport::Channel>> {
@@ -261,9 +301,8 @@ impl Uplink {
             other => anyhow::bail!("expected welcome, got {other:?}"),
         };
         *welcomed = true;
-        self.refused = None;
         tracing::info!(session_id = %welcome.session_id, protocol_version = welcome.protocol_version, server_version = %welcome.server_version, "session open");
-        self.set_detail(true, &welcome.session_id);
+        self.link.send_replace(Link { session_id: Some(welcome.session_id.clone()), refused: None });
         let interval_ms = if welcome.heartbeat_interval_ms > 0 {
             u64::from(welcome.heartbeat_interval_ms)
         } else {
@@ -389,8 +428,10 @@ impl Uplink {
                     pb::AckOutcome::Stored | pb::AckOutcome::Duplicate => {
                         let buffer = self.buffer.clone();
                         tokio::task::spawn_blocking(move || buffer.delete(id)).await??;
-                        self.acked += 1;
+                        self.acked.fetch_add(1, Ordering::SeqCst);
                         self.ctx.processed(1);
+                        // the buffer's change may have been published before the count grew
+                        self.link.send_modify(|_| {});
                         tracing::debug!(capture_id = %id, ?outcome, "capture acknowledged");
                     }
                     pb::AckOutcome::Unspecified => {
@@ -524,268 +565,4 @@ pub async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pb::agent_gateway_server::{AgentGateway, AgentGatewayServer};
-    use sha2::{Digest, Sha256};
-    use std::sync::Mutex;
-
-    type Stored = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-    /// A gateway that welcomes, checks each upload (contiguous chunks, size, hash) and acks it.
-    #[derive(Clone, Default)]
-    struct FakeGateway {
-        hellos: Arc<Mutex<Vec<pb::Hello>>>,
-        stored: Stored,
-        /// Welcome says it takes deletion receipts, and it acks each one.
-        takes_receipts: bool,
-        receipts: Arc<Mutex<Vec<pb::DeletionReceipt>>>,
-    }
-
-    #[tonic::async_trait]
-    impl AgentGateway for FakeGateway {
-        type SessionStream = ReceiverStream<Result<pb::ControlMessage, tonic::Status>>;
-
-        async fn session(
-            &self,
-            request: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
-        ) -> Result<tonic::Response<Self::SessionStream>, tonic::Status> {
-            let mut inbound = request.into_inner();
-            let (tx, rx) = mpsc::channel(16);
-            let me = self.clone();
-            tokio::spawn(async move {
-                let send = |body| pb::ControlMessage { body: Some(body) };
-                let mut current: Option<(pb::CaptureStart, Vec<u8>)> = None;
-                while let Ok(Some(msg)) = inbound.message().await {
-                    match msg.body {
-                        Some(agent_message::Body::Hello(h)) => {
-                            me.hellos.lock().unwrap().push(h);
-                            let welcome = pb::Welcome {
-                                session_id: "s1".into(),
-                                protocol_version: 1,
-                                heartbeat_interval_ms: 1000,
-                                max_chunk_bytes: 1000,
-                                max_image_bytes: 1 << 20,
-                                server_version: "test".into(),
-                                accepts_deletion_receipts: me.takes_receipts,
-                            };
-                            tx.send(Ok(send(control_message::Body::Welcome(welcome)))).await.unwrap();
-                        }
-                        Some(agent_message::Body::CaptureStart(start)) => current = Some((start, vec![])),
-                        Some(agent_message::Body::CaptureChunk(chunk)) => {
-                            let (start, data) = current.as_mut().unwrap();
-                            assert_eq!(chunk.offset, data.len() as u64, "contiguous offsets");
-                            assert!(chunk.data.len() <= 1000);
-                            data.extend_from_slice(&chunk.data);
-                            if data.len() as u64 == start.image_size_bytes {
-                                assert_eq!(Sha256::digest(&data[..]).to_vec(), start.image_sha256);
-                                let id = chunk.capture_id.clone();
-                                me.stored.lock().unwrap().push((id.clone(), data.clone()));
-                                let ack =
-                                    pb::CaptureAck { capture_id: id, outcome: pb::AckOutcome::Stored as i32 };
-                                tx.send(Ok(send(control_message::Body::CaptureAck(ack)))).await.unwrap();
-                                current = None;
-                            }
-                        }
-                        Some(agent_message::Body::DeletionReceipt(receipt)) => {
-                            assert!(
-                                me.takes_receipts,
-                                "receipt sent to a control plane that does not take them"
-                            );
-                            let ack = pb::ReceiptAck { receipt_ids: vec![receipt.receipt_id.clone()] };
-                            me.receipts.lock().unwrap().push(receipt);
-                            tx.send(Ok(send(control_message::Body::ReceiptAck(ack)))).await.unwrap();
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            Ok(tonic::Response::new(ReceiverStream::new(rx)))
-        }
-    }
-
-    async fn serve(gateway: FakeGateway) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AgentGatewayServer::new(gateway))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        addr
-    }
-
-    /// Waits (bounded) until the buffer holds no capture; `what` names the wait in a failure.
-    async fn wait_until_drained(buffer: &Buffer, what: &str) {
-        let mut stats = buffer.subscribe();
-        tokio::time::timeout(Duration::from_secs(20), stats.wait_for(|s| s.captures == 0))
-            .await
-            .unwrap_or_else(|_| panic!("timed out: {what}"))
-            .unwrap();
-    }
-
-    fn start_uplink(
-        addr: std::net::SocketAddr,
-        buffer: &Buffer,
-        dir: &std::path::Path,
-    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-        let registry = Registry::default();
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        std::mem::forget(stop);
-        let uplink = UplinkComponent {
-            control_plane: ControlPlaneConfig { url: format!("http://{addr}"), ..Default::default() },
-            config_dir: None,
-            agent_id: "agent-a".into(),
-            site_id: "site-a".into(),
-            config_version: 4,
-            config_path: dir.join("agent.toml"),
-            buffer: buffer.clone(),
-            registry: registry.clone(),
-            supervisor: Default::default(),
-            reload: None,
-            apply_failure: None,
-        };
-        let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
-        tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
-    }
-
-    /// A buffer holding two deletion receipts (two captures evicted) and one capture.
-    fn buffer_with_receipts(dir: &std::path::Path) -> Buffer {
-        let one = crate::buffer::record_len(&crate::buffer::tests::capture(&[0; 100]));
-        let buffer = Buffer::open(&dir.join("b"), crate::buffer::BufferOptions::new(one + 1)).unwrap();
-        for _ in 0..3 {
-            buffer.append(&crate::buffer::tests::capture(&[0; 100])).unwrap();
-        }
-        assert_eq!(buffer.stats().receipts_pending, 2);
-        buffer
-    }
-
-    #[tokio::test]
-    async fn sends_receipts_and_deletes_them_only_on_ack() {
-        let gateway = FakeGateway { takes_receipts: true, ..Default::default() };
-        let addr = serve(gateway.clone()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let buffer = buffer_with_receipts(dir.path());
-        let expected: Vec<String> =
-            buffer.receipts(10).unwrap().iter().map(|r| r.receipt_id.to_string()).collect();
-        let task = start_uplink(addr, &buffer, dir.path());
-        let mut stats = buffer.subscribe();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            stats.wait_for(|s| s.receipts_pending == 0 && s.captures == 0),
-        )
-        .await
-        .expect("receipts acked and capture uploaded")
-        .unwrap();
-        task.abort();
-        let sent: Vec<String> =
-            gateway.receipts.lock().unwrap().iter().map(|r| r.receipt_id.clone()).collect();
-        assert_eq!(sent, expected, "oldest first");
-        let first = gateway.receipts.lock().unwrap()[0].clone();
-        assert_eq!(first.reason, pb::DeletionReason::EvictedFull as i32);
-        assert_eq!(first.value_class, pb::CaptureValueClass::Compliant as i32);
-    }
-
-    #[tokio::test]
-    async fn keeps_receipts_for_a_control_plane_that_does_not_take_them() {
-        let gateway = FakeGateway::default();
-        let addr = serve(gateway.clone()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let buffer = buffer_with_receipts(dir.path());
-        let task = start_uplink(addr, &buffer, dir.path());
-        wait_until_drained(&buffer, "capture uploaded").await;
-        task.abort();
-        assert_eq!(buffer.stats().receipts_pending, 2, "receipts wait for a control plane that acks them");
-    }
-
-    #[tokio::test]
-    async fn uploads_buffered_captures_and_deletes_them_on_ack() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let gateway = FakeGateway::default();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(AgentGatewayServer::new(gateway.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-
-        let dir = tempfile::tempdir().unwrap();
-        let buffer = Buffer::open(&dir.path().join("b"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
-        let images: Vec<Vec<u8>> = vec![vec![1; 10], (0..5000).map(|i| i as u8).collect(), vec![3; 1000]];
-        for image in &images {
-            buffer.append(&crate::buffer::tests::capture(image)).unwrap();
-        }
-        let registry = Registry::default();
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let uplink = UplinkComponent {
-            control_plane: ControlPlaneConfig { url: format!("http://{addr}"), ..Default::default() },
-            config_dir: None,
-            agent_id: "agent-a".into(),
-            site_id: "site-a".into(),
-            config_version: 4,
-            config_path: dir.path().join("agent.toml"),
-            buffer: buffer.clone(),
-            registry: registry.clone(),
-            supervisor: Default::default(),
-            reload: None,
-            apply_failure: None,
-        };
-        let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
-        let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
-        wait_until_drained(&buffer, "buffer drained").await;
-        task.abort();
-        let hello = gateway.hellos.lock().unwrap()[0].clone();
-        assert_eq!(
-            (hello.agent_id.as_str(), hello.site_id.as_str(), hello.config_version, hello.protocol_version),
-            ("agent-a", "site-a", 4, pb::PROTOCOL_VERSION)
-        );
-        let stored: Vec<Vec<u8>> = gateway.stored.lock().unwrap().iter().map(|(_, d)| d.clone()).collect();
-        assert_eq!(stored, images, "uploaded oldest first, bytes unchanged");
-    }
-
-    #[tokio::test]
-    async fn uploads_a_backlog_by_value_then_age() {
-        use crate::domain::ValueClass::{Compliant, Statistics, ViolationCandidate};
-        let gateway = FakeGateway::default();
-        let addr = serve(gateway.clone()).await;
-        let dir = tempfile::tempdir().unwrap();
-        let buffer = Buffer::open(&dir.path().join("b"), crate::buffer::BufferOptions::new(1 << 24)).unwrap();
-        let mut expected = Vec::new();
-        for (i, class) in
-            [Statistics, Compliant, ViolationCandidate, Statistics, ViolationCandidate, Compliant]
-                .into_iter()
-                .enumerate()
-        {
-            let mut capture = crate::buffer::tests::capture(&[i as u8; 100]);
-            capture.meta.value_class = class;
-            buffer.append(&capture).unwrap();
-            expected.push((class, capture.meta.capture_id.to_string()));
-        }
-        expected.sort_by_key(|(class, _)| std::cmp::Reverse(*class)); // stable: oldest first within a class
-        let task = start_uplink(addr, &buffer, dir.path());
-        wait_until_drained(&buffer, "backlog uploaded").await;
-        task.abort();
-        let stored: Vec<String> = gateway.stored.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
-        let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
-        assert_eq!(stored, expected, "violation candidates, compliant, statistics; oldest first in each");
-    }
-
-    #[test]
-    fn a_pushed_config_keeps_the_agent_and_site() {
-        let text = "version = 1\nagent_id = \"agent-a\"\nsite_id = \"site-a\"\n\n[[cameras]]\nid = \"front\"\nlanes = [0]\n\n[cameras.source]\nkind = \"simulator\"\n";
-        let config = crate::config::parse_and_validate(text, None).unwrap();
-        assert_eq!(same_identity(&config, "agent-a", "site-a"), Ok(()));
-        let err = same_identity(&config, "agent-b", "site-a").unwrap_err();
-        assert!(err.starts_with("agent_id:"), "{err}");
-        let err = same_identity(&config, "agent-a", "site-b").unwrap_err();
-        assert!(err.starts_with("site_id:"), "{err}");
-    }
-
-    #[test]
-    fn jitter_stays_within_half_to_full_step() {
-        for _ in 0..100 {
-            let d = jittered(1000).as_millis();
-            assert!((500..=1000).contains(&d));
-        }
-    }
-}
+mod tests;

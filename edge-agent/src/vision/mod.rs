@@ -48,13 +48,12 @@ use chrono::{DateTime, Utc};
 use lanewatch_agent_config::{AgentConfig, SeatSectionConfig, VisionConfig};
 use opencv::core::{Mat, Rect, Vector};
 use opencv::prelude::*;
-use tokio::sync::{Mutex, mpsc};
 
 use self::model::{Face, FaceDetector};
 use self::occupancy::{FrameCounts, count_frame, decide, fuse};
 use self::quarantine::Quarantine;
 use crate::domain::{Capture, OccupancyStatus};
-use crate::pipeline::Outlet;
+use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 const JPEG_QUALITY: i32 = 85;
@@ -360,7 +359,7 @@ pub struct VisionStats {
 pub struct VisionComponent {
     pub vision: Arc<Vision>,
     pub quarantine: Arc<Quarantine>,
-    pub input: Arc<Mutex<mpsc::Receiver<Capture>>>,
+    pub input: Inlet<Capture>,
     pub output: Outlet<Capture>,
     /// Cameras per lane: a vehicle is fused once each has sent its capture.
     pub lane_cameras: BTreeMap<u32, usize>,
@@ -372,7 +371,7 @@ impl VisionComponent {
         config: &AgentConfig,
         vision: Vision,
         quarantine: Quarantine,
-        input: Arc<Mutex<mpsc::Receiver<Capture>>>,
+        input: Inlet<Capture>,
         output: Outlet<Capture>,
     ) -> Self {
         let lane_cameras =
@@ -537,7 +536,7 @@ pub fn component(
     config: &AgentConfig,
     config_dir: Option<&Path>,
     ort_dylib_path: Option<&Path>,
-    input: Arc<Mutex<mpsc::Receiver<Capture>>>,
+    input: Inlet<Capture>,
     output: Outlet<Capture>,
 ) -> anyhow::Result<VisionComponent> {
     let v = config.vision.as_ref().context("no [vision] section")?;
@@ -601,7 +600,7 @@ mod tests {
     /// The crop re-check still catches a face that masking left visible.
     #[test]
     fn a_face_left_visible_by_a_small_mask_is_caught() {
-        let mut config = crate::bench_vision::vision_config(&tools());
+        let mut config = crate::bench::vision::vision_config(&tools());
         config.anonymize.mask_scale = 0.1;
         let vision = load(&config);
         match vision.process(capture(&astronaut_jpeg())) {
@@ -616,7 +615,7 @@ mod tests {
     /// Frames processed side by side (one session each) find what one at a time finds.
     #[test]
     fn frames_side_by_side_match_one_at_a_time() {
-        let mut config = crate::bench_vision::vision_config(&tools());
+        let mut config = crate::bench::vision::vision_config(&tools());
         config.workers = 3;
         let vision = load(&config);
         assert_eq!(vision.detector.sessions(), 3);
@@ -636,7 +635,7 @@ mod tests {
     #[test]
     fn corrupt_images_are_quarantined_and_faces_never_released() {
         let t = tools();
-        let vision = load(&crate::bench_vision::vision_config(&t));
+        let vision = load(&crate::bench::vision::vision_config(&t));
         // corrupt: quarantined with a reason naming the problem, keeping no bytes
         match vision.process(capture(b"\xff\xd8\xff garbage")) {
             Processed::Quarantined { reason, capture, .. } => {

@@ -7,6 +7,7 @@ mod cameras;
 mod capture_flow;
 mod config;
 mod config_rollout;
+mod demo;
 mod faults;
 mod lifecycle;
 mod protocol;

@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db, bin, run_to_exit, workspace_root};
-
-fn tools() -> PathBuf {
-    workspace_root().join(".tools")
-}
+use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db, face_scan, run_to_exit, tools};
 
 /// The `[vision]` tables for the builder's single `front` camera (640 x 360 simulator frames).
 fn vision_toml(model: &Path, extra: &str) -> String {
@@ -40,25 +36,6 @@ fn vision_agent(cp: &ControlPlane, site: &str, anonymize_extra: &str) -> AgentBu
         .flow(1500)
         .simulator_toml(&format!("face_photos_path = {:?}", tools().join("faces")))
         .extra_toml(&vision_toml(&model(), anonymize_extra))
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Scan {
-    images: usize,
-    faces: usize,
-    #[allow(dead_code, reason = "shown in assertion messages")]
-    best_score: f32,
-}
-
-/// Faces the detector finds in every JPEG embedded in `paths`.
-fn face_scan(paths: &[&Path]) -> Result<Scan> {
-    let out = std::process::Command::new(bin("lanewatch-agent"))
-        .args(["bench", "face-scan", "--tools-dir"])
-        .arg(tools())
-        .args(paths)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "face-scan failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).context("face-scan output")
 }
 
 /// Downloads every capture image the control plane holds into `dir`.

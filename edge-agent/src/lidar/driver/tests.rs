@@ -238,15 +238,26 @@ fn settings(address: String, framing: Framing) -> SickSettings {
     }
 }
 
+/// What the simulated scanner produced, as the collector task of [`collect`] recorded it.
+#[derive(Default)]
+struct Produced {
+    scans: Mutex<Vec<ProducedScan>>,
+    /// Woken after each scan recorded.
+    grew: tokio::sync::Notify,
+}
+
 /// Collects what the simulated scanner produces from now on.
-fn collect(server: &SickServer) -> Arc<Mutex<Vec<ProducedScan>>> {
-    let produced = Arc::new(Mutex::new(Vec::new()));
+fn collect(server: &SickServer) -> Arc<Produced> {
+    let produced = Arc::new(Produced::default());
     let mut rx = server.subscribe();
     let sink = produced.clone();
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
-                Ok(p) => sink.lock().unwrap().push(p),
+                Ok(p) => {
+                    sink.scans.lock().unwrap().push(p);
+                    sink.grew.notify_waiters();
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     panic!("the test's collector fell {n} scans behind the scanner")
                 }
@@ -273,16 +284,22 @@ fn find(produced: &Mutex<Vec<ProducedScan>>, scan: &Scan, from: usize) -> Option
     (from..produced.len()).find(|&i| same(&expected_ranges(&produced[i]), &scan.ranges_m))
 }
 
-/// Like [`find`], but gives the collector task (which runs beside the driver) up to 5 s to
-/// record the scan: on a loaded machine the driver can see a scan before the collector does.
-async fn find_eventually(produced: &Mutex<Vec<ProducedScan>>, scan: &Scan, from: usize) -> Option<usize> {
-    for _ in 0..500 {
-        if let Some(at) = find(produced, scan, from) {
-            return Some(at);
+/// Like [`find`], but waits for the collector task (which runs beside the driver) to record the
+/// scan, up to 5 s: on a loaded machine the driver can see a scan before the collector does.
+async fn find_eventually(produced: &Produced, scan: &Scan, from: usize) -> Option<usize> {
+    let found = async {
+        loop {
+            // registered before looking, so a scan recorded in between still wakes it
+            let grew = produced.grew.notified();
+            let mut grew = std::pin::pin!(grew);
+            grew.as_mut().enable();
+            if let Some(at) = find(&produced.scans, scan, from) {
+                return at;
+            }
+            grew.await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+    };
+    tokio::time::timeout(Duration::from_secs(5), found).await.ok()
 }
 
 async fn take(source: &mut SickScanSource, n: usize) -> Vec<Scan> {
@@ -368,11 +385,11 @@ async fn driver_survives_garbage_corruption_duplicates_and_dropped_connections()
 
 #[tokio::test(start_paused = true)]
 async fn a_long_outage_is_reported_as_degraded() {
-    // a port nobody listens on
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    // a port nobody listens on: bound for the whole test (without SO_REUSEADDR, never
+    // listening), so no other process can take it and connecting is refused
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = reserved.local_addr().unwrap();
     let mut source = SickScanSource::new(settings(addr.to_string(), Framing::ColaB), geometry());
     let status = source.status();
     assert!(!status.degraded());
@@ -384,6 +401,7 @@ async fn a_long_outage_is_reported_as_degraded() {
     let detail = status.detail();
     assert_eq!(detail["degraded"], true, "{detail}");
     assert!(detail["secs_since_last_scan"].as_u64().unwrap() >= 30, "{detail}");
+    drop(reserved);
 }
 
 #[test]

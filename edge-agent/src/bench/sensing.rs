@@ -37,9 +37,9 @@ use serde::Serialize;
 use crate::config::ClassMix;
 use crate::detect::{Detector, SpeedTrap};
 use crate::domain::{AcquireRequest, Detection, Scan, ScanGeometry, VehicleClass};
-use crate::pipeline::Outlet;
 use crate::sim::lidar::{Weather, scan_world_at};
 use crate::sim::{SPAWN_X_M, TrafficParams, TrailerGap, World};
+use crate::stage::Outlet;
 use crate::trigger::{self, CameraRoute};
 
 /// Speed the delay was set for: the target point is where such a vehicle is after the delay.

@@ -4,6 +4,12 @@
 //! recovery after the writing process was killed. Raw and buffer runs alternate, three rounds,
 //! and each figure is the median, so a disk's drift hits both alike. Numbers, not assertions: a
 //! fast disk and a slow one give different figures, the ratios travel better.
+//!
+//! The other benches live beside it: [`sensing`] (`bench sensing`) and [`vision`]
+//! (`bench vision`).
+
+pub mod sensing;
+pub mod vision;
 
 use std::io::{BufRead, Write};
 use std::path::Path;

@@ -1,0 +1,174 @@
+//! The fleet: the `agents`, `agent` and `sites` queries, and the GraphQL objects of agents
+//! (with their revocation and the components they report in live introspection) and sites.
+
+use async_graphql::{Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::{guard, storage_error};
+use crate::auth::Action;
+use crate::domain;
+use crate::gateway::Gateway;
+
+#[derive(Default)]
+pub struct FleetQuery;
+
+#[Object]
+impl FleetQuery {
+    /// Every agent that ever connected, by id (operators and admins).
+    async fn agents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Agent>> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        let agents = api.db.agents().await.map_err(storage_error)?;
+        Ok(agents.into_iter().map(|a| Agent::from_domain(a, &api.gateway)).collect())
+    }
+
+    async fn agent(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Agent>> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        Ok(api.db.agent(&id).await.map_err(storage_error)?.map(|a| Agent::from_domain(a, &api.gateway)))
+    }
+
+    /// Sites the caller may see (an agency: those in its jurisdiction).
+    async fn sites(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Site>> {
+        let (api, who) = guard(ctx, Action::ReadCaptures)?;
+        Ok(api
+            .db
+            .sites(&who.visibility())
+            .await
+            .map_err(storage_error)?
+            .into_iter()
+            .map(Site::from)
+            .collect())
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Health {
+    Unknown,
+    Ok,
+    Degraded,
+    Failing,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ComponentStatus {
+    Unknown,
+    Starting,
+    Running,
+    BackingOff,
+    Stopped,
+    Failed,
+}
+
+#[derive(SimpleObject)]
+pub struct Site {
+    id: ID,
+    name: String,
+    /// Null until an admin sets it; agencies see only sites of their jurisdiction.
+    jurisdiction: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<domain::Site> for Site {
+    fn from(s: domain::Site) -> Self {
+        Self { id: ID(s.id), name: s.name, jurisdiction: s.jurisdiction, created_at: s.created_at }
+    }
+}
+
+pub struct Agent {
+    agent: domain::Agent,
+    online: bool,
+}
+
+impl Agent {
+    pub(super) fn from_domain(agent: domain::Agent, gateway: &Gateway) -> Self {
+        // the row says online until the session's end is recorded; the registry is the truth
+        let online = agent.online && gateway.counts_as_online(&agent);
+        Self { agent, online }
+    }
+    async fn revocation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::AgentRevocation>> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        api.db.revocation(&self.agent.id).await.map_err(storage_error)
+    }
+}
+
+#[Object]
+impl Agent {
+    async fn id(&self) -> ID {
+        ID(self.agent.id.clone())
+    }
+    async fn site(&self) -> &str {
+        &self.agent.site_id
+    }
+    async fn online(&self) -> bool {
+        self.online
+    }
+    async fn last_seen(&self) -> DateTime<Utc> {
+        self.agent.last_seen
+    }
+    /// Software version the agent reported.
+    async fn version(&self) -> &str {
+        &self.agent.software_version
+    }
+    async fn config_version(&self) -> u64 {
+        self.agent.config_version
+    }
+    async fn health(&self) -> Health {
+        match self.agent.health {
+            domain::Health::Unknown => Health::Unknown,
+            domain::Health::Ok => Health::Ok,
+            domain::Health::Degraded => Health::Degraded,
+            domain::Health::Failing => Health::Failing,
+        }
+    }
+    async fn buffered_captures(&self) -> u64 {
+        self.agent.buffered_captures
+    }
+    /// Whether the agent is revoked: its sessions are refused.
+    async fn revoked(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        Ok(self.revocation(ctx).await?.is_some())
+    }
+    /// Why the agent was revoked; null when it is not.
+    async fn revoked_reason(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        Ok(self.revocation(ctx).await?.map(|r| r.reason))
+    }
+    /// Supervised components, asked live from the agent; an error when it is offline.
+    async fn components(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Component>> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        let states = api.gateway.request_introspection(&self.agent.id).await.map_err(|e| e.extend())?;
+        Ok(states.into_iter().map(Component::from_domain).collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Component {
+    name: String,
+    status: ComponentStatus,
+    restarts: u32,
+    last_failure: Option<String>,
+    last_failure_at: Option<DateTime<Utc>>,
+    backoff_ms: u64,
+    processed: u64,
+    detail_json: String,
+}
+
+impl Component {
+    fn from_domain(c: domain::ComponentState) -> Self {
+        let status = match c.status {
+            domain::ComponentStatus::Unknown => ComponentStatus::Unknown,
+            domain::ComponentStatus::Starting => ComponentStatus::Starting,
+            domain::ComponentStatus::Running => ComponentStatus::Running,
+            domain::ComponentStatus::BackingOff => ComponentStatus::BackingOff,
+            domain::ComponentStatus::Stopped => ComponentStatus::Stopped,
+            domain::ComponentStatus::Failed => ComponentStatus::Failed,
+        };
+        Self {
+            name: c.name,
+            status,
+            restarts: c.restarts,
+            last_failure: c.last_failure,
+            last_failure_at: c.last_failure_at,
+            backoff_ms: c.backoff_ms,
+            processed: c.processed,
+            detail_json: c.detail_json,
+        }
+    }
+}
