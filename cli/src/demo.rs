@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::api::{GraphqlErrors, graphql};
+use crate::api::{Api, GraphqlErrors};
 use crate::process::{DRAIN, Managed, ready_file, sibling_binary};
 
 #[derive(clap::Args)]
@@ -162,9 +162,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     // The control plane decides on violations with its own lane policies (admins set them): the
     // demo gets an admin key, and puts each site's HOV lane under its policy as soon as the
     // site's agent has said Hello (which creates the site), before its first capture.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
-    let admin_key = match demo_admin_key(&client, &http, &control_toml, &data).await {
-        Ok(key) => key,
+    let (api, admin_key) = match demo_admin_api(&http, &control_toml, &data).await {
+        Ok(api) => api,
         Err(e) => {
             shutdown(&mut [], &mut control).await;
             return Err(e);
@@ -189,7 +188,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             &logs,
         )?;
         let up = match ready_file(&ready, &mut agent).await {
-            Ok(_) => set_policy(&client, &http, &admin_key, site).await,
+            Ok(_) => set_policy(&api, site).await,
             Err(e) => Err(e),
         };
         agents.push(agent);
@@ -244,7 +243,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         {
             break Err(anyhow::anyhow!("{} exited with {}; see {}", agent.0, agent.1, agent.2.display()));
         }
-        let stats = match fleet_stats(&client, &http, &admin_key, since).await {
+        let stats = match fleet_stats(&api, since).await {
             Ok(stats) => stats,
             Err(e) => {
                 tracing::debug!(error = %e, "graphql poll failed");
@@ -299,30 +298,27 @@ const SET_LANE_POLICY: &str = "mutation($site: String!, $lane: Int!, $min: Int!)
 /// setting the site's lane policy.
 const SITE_APPEARS_WITHIN: Duration = Duration::from_secs(20);
 
-/// An admin API key for the demo (kept in the data directory and reused by later runs), checked
-/// against the control plane with an admin-only query.
-async fn demo_admin_key(
-    client: &reqwest::Client,
-    http: &str,
-    control_toml: &Path,
-    data: &Path,
-) -> Result<String> {
+/// The API with an admin key for the demo (kept in the data directory and reused by later
+/// runs), checked against the control plane with an admin-only query.
+async fn demo_admin_api(http: &str, control_toml: &Path, data: &Path) -> Result<(Api, String)> {
     let path = data.join("control/demo-admin.key");
     if let Ok(saved) = std::fs::read_to_string(&path) {
         let saved = saved.trim().to_owned();
-        match check_admin_key(client, http, &saved).await {
-            Ok(()) => return Ok(saved),
+        let api = Api::new(http, Some(saved.clone()))?;
+        match check_admin_key(&api).await {
+            Ok(()) => return Ok((api, saved)),
             Err(e) => {
                 tracing::info!(error = %e, path = %path.display(), "the saved demo admin key is refused; making a new one")
             }
         }
     }
     let key = create_admin_key(control_toml)?;
-    check_admin_key(client, http, &key)
+    let api = Api::new(http, Some(key.clone()))?;
+    check_admin_key(&api)
         .await
         .context("the control plane refused the admin key lanewatch-control create-api-key just made")?;
     std::fs::write(&path, format!("{key}\n")).with_context(|| format!("writing {}", path.display()))?;
-    Ok(key)
+    Ok((api, key))
 }
 
 fn create_admin_key(control_toml: &Path) -> Result<String> {
@@ -339,20 +335,18 @@ fn create_admin_key(control_toml: &Path) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-async fn check_admin_key(client: &reqwest::Client, http: &str, key: &str) -> Result<()> {
-    graphql(client, http, key, serde_json::json!({ "query": "{ apiKeys { id } }" })).await.map(drop)
+async fn check_admin_key(api: &Api) -> Result<()> {
+    api.query("{ apiKeys { id } }", serde_json::json!({})).await.map(drop)
 }
 
 /// Puts the site's HOV lane under its policy. A site exists once its agent said Hello, so a
 /// NOT_FOUND answer is retried until [`SITE_APPEARS_WITHIN`].
-async fn set_policy(client: &reqwest::Client, http: &str, key: &str, site: &DemoSite) -> Result<()> {
-    let body = serde_json::json!({
-        "query": SET_LANE_POLICY,
-        "variables": { "site": site.id, "lane": site.lanes - 1, "min": site.hov_min_occupants },
-    });
+async fn set_policy(api: &Api, site: &DemoSite) -> Result<()> {
+    let variables =
+        serde_json::json!({ "site": site.id, "lane": site.lanes - 1, "min": site.hov_min_occupants });
     let deadline = Instant::now() + SITE_APPEARS_WITHIN;
     loop {
-        match graphql(client, http, key, body.clone()).await {
+        match api.query(SET_LANE_POLICY, variables.clone()).await {
             Ok(_) => return Ok(()),
             Err(e)
                 if Instant::now() < deadline
@@ -428,15 +422,9 @@ const FLEET_STATS: &str = "query($since: DateTime!) {
 fragment c on Capture { id site lane vehicleClass capturedAt decision occupancy { status occupants }
   sections { section occupants } }";
 
-async fn fleet_stats(
-    client: &reqwest::Client,
-    http: &str,
-    key: &str,
-    since: chrono::DateTime<chrono::Utc>,
-) -> Result<FleetStats> {
-    let body = serde_json::json!({ "query": FLEET_STATS, "variables": { "since": since.to_rfc3339() } });
-    let response = graphql(client, http, key, body).await?;
-    let data = &response["data"];
+async fn fleet_stats(api: &Api, since: chrono::DateTime<chrono::Utc>) -> Result<FleetStats> {
+    let data = api.query(FLEET_STATS, serde_json::json!({ "since": since.to_rfc3339() })).await?;
+    let data = &data;
     let counts = &data["captureCounts"];
     let first = |name: &str| data[name]["edges"].get(0).map(|e| describe(&e["node"]));
     Ok(FleetStats {

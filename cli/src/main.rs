@@ -1,12 +1,15 @@
 //! `lanewatch`: the operator and SRE command line. `lanewatch demo` runs a small fleet on the
 //! embedded defaults: one control plane (SQLite + local image directory) and three simulated
 //! agents at three highway sites, each a real `lanewatch-control` / `lanewatch-agent` process.
+//! `agents`, `inspect`, `captures` and `exec` work on a control plane's fleet through its GraphQL API
+//! (`--url`, `--api-key` or `LANEWATCH_URL`, `LANEWATCH_API_KEY`, as `lanewatch demo` prints).
 //!
 //! The CLI depends on no Lanewatch crate: it drives the real binaries (found next to itself) and
 //! the public GraphQL API, exactly as an operator would.
 
 mod api;
 mod demo;
+mod fleet;
 mod process;
 
 use std::os::unix::process::CommandExt as _;
@@ -15,6 +18,7 @@ use std::process::{Command, ExitCode};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::api::Api;
 use crate::demo::DemoArgs;
 use crate::process::sibling_binary;
 
@@ -38,6 +42,84 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The fleet: every agent with its site, health, versions, buffered captures, last seen.
+    Agents {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An agent's live supervised state (asked from the agent now), or one component's.
+    Inspect {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        /// One component (e.g. `uplink`, `acquire-front`); all of them without it.
+        component: Option<String>,
+        /// Print the state as JSON instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest captures, optionally of one site or decision.
+    Captures {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        site: Option<String>,
+        /// compliant, violation-candidate, unreadable or unknown.
+        #[arg(long)]
+        decision: Option<String>,
+        /// How many (1-500).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a command to an agent (operators and admins; audited).
+    Exec {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        #[command(subcommand)]
+        command: ExecCommand,
+        /// A UUID for the command: sending the same id again (a retry) does not run it twice.
+        #[arg(long, global = true)]
+        command_id: Option<String>,
+        /// Print the API's answer as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExecCommand {
+    /// Restart one supervised component (its supervisor starts it again).
+    Restart {
+        /// The component, as `lanewatch inspect AGENT` names it (e.g. `uplink`).
+        component: String,
+    },
+}
+
+/// Where the control plane is and the key to use.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The control plane's HTTP address.
+    #[arg(long, env = "LANEWATCH_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// An API key (`lw_<id>_<secret>`); without one, only a loopback control plane that allows
+    /// anonymous local requests answers.
+    #[arg(long, env = "LANEWATCH_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+impl ApiArgs {
+    fn api(&self) -> anyhow::Result<Api> {
+        Api::new(&self.url, self.api_key.clone())
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -61,13 +143,29 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    };
     let result = match cli.command {
         Cmd::Bench { which, args } => return bench(which, &args),
-        Cmd::Demo(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(demo::run(args))),
+        Cmd::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Cmd::Agents { api, json } => {
+            runtime().and_then(|rt| rt.block_on(async { fleet::agents(&api.api()?, json).await }))
+        }
+        Cmd::Inspect { api, agent, component, json } => runtime().and_then(|rt| {
+            rt.block_on(async { fleet::inspect(&api.api()?, &agent, component.as_deref(), json).await })
+        }),
+        Cmd::Exec { api, agent, command: ExecCommand::Restart { component }, command_id, json } => runtime()
+            .and_then(|rt| {
+                rt.block_on(async {
+                    fleet::restart(&api.api()?, &agent, &component, command_id.as_deref(), json).await
+                })
+            }),
+        Cmd::Captures { api, site, decision, limit, json } => runtime().and_then(|rt| {
+            rt.block_on(async {
+                fleet::captures(&api.api()?, site.as_deref(), decision.as_deref(), limit, json).await
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,8 @@ pub enum Action {
     ReviewViolation,
     /// Edit and roll back a site's agent config (and read its versions and rollout).
     ConfigureSites,
+    /// Commands to agents over their sessions (restart a component).
+    OperateAgents,
     /// Agencies, site jurisdictions, lane policies and API keys.
     Administer,
     ReadAudit,
@@ -93,6 +95,7 @@ impl Action {
             Self::ReadViolations => "read violations",
             Self::ReviewViolation => "review violations",
             Self::ConfigureSites => "configure sites",
+            Self::OperateAgents => "send commands to agents",
             Self::Administer => "administer keys, agencies and sites",
             Self::ReadAudit => "read the audit log",
         }
@@ -268,11 +271,21 @@ mod tests {
         let operator = Principal::anonymous_local();
         let agency =
             Principal { role: Role::Agency, jurisdiction: Some("ca".into()), ..Principal::anonymous_local() };
-        let all =
-            [ReadFleet, ReadCaptures, ReadViolations, ReviewViolation, ConfigureSites, Administer, ReadAudit];
+        let all = [
+            ReadFleet,
+            ReadCaptures,
+            ReadViolations,
+            ReviewViolation,
+            ConfigureSites,
+            OperateAgents,
+            Administer,
+            ReadAudit,
+        ];
         let allowed = |p: &Principal| all.iter().filter(|a| p.authorize(**a).is_ok()).count();
-        assert_eq!(allowed(&admin), 7);
-        assert_eq!(allowed(&operator), 5);
+        assert_eq!(allowed(&admin), 8);
+        assert_eq!(allowed(&operator), 6);
+        assert!(operator.authorize(OperateAgents).is_ok());
+        assert!(agency.authorize(OperateAgents).unwrap_err().message.contains("send commands to agents"));
         assert_eq!(allowed(&agency), 2);
         assert!(operator.authorize(ConfigureSites).is_ok());
         assert!(agency.authorize(ConfigureSites).unwrap_err().message.contains("configure sites"));

@@ -8,9 +8,10 @@
 //!   every capture and session change, the replica holding a revoked agent's session
 //!   ends it, and the replica holding a session pushes a site's new config version to it
 //!   (the config text is read from the database, never carried in the notification);
-//! - introspection requests for an agent whose session is not on this replica: broadcast with a
-//!   request id; only the replica holding the session answers, addressed to the asker. Nobody
-//!   answering within the request timeout means the agent is offline.
+//! - introspection requests and commands for an agent whose session is not on this replica:
+//!   broadcast with a request id (a command's is its command id); only the replica holding the
+//!   session answers, addressed to the asker. Nobody answering within the request timeout means
+//!   the agent is offline.
 //!
 //! NOTIFY is fire-and-forget: a message sent while a replica's listener reconnects is lost (a
 //! missed subscription event, a request that times out); queries read the database and are
@@ -26,7 +27,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::domain::{ComponentState, ComponentStatus};
+use crate::domain::{AgentCommand, CommandOutcome, ComponentState, ComponentStatus};
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
 use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions};
@@ -38,12 +39,30 @@ pub const MAX_PAYLOAD_BYTES: usize = 7900;
 
 type IntrospectionResult = Result<Vec<WireComponent>, String>;
 
+/// A command's outcome on the cluster channel, or why the replica holding the session could
+/// not get one.
+#[derive(Debug, Serialize, Deserialize)]
+struct CommandReply {
+    outcome: Result<(bool, String), String>,
+    /// The agent did not answer in time (else an error means it was unavailable).
+    #[serde(default)]
+    timed_out: bool,
+}
+
+/// What a replica waits for on the cluster channel.
+enum Answer {
+    Introspection(IntrospectionResult),
+    Command(CommandReply),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
 enum Message {
     Event { from: String, event: EventKind },
     IntrospectionRequest { from: String, request_id: String, agent_id: String },
     IntrospectionReply { to: String, request_id: String, result: IntrospectionResult },
+    CommandRequest { from: String, request_id: String, agent_id: String, command: AgentCommand },
+    CommandReply { to: String, request_id: String, reply: CommandReply },
 }
 
 /// `ComponentState` on the cluster channel, converted by hand.
@@ -107,7 +126,7 @@ struct Inner {
     replica_id: String,
     pool: PgPool,
     db: Db,
-    waiters: Mutex<HashMap<String, oneshot::Sender<IntrospectionResult>>>,
+    waiters: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
 }
 
 /// This replica's link to the others; cheap to clone.
@@ -156,7 +175,58 @@ impl Cluster {
 
     /// Asks whichever replica holds `agent_id`'s session for its supervision snapshot.
     pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
-        let offline = || Error::unavailable(format!("agent {agent_id} is offline"));
+        let request_id = Uuid::now_v7().to_string();
+        let message = Message::IntrospectionRequest {
+            from: self.inner.replica_id.clone(),
+            request_id: request_id.clone(),
+            agent_id: agent_id.to_owned(),
+        };
+        match self.ask(agent_id, request_id, &message, "introspection").await? {
+            Answer::Introspection(Ok(components)) => {
+                Ok(components.into_iter().map(WireComponent::into_domain).collect())
+            }
+            Answer::Introspection(Err(message)) => Err(Error::unavailable(message)),
+            Answer::Command(_) => Err(Error::new(ErrorKind::Internal, "a command reply to an introspection")),
+        }
+    }
+
+    /// Sends a command through whichever replica holds `agent_id`'s session.
+    pub async fn request_command(
+        &self,
+        agent_id: &str,
+        command_id: Uuid,
+        command: AgentCommand,
+    ) -> Result<CommandOutcome, Error> {
+        let request_id = command_id.to_string();
+        let message = Message::CommandRequest {
+            from: self.inner.replica_id.clone(),
+            request_id: request_id.clone(),
+            agent_id: agent_id.to_owned(),
+            command,
+        };
+        match self.ask(agent_id, request_id, &message, "command").await? {
+            Answer::Command(CommandReply { outcome: Ok((ok, message)), .. }) => {
+                Ok(CommandOutcome { ok, message })
+            }
+            Answer::Command(CommandReply { outcome: Err(message), timed_out: true }) => {
+                Err(Error::new(ErrorKind::DeadlineExceeded, message))
+            }
+            Answer::Command(CommandReply { outcome: Err(message), .. }) => Err(Error::unavailable(message)),
+            Answer::Introspection(_) => {
+                Err(Error::new(ErrorKind::Internal, "an introspection reply to a command"))
+            }
+        }
+    }
+
+    /// Broadcasts a request for an online agent and waits (bounded) for the replica holding
+    /// its session to answer.
+    async fn ask(
+        &self,
+        agent_id: &str,
+        request_id: String,
+        message: &Message,
+        what: &str,
+    ) -> Result<Answer, Error> {
         let agent = self
             .inner
             .db
@@ -164,17 +234,20 @@ impl Cluster {
             .await
             .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
         if !agent.is_some_and(|a| a.online) {
-            return Err(offline());
+            return Err(Error::unavailable(format!("agent {agent_id} is offline")));
         }
-        let request_id = Uuid::now_v7().to_string();
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.waiters).insert(request_id.clone(), tx);
-        let message = Message::IntrospectionRequest {
-            from: self.inner.replica_id.clone(),
-            request_id: request_id.clone(),
-            agent_id: agent_id.to_owned(),
-        };
-        let sent = self.notify(&message).await;
+        {
+            let mut waiters = lock(&self.inner.waiters);
+            if waiters.contains_key(&request_id) {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("a {what} with id {request_id} is already waiting for agent {agent_id}'s answer"),
+                ));
+            }
+            waiters.insert(request_id.clone(), tx);
+        }
+        let sent = self.notify(message).await;
         let answer = match sent {
             Ok(()) => tokio::time::timeout(AGENT_REQUEST_TIMEOUT, rx).await,
             Err(e) => {
@@ -184,13 +257,12 @@ impl Cluster {
         };
         lock(&self.inner.waiters).remove(&request_id);
         match answer {
-            Ok(Ok(Ok(components))) => Ok(components.into_iter().map(WireComponent::into_domain).collect()),
-            Ok(Ok(Err(message))) => Err(Error::unavailable(message)),
+            Ok(Ok(answer)) => Ok(answer),
             // no replica holds the session (or its answer was lost)
             Ok(Err(_)) | Err(_) => Err(Error::new(
                 ErrorKind::DeadlineExceeded,
                 format!(
-                    "no replica answered the introspection of agent {agent_id} within {}s",
+                    "no replica answered the {what} of agent {agent_id} within {}s",
                     AGENT_REQUEST_TIMEOUT.as_secs()
                 ),
             )),
@@ -303,13 +375,49 @@ impl Cluster {
                 });
             }
             Message::IntrospectionReply { to, request_id, result } => {
-                if &to != me {
+                self.answer(&to, &request_id, Answer::Introspection(result));
+            }
+            Message::CommandRequest { from, request_id, agent_id, command } => {
+                if &from == me || !sessions.is_online(&agent_id) {
                     return;
                 }
-                if let Some(waiter) = lock(&self.inner.waiters).remove(&request_id) {
-                    let _ = waiter.send(result);
-                }
+                let Ok(command_id) = Uuid::parse_str(&request_id) else {
+                    tracing::warn!(request_id, "ignoring a cluster command whose id is not a uuid");
+                    return;
+                };
+                let cluster = self.clone();
+                let sessions = Arc::clone(sessions);
+                tokio::spawn(async move {
+                    let reply = match sessions.local_command(&agent_id, command_id, command).await {
+                        Ok(outcome) => {
+                            CommandReply { outcome: Ok((outcome.ok, outcome.message)), timed_out: false }
+                        }
+                        Err(e) => CommandReply {
+                            timed_out: e.kind == ErrorKind::DeadlineExceeded,
+                            outcome: Err(e.message),
+                        },
+                    };
+                    let reply = Message::CommandReply { to: from, request_id, reply };
+                    if let Err(e) = cluster.notify(&reply).await {
+                        tracing::warn!(agent_id, error = %e.message, "cannot answer a cluster command");
+                    }
+                });
             }
+            Message::CommandReply { to, request_id, reply } => {
+                self.answer(&to, &request_id, Answer::Command(reply));
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Hands a reply meant for this replica to the request waiting for it.
+    fn answer(&self, to: &str, request_id: &str, answer: Answer) {
+        if to != self.inner.replica_id {
+            return;
+        }
+        if let Some(waiter) = lock(&self.inner.waiters).remove(request_id) {
+            let _ = waiter.send(answer);
         }
     }
 }

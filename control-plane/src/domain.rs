@@ -504,6 +504,23 @@ pub struct ComponentState {
     pub detail_json: String,
 }
 
+/// A command an operator sends to an agent over its session; there is none that runs code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentCommand {
+    /// Kill a supervised component; its supervisor starts it again (its restarts count grows).
+    RestartComponent { component: String },
+}
+
+impl AgentCommand {
+    /// The audit log's target for this command to `agent_id`.
+    pub fn target(&self, agent_id: &str) -> String {
+        match self {
+            Self::RestartComponent { component } => format!("agent/{agent_id}/component/{component}"),
+        }
+    }
+}
+
 /// The outcome of a command sent to an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandOutcome {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::domain::{Agent, ComponentState};
+use uuid::Uuid;
+
+use crate::domain::{Agent, AgentCommand, CommandOutcome, ComponentState};
 use crate::error::Error;
 use crate::events::Events;
 
@@ -36,6 +38,15 @@ pub trait AgentSessions: Send + Sync {
         &'a self,
         agent_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ComponentState>, Error>>;
+
+    /// Sends a command to an agent whose session is here and waits for its outcome; a repeated
+    /// `command_id` is answered by the agent with its first outcome.
+    fn local_command<'a>(
+        &'a self,
+        agent_id: &'a str,
+        command_id: Uuid,
+        command: AgentCommand,
+    ) -> BoxFuture<'a, Result<CommandOutcome, Error>>;
 
     /// Claims the push of `config_version` to `agent_id`; `None` while another is in flight.
     fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard>;

@@ -580,6 +580,7 @@ impl Generation {
             reload: Some(reload.clone()),
             apply_failure,
             acked: Default::default(),
+            commands: Default::default(),
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();

@@ -222,6 +222,45 @@ impl ControlPlane {
         Ok(String::from_utf8(output.stdout)?.trim().to_owned())
     }
 
+    /// An API key of `role` (`OPERATOR` or `AGENCY`; an agency key belongs to a new agency of
+    /// jurisdiction `north`), made through GraphQL by the holder of the admin key `admin`.
+    pub async fn create_key(&self, admin: &str, role: &str) -> Result<String> {
+        let agency = if role == "AGENCY" {
+            let created = self
+                .graphql_with_key(
+                    admin,
+                    "mutation { createAgency(name: \"Patrol\", jurisdiction: \"north\") { id } }",
+                    json!({}),
+                )
+                .await?;
+            Some(created["data"]["createAgency"]["id"].as_str().context("agency id")?.to_owned())
+        } else {
+            None
+        };
+        let created = self
+            .graphql_with_key(
+                admin,
+                "mutation($r: Role!, $a: ID) { createApiKey(name: \"e2e\", role: $r, agencyId: $a) { secret } }",
+                json!({ "r": role, "a": agency }),
+            )
+            .await?;
+        Ok(created["data"]["createApiKey"]["secret"]
+            .as_str()
+            .with_context(|| format!("a key: {created}"))?
+            .to_owned())
+    }
+
+    /// Waits until GraphQL shows `agent_id` offline.
+    pub async fn wait_offline(&self, agent_id: &str) -> Result<()> {
+        self.wait_for("the agent offline", || async {
+            let data = self
+                .graphql("query($id: ID!) { agent(id: $id) { online } }", json!({ "id": agent_id }))
+                .await?;
+            Ok((data["agent"]["online"] == false).then_some(()))
+        })
+        .await
+    }
+
     /// Runs a GraphQL query as the holder of `token` and returns the whole response body.
     pub async fn graphql_with_key(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
         let response = self

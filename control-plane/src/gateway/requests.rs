@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Gateway, lock};
-use crate::domain::{self, AgentHello, CommandOutcome, ComponentState};
+use crate::domain::{self, AgentCommand, AgentHello, CommandOutcome, ComponentState};
 use crate::error::{Error, ErrorKind};
 use crate::events::Events;
 use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions, PushGuard};
@@ -60,13 +60,36 @@ impl Gateway {
         }
     }
 
-    /// Sends a command to a connected agent and waits for its result.
-    pub async fn send_command(
+    /// Sends a command to an agent, through the replica holding its session, and waits for
+    /// its outcome. `command_id` makes it idempotent: the agent runs one id once and answers a
+    /// repeat with the first outcome; a repeat while the first still waits is refused.
+    pub async fn command(
         &self,
         agent_id: &str,
-        kind: pb::command::Kind,
+        command_id: Uuid,
+        command: AgentCommand,
     ) -> Result<CommandOutcome, Error> {
-        let command_id = Uuid::now_v7().to_string();
+        match self.shared.cluster.get() {
+            Some(cluster) if !self.is_online(agent_id) => {
+                cluster.request_command(agent_id, command_id, command).await
+            }
+            _ => self.local_command(agent_id, command_id, command).await,
+        }
+    }
+
+    /// Sends a command to an agent connected to this replica and waits for its result.
+    pub async fn local_command(
+        &self,
+        agent_id: &str,
+        command_id: Uuid,
+        command: AgentCommand,
+    ) -> Result<CommandOutcome, Error> {
+        let kind = match command {
+            AgentCommand::RestartComponent { component } => {
+                pb::command::Kind::RestartComponent(pb::RestartComponent { component })
+            }
+        };
+        let command_id = command_id.to_string();
         let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });
         match self.request(agent_id, command_id, msg, "command").await? {
             Reply::Command(outcome) => Ok(outcome),
@@ -143,7 +166,16 @@ impl Gateway {
         let offline = || Error::unavailable(format!("agent {agent_id} is offline"));
         let tx = lock(&self.shared.sessions).get(agent_id).map(|s| s.tx.clone()).ok_or_else(offline)?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        lock(&self.shared.waiters).insert(key.clone(), reply_tx);
+        {
+            let mut waiters = lock(&self.shared.waiters);
+            if waiters.contains_key(&key) {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("a {what} with id {key} is already waiting for agent {agent_id}'s answer"),
+                ));
+            }
+            waiters.insert(key.clone(), reply_tx);
+        }
         let _guard = WaiterGuard { waiters: &self.shared.waiters, key };
         let exchange = async {
             tx.send(Ok(pb::ControlMessage { body: Some(msg) })).await.map_err(|_| offline())?;
@@ -197,6 +229,15 @@ impl AgentSessions for Gateway {
         agent_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ComponentState>, Error>> {
         Box::pin(Gateway::local_introspection(self, agent_id))
+    }
+
+    fn local_command<'a>(
+        &'a self,
+        agent_id: &'a str,
+        command_id: Uuid,
+        command: AgentCommand,
+    ) -> BoxFuture<'a, Result<CommandOutcome, Error>> {
+        Box::pin(Gateway::local_command(self, agent_id, command_id, command))
     }
 
     fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard> {

@@ -1,12 +1,16 @@
-//! The fleet: the `agents`, `agent` and `sites` queries, and the GraphQL objects of agents
-//! (with their revocation and the components they report in live introspection) and sites.
+//! The fleet: the `agents`, `agent` and `sites` queries, the GraphQL objects of agents (with
+//! their revocation and the components they report in live introspection) and sites, and the
+//! commands operators send to agents (`restartComponent`).
 
 use async_graphql::{Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{guard, storage_error};
+use uuid::Uuid;
+
+use super::{audited, guard, parse_uuid, parts, storage, storage_error};
 use crate::auth::Action;
 use crate::domain;
+use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 
 #[derive(Default)]
@@ -38,6 +42,59 @@ impl FleetQuery {
             .map(Site::from)
             .collect())
     }
+}
+
+#[derive(Default)]
+pub struct FleetMutation;
+
+#[Object]
+impl FleetMutation {
+    /// Restarts one supervised component of an agent (operators and admins), through the
+    /// replica holding its session. `commandId` (a UUID; one is made when omitted) makes it
+    /// idempotent: the agent runs an id once and answers a repeat with its first outcome. An
+    /// unknown agent is NOT_FOUND, an offline one UNAVAILABLE, no answer within 5 s
+    /// DEADLINE_EXCEEDED, and a component the agent does not have FAILED_PRECONDITION.
+    async fn restart_component(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        component: String,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<CommandResult> {
+        let (api, who) = parts(ctx)?;
+        let command = domain::AgentCommand::RestartComponent { component: component.trim().to_owned() };
+        let result = async {
+            who.authorize(Action::OperateAgents)?;
+            let command_id = match &command_id {
+                Some(id) => parse_uuid("commandId", id)?,
+                None => Uuid::now_v7(),
+            };
+            if component.trim().is_empty() {
+                return Err(Error::invalid("component must not be empty"));
+            }
+            if api.db.agent(&agent_id).await.map_err(storage)?.is_none() {
+                return Err(Error::not_found(format!("no agent with id {:?}", agent_id.as_str())));
+            }
+            let outcome = api.gateway.command(&agent_id, command_id, command.clone()).await?;
+            if !outcome.ok {
+                return Err(Error::new(
+                    ErrorKind::FailedPrecondition,
+                    format!("agent {} refused the command: {}", agent_id.as_str(), outcome.message),
+                ));
+            }
+            Ok(CommandResult { command_id: ID(command_id.to_string()), message: outcome.message })
+        }
+        .await;
+        audited(api, who, "restartComponent", &command.target(&agent_id), result).await
+    }
+}
+
+/// What an agent answered to a command it ran.
+#[derive(SimpleObject)]
+pub struct CommandResult {
+    command_id: ID,
+    /// The agent's own words, e.g. `restarting uplink`.
+    message: String,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]

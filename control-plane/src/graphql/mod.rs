@@ -75,7 +75,12 @@ pub struct Query(
 
 // The mutation root, every field audited (`audited`). No doc comment, as for `Query`.
 #[derive(MergedObject, Default)]
-pub struct Mutation(captures::CapturesMutation, admin::AdminMutation, configs::ConfigsMutation);
+pub struct Mutation(
+    captures::CapturesMutation,
+    admin::AdminMutation,
+    configs::ConfigsMutation,
+    fleet::FleetMutation,
+);
 
 /// The schema without runtime data (enough for the SDL).
 pub fn builder() -> SchemaBuilder<Query, Mutation, SubscriptionRoot> {

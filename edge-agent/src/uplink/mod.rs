@@ -80,6 +80,30 @@ pub struct UplinkComponent {
     pub apply_failure: Option<(u64, String)>,
     /// Captures the control plane acknowledged, counted across restarts (the detail's `acked`).
     pub acked: Arc<AtomicU64>,
+    /// The results of the last commands run, by command id, kept across restarts: a command
+    /// sent again (a retry after a lost answer) gets its first result and is not run twice.
+    pub commands: RecentCommands,
+}
+
+/// The results of the last [`RecentCommands::CAPACITY`] commands, oldest first.
+#[derive(Clone, Default)]
+pub struct RecentCommands(Arc<std::sync::Mutex<std::collections::VecDeque<pb::CommandResult>>>);
+
+impl RecentCommands {
+    pub const CAPACITY: usize = 256;
+
+    fn get(&self, command_id: &str) -> Option<pb::CommandResult> {
+        let recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.iter().find(|r| r.command_id == command_id).cloned()
+    }
+
+    fn record(&self, result: &pb::CommandResult) {
+        let mut recent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == Self::CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(result.clone());
+    }
 }
 
 impl crate::supervisor::Component for UplinkComponent {
@@ -104,6 +128,7 @@ impl crate::supervisor::Component for UplinkComponent {
             apply_failure: self.apply_failure.clone(),
             ctx,
             acked: self.acked.clone(),
+            commands: self.commands.clone(),
             link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
@@ -172,6 +197,7 @@ struct Uplink {
     apply_failure: Option<(u64, String)>,
     ctx: ComponentCtx,
     acked: Arc<AtomicU64>,
+    commands: RecentCommands,
     /// What the detail says about the session ([`publish_detail`]).
     link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
@@ -513,33 +539,37 @@ impl Uplink {
         }
     }
 
+    /// Runs a command once per command id: a repeated id is answered with the first result.
     async fn command(&self, session: &Session, cmd: pb::Command) -> anyhow::Result<()> {
-        let result = |ok: bool, message: String| {
-            agent_message::Body::CommandResult(pb::CommandResult {
-                command_id: cmd.command_id.clone(),
-                ok,
-                message,
-            })
+        if let Some(earlier) = self.commands.get(&cmd.command_id) {
+            tracing::info!(command_id = %cmd.command_id, "command repeated; answering with its first result");
+            return session.send(agent_message::Body::CommandResult(earlier)).await;
+        }
+        let answer = |ok: bool, message: String| {
+            let result = pb::CommandResult { command_id: cmd.command_id.clone(), ok, message };
+            self.commands.record(&result);
+            agent_message::Body::CommandResult(result)
         };
         match cmd.kind.clone() {
-            Some(command::Kind::Ping(_)) => session.send(result(true, "pong".into())).await,
+            Some(command::Kind::Ping(_)) => session.send(answer(true, "pong".into())).await,
             Some(command::Kind::RestartComponent(restart)) => {
                 let Some(supervisor) = self.supervisor.get().cloned() else {
-                    return session.send(result(false, "supervisor not running".into())).await;
+                    return session.send(answer(false, "supervisor not running".into())).await;
                 };
+                tracing::info!(command_id = %cmd.command_id, component = %restart.component, "restart requested");
                 if restart.component == self.ctx.name {
                     // restarting ourselves ends this session: answer first
-                    session.send(result(true, format!("restarting {}", restart.component))).await?;
+                    session.send(answer(true, format!("restarting {}", restart.component))).await?;
                     tokio::task::yield_now().await;
                     let _ = supervisor.restart(&restart.component).await;
                     return Ok(());
                 }
                 match supervisor.restart(&restart.component).await {
-                    Ok(()) => session.send(result(true, format!("restarting {}", restart.component))).await,
-                    Err(err) => session.send(result(false, err)).await,
+                    Ok(()) => session.send(answer(true, format!("restarting {}", restart.component))).await,
+                    Err(err) => session.send(answer(false, err)).await,
                 }
             }
-            None => session.send(result(false, "unknown command".into())).await,
+            None => session.send(answer(false, "unknown command".into())).await,
         }
     }
 }

@@ -129,6 +129,7 @@ fn start_uplink_in(
         reload: None,
         apply_failure: None,
         acked: Default::default(),
+        commands: Default::default(),
     };
     let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
     tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
@@ -269,6 +270,7 @@ async fn uploads_buffered_captures_and_deletes_them_on_ack() {
         reload: None,
         apply_failure: None,
         acked: Default::default(),
+        commands: Default::default(),
     };
     let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
     let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
@@ -326,4 +328,18 @@ fn jitter_stays_within_half_to_full_step() {
         let d = jittered(1000).as_millis();
         assert!((500..=1000).contains(&d));
     }
+}
+
+#[test]
+fn recent_commands_keep_the_newest_results_within_their_capacity() {
+    let recent = RecentCommands::default();
+    let result =
+        |i: usize| pb::CommandResult { command_id: format!("c{i}"), ok: true, message: format!("m{i}") };
+    for i in 0..=RecentCommands::CAPACITY {
+        recent.record(&result(i));
+    }
+    assert_eq!(recent.get("c0"), None, "the oldest is dropped");
+    assert_eq!(recent.get("c1"), Some(result(1)));
+    assert_eq!(recent.get(&format!("c{}", RecentCommands::CAPACITY)), Some(result(RecentCommands::CAPACITY)));
+    assert_eq!(recent.0.lock().unwrap().len(), RecentCommands::CAPACITY);
 }

@@ -5,6 +5,8 @@ mod auth;
 mod bench;
 mod cameras;
 mod capture_flow;
+mod cli;
+mod commands;
 mod config;
 mod config_rollout;
 mod demo;

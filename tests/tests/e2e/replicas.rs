@@ -1,7 +1,7 @@
 //! Two control-plane replicas on one PostgreSQL database and one S3 bucket (`[cluster]`): an
-//! agent connected to replica A is introspectable through GraphQL on replica B (the request
-//! travels over PostgreSQL NOTIFY to the replica holding the session), and its captures are
-//! visible on B.
+//! agent connected to replica A is introspectable and takes commands through GraphQL on replica
+//! B (the request travels over PostgreSQL NOTIFY to the replica holding the session), and its
+//! captures are visible on B.
 
 use anyhow::Result;
 use lanewatch_tests::{AgentBuilder, ControlPlane, Db, Postgres, SeaweedFs};
@@ -32,6 +32,19 @@ async fn agent_session_on_replica_a_answers_introspection_asked_on_replica_b() -
     // replica a answers the same from its own session
     let direct = a.graphql(query, json!({ "id": agent.id })).await?;
     assert_eq!(direct["agent"]["components"].as_array().map(Vec::len), Some(components.len()));
+
+    // a command asked on b reaches the agent through a; its repeat (same id) is answered alike
+    let restart = "mutation($id: ID!, $c: String!, $cmd: ID) {
+      restartComponent(agentId: $id, component: $c, commandId: $cmd) { commandId message } }";
+    let detect = *names.iter().find(|n| n.starts_with("detect")).expect("a detect component");
+    let command_id = uuid::Uuid::now_v7().to_string();
+    let vars = json!({ "id": agent.id, "c": detect, "cmd": command_id });
+    let first = b.graphql(restart, vars.clone()).await?;
+    assert_eq!(first["restartComponent"]["message"], format!("restarting {detect}"), "{first}");
+    assert_eq!(first["restartComponent"]["commandId"], command_id.as_str(), "{first}");
+    assert_eq!(b.graphql(restart, vars).await?, first);
+    let unknown = b.graphql_raw(restart, json!({ "id": agent.id, "c": "nope" })).await?;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "FAILED_PRECONDITION", "{unknown}");
 
     // captures the agent uploads to a are readable, with their images, on b
     let captures = b

@@ -1,0 +1,271 @@
+//! The fleet commands over the public GraphQL API: `lanewatch agents` (the fleet as a table),
+//! `lanewatch inspect AGENT [COMPONENT]` (an agent's live supervised state, as a readable tree
+//! or JSON), `lanewatch captures` (the newest captures, filtered) and `lanewatch exec AGENT
+//! restart COMPONENT` (a command sent to the agent, idempotent by its command id). Each takes
+//! `--json`, which prints the API's answer for scripts instead of the human view.
+
+use anyhow::{Result, bail};
+use serde_json::{Value, json};
+
+use crate::api::Api;
+
+const AGENTS: &str =
+    "{ agents { id site online health version configVersion bufferedCaptures lastSeen revoked } }";
+
+const INSPECT: &str = "query($id: ID!) { agent(id: $id) { id site online health version configVersion
+  bufferedCaptures lastSeen revoked revokedReason
+  components { name status restarts processed backoffMs lastFailure lastFailureAt detailJson } } }";
+
+const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {
+  captures(first: $first, site: $site, decision: $decision) { edges { node {
+    id agentId site lane capturedAt vehicleClass decision confidence occupancy { status occupants }
+    sections { section occupants confidence } imageUrl } } pageInfo { hasNextPage } } }";
+
+/// The decisions `--decision` takes, as the API spells them.
+pub const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN"];
+
+pub async fn agents(api: &Api, as_json: bool) -> Result<()> {
+    let data = api.query(AGENTS, json!({})).await?;
+    let agents = data["agents"].as_array().cloned().unwrap_or_default();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&agents)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|a| {
+            let online = match (a["online"].as_bool(), a["revoked"].as_bool()) {
+                (_, Some(true)) => "revoked",
+                (Some(true), _) => "yes",
+                _ => "no",
+            };
+            vec![
+                text(&a["id"]),
+                text(&a["site"]),
+                online.to_owned(),
+                text(&a["health"]).to_lowercase(),
+                text(&a["version"]),
+                text(&a["configVersion"]),
+                text(&a["bufferedCaptures"]),
+                time(&a["lastSeen"]),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["AGENT", "SITE", "ONLINE", "HEALTH", "VERSION", "CONFIG", "BUFFERED", "LAST SEEN"], &rows)
+    );
+    if agents.is_empty() {
+        println!("(no agent has connected yet)");
+    }
+    Ok(())
+}
+
+pub async fn inspect(api: &Api, agent_id: &str, component: Option<&str>, as_json: bool) -> Result<()> {
+    let data = api.query(INSPECT, json!({ "id": agent_id })).await?;
+    let mut agent = data["agent"].clone();
+    if agent.is_null() {
+        bail!("no agent with id {agent_id:?} (`lanewatch agents` lists them)");
+    }
+    // the detail is JSON in a string: parse it, so both views show it as structure
+    let mut components = agent["components"].as_array().cloned().unwrap_or_default();
+    for c in &mut components {
+        let detail =
+            c["detailJson"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+        c.as_object_mut().map(|o| o.remove("detailJson"));
+        c["detail"] = detail;
+    }
+    if let Some(name) = component {
+        let names: Vec<String> = components.iter().map(|c| text(&c["name"])).collect();
+        let Some(found) = components.into_iter().find(|c| c["name"] == name) else {
+            bail!("agent {agent_id} has no component {name:?}; it has: {}", names.join(", "));
+        };
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        } else {
+            print!("{}", tree(&found, 0));
+        }
+        return Ok(());
+    }
+    agent["components"] = Value::Array(components);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&agent)?);
+    } else {
+        print!("{}", tree(&agent, 0));
+    }
+    Ok(())
+}
+
+pub async fn captures(
+    api: &Api,
+    site: Option<&str>,
+    decision: Option<&str>,
+    limit: u32,
+    as_json: bool,
+) -> Result<()> {
+    let decision = decision.map(|d| d.trim().to_uppercase().replace(['-', ' '], "_"));
+    if let Some(d) = &decision
+        && !DECISIONS.contains(&d.as_str())
+    {
+        bail!("unknown decision {d:?}; one of: {}", DECISIONS.join(", ").to_lowercase().replace('_', "-"));
+    }
+    if !(1..=500).contains(&limit) {
+        bail!("--limit must be between 1 and 500, got {limit}");
+    }
+    let data = api.query(CAPTURES, json!({ "first": limit, "site": site, "decision": decision })).await?;
+    let captures: Vec<Value> =
+        data["captures"]["edges"].as_array().into_iter().flatten().map(|e| e["node"].clone()).collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&captures)?);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = captures
+        .iter()
+        .map(|c| {
+            let occupants = match c["occupancy"]["status"].as_str() {
+                Some("COUNTED") => text(&c["occupancy"]["occupants"]),
+                Some(other) => other.to_lowercase(),
+                None => "?".to_owned(),
+            };
+            vec![
+                time(&c["capturedAt"]),
+                text(&c["site"]),
+                text(&c["lane"]),
+                text(&c["vehicleClass"]).to_lowercase(),
+                occupants,
+                text(&c["decision"]).to_lowercase().replace('_', " "),
+                text(&c["id"]),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["CAPTURED AT", "SITE", "LANE", "CLASS", "OCCUPANTS", "DECISION", "ID"], &rows));
+    if captures.is_empty() {
+        println!("(no capture matches)");
+    } else if data["captures"]["pageInfo"]["hasNextPage"] == true {
+        println!("(newest {} shown; --limit shows more)", captures.len());
+    }
+    Ok(())
+}
+
+const RESTART: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
+  restartComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
+
+/// Restarts `component` of `agent_id`; `command_id` (a UUID) makes a retry safe: the agent runs
+/// one id once. Without it, a fresh id is used.
+pub async fn restart(
+    api: &Api,
+    agent_id: &str,
+    component: &str,
+    command_id: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
+    let data =
+        api.query(RESTART, json!({ "agent": agent_id, "component": component, "id": command_id })).await?;
+    let result = &data["restartComponent"];
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        println!("{agent_id}: {} (command {})", text(&result["message"]), text(&result["commandId"]));
+    }
+    Ok(())
+}
+
+/// A scalar as a table cell: strings without quotes, null as `-`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A timestamp to the second, in UTC (`2026-12-03 14:04:28Z`); other values as [`text`].
+fn time(v: &Value) -> String {
+    match v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        Some(t) => t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%SZ").to_string(),
+        None => text(v),
+    }
+}
+
+/// Left-aligned columns, two spaces apart, each as wide as its widest cell.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// A JSON value as an indented tree: `key: value` for scalars, nested blocks for the rest;
+/// components are headed by their name.
+fn tree(v: &Value, depth: usize) -> String {
+    let pad = "  ".repeat(depth);
+    let mut out = String::new();
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Object(o) if o.is_empty() => out += &format!("{pad}{k}: {{}}\n"),
+                    Value::Array(a) if a.is_empty() => out += &format!("{pad}{k}: []\n"),
+                    Value::Object(_) | Value::Array(_) => {
+                        out += &format!("{pad}{k}:\n{}", tree(v, depth + 1))
+                    }
+                    scalar => out += &format!("{pad}{k}: {}\n", text(scalar)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(o) if o.get("name").is_some_and(Value::is_string) => {
+                        let mut rest = o.clone();
+                        let name = rest.remove("name").map(|n| text(&n)).unwrap_or_default();
+                        out += &format!("{pad}- {name}\n{}", tree(&Value::Object(rest), depth + 1));
+                    }
+                    Value::Object(_) | Value::Array(_) => {
+                        out += &format!("{pad}-\n{}", tree(item, depth + 1))
+                    }
+                    scalar => out += &format!("{pad}- {}\n", text(scalar)),
+                }
+            }
+        }
+        scalar => out += &format!("{pad}{}\n", text(scalar)),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_to_the_second_in_utc() {
+        assert_eq!(time(&json!("2026-12-03T15:04:28.118383399+01:00")), "2026-12-03 14:04:28Z");
+        assert_eq!(time(&json!(null)), "-");
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let rows = vec![vec!["agent-a".to_owned(), "1".to_owned()], vec!["b".to_owned(), "12345".to_owned()]];
+        assert_eq!(table(&["ID", "N"], &rows), "ID       N\nagent-a  1\nb        12345\n");
+    }
+
+    #[test]
+    fn trees_nest_and_name_components() {
+        let v = json!({ "id": "a", "components": [{ "name": "uplink", "detail": { "acked": 3 }, "restarts": 0 }] });
+        assert_eq!(
+            tree(&v, 0),
+            "components:\n  - uplink\n    detail:\n      acked: 3\n    restarts: 0\nid: a\n"
+        );
+    }
+}

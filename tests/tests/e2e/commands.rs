@@ -1,0 +1,186 @@
+//! Commands to agents through GraphQL (`restartComponent`) and `lanewatch exec`, on real
+//! binaries: who may send them (admins and operators, never agencies), the audit row of every
+//! attempt, an unknown agent or component, an offline agent, an agent that does not answer (a
+//! bare session that never replies), and a command id sent twice (run once).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lanewatch_tests::grpc::Session;
+use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db, run_to_exit_with_stdout};
+use serde_json::{Value, json};
+
+const RESTART: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
+  restartComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
+
+/// Sends `restartComponent` as the holder of `key`; the whole response.
+async fn restart(
+    cp: &ControlPlane,
+    key: &str,
+    agent: &str,
+    component: &str,
+    id: Option<&str>,
+) -> Result<Value> {
+    cp.graphql_with_key(key, RESTART, json!({ "agent": agent, "component": component, "id": id })).await
+}
+
+fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+}
+
+/// The component's restart count, as the agent reports it live.
+async fn restarts(cp: &ControlPlane, agent: &str, component: &str) -> Result<u64> {
+    let data = cp
+        .graphql(
+            "query($id: ID!) { agent(id: $id) { components { name restarts } } }",
+            json!({ "id": agent }),
+        )
+        .await?;
+    let components = data["agent"]["components"].as_array().context("components")?;
+    let c = components.iter().find(|c| c["name"] == component).context("the component")?;
+    c["restarts"].as_u64().context("restarts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_component_is_authorized_audited_idempotent_and_explains_its_errors() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let admin = cp.create_admin_key()?;
+    let operator = cp.create_key(&admin, "OPERATOR").await?;
+    let agency = cp.create_key(&admin, "AGENCY").await?;
+    let mut agent = AgentBuilder::new(&cp, "site-cmd").start()?;
+    let trigger = cp
+        .wait_for("the trigger running", || async {
+            let data = cp
+                .graphql(
+                    "query($id: ID!) { agent(id: $id) { components { name status } } }",
+                    json!({ "id": agent.id }),
+                )
+                .await;
+            let Ok(data) = data else { return Ok(None) };
+            let components = data["agent"]["components"].as_array().cloned().unwrap_or_default();
+            Ok(components
+                .iter()
+                .find(|c| {
+                    c["name"].as_str().is_some_and(|n| n.starts_with("trigger")) && c["status"] == "RUNNING"
+                })
+                .map(|c| c["name"].as_str().unwrap().to_owned()))
+        })
+        .await?;
+    assert_eq!(restarts(&cp, &agent.id, &trigger).await?, 0);
+
+    // an operator restarts it; the same command id sent again is not run again
+    let id = uuid::Uuid::now_v7().to_string();
+    let first = restart(&cp, &operator, &agent.id, &trigger, Some(&id)).await?;
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first["data"]["restartComponent"]["commandId"], id.as_str());
+    assert_eq!(first["data"]["restartComponent"]["message"], format!("restarting {trigger}"));
+    cp.wait_for("the restart counted", || async {
+        Ok((restarts(&cp, &agent.id, &trigger).await? == 1).then_some(()))
+    })
+    .await?;
+    let again = restart(&cp, &operator, &agent.id, &trigger, Some(&id)).await?;
+    assert_eq!(again["data"], first["data"], "a repeat gets the first answer: {again}");
+    // a command with another id is run: the count reaches 2, never 3 (the repeat ran nothing;
+    // the agent answers a restart once its supervisor has counted it)
+    let admin_restart = restart(&cp, &admin, &agent.id, &trigger, None).await?;
+    assert!(admin_restart["errors"].is_null(), "{admin_restart}");
+    let count = cp
+        .wait_for("the second restart counted", || async {
+            let n = restarts(&cp, &agent.id, &trigger).await?;
+            Ok((n >= 2).then_some(n))
+        })
+        .await?;
+    assert_eq!(count, 2, "the repeated command id restarted the component again");
+
+    // refusals, each with a clear code
+    let refused = restart(&cp, &agency, &agent.id, &trigger, None).await?;
+    assert_eq!(code(&refused), "PERMISSION_DENIED", "{refused}");
+    let unknown = restart(&cp, &admin, &agent.id, "nope", None).await?;
+    assert_eq!(code(&unknown), "FAILED_PRECONDITION", "{unknown}");
+    assert!(
+        unknown["errors"][0]["message"].as_str().unwrap().contains("unknown component \"nope\""),
+        "{unknown}"
+    );
+    let nobody = restart(&cp, &admin, "agent-nobody", &trigger, None).await?;
+    assert_eq!(code(&nobody), "NOT_FOUND", "{nobody}");
+    let bad_id = restart(&cp, &admin, &agent.id, &trigger, Some("not-a-uuid")).await?;
+    assert_eq!(code(&bad_id), "INVALID_ARGUMENT", "{bad_id}");
+
+    // `lanewatch exec` sends the same command
+    let url = cp.http_url("");
+    let (status, stdout, stderr) = run_to_exit_with_stdout(
+        "lanewatch",
+        &["exec", &agent.id, "restart", &trigger, "--url", url.trim_end_matches('/'), "--api-key", &operator],
+        Duration::from_secs(30),
+    )?;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&format!("{}: restarting {trigger} (command ", agent.id)), "{stdout}");
+    let (status, _, stderr) = run_to_exit_with_stdout(
+        "lanewatch",
+        &["exec", &agent.id, "restart", &trigger, "--url", url.trim_end_matches('/'), "--api-key", &agency],
+        Duration::from_secs(30),
+    )?;
+    assert!(!status.success());
+    assert!(stderr.contains("permission denied: role agency may not send commands to agents"), "{stderr}");
+
+    // every attempt is in the audit log, refusals included
+    let audit = cp
+        .graphql_with_key(
+            &admin,
+            "{ auditLog(first: 50) { edges { node { action target result } } } }",
+            json!({}),
+        )
+        .await?;
+    let rows: Vec<(String, String)> = audit["data"]["auditLog"]["edges"]
+        .as_array()
+        .context("audit")?
+        .iter()
+        .map(|e| &e["node"])
+        .filter(|n| n["action"] == "restartComponent")
+        .map(|n| {
+            (n["target"].as_str().unwrap_or("").to_owned(), n["result"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    let target = format!("agent/{}/component/{trigger}", agent.id);
+    let count = |t: &str, r: &str| rows.iter().filter(|(target, result)| target == t && result == r).count();
+    assert_eq!(count(&target, "OK"), 4, "{rows:?}"); // first, repeat, admin's, the CLI's
+    assert_eq!(count(&target, "ERROR"), 3, "{rows:?}"); // agency (GraphQL and CLI), bad id
+    assert_eq!(count(&format!("agent/{}/component/nope", agent.id), "ERROR"), 1, "{rows:?}");
+    assert_eq!(count(&format!("agent/agent-nobody/component/{trigger}"), "ERROR"), 1, "{rows:?}");
+
+    // an offline agent
+    let status = agent.proc.terminate(Duration::from_secs(20))?;
+    assert!(status.success(), "{status}");
+    cp.wait_offline(&agent.id).await?;
+    let offline = restart(&cp, &admin, &agent.id, &trigger, None).await?;
+    assert_eq!(code(&offline), "UNAVAILABLE", "{offline}");
+    assert!(offline["errors"][0]["message"].as_str().unwrap().contains("is offline"), "{offline}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_agent_never_answers_times_out() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let admin = cp.create_admin_key()?;
+    // a bare session that keeps beating but never answers a command
+    let session = Session::open(&cp.grpc_url(), "agent-mute", "site-mute").await?;
+    let heartbeats = async {
+        loop {
+            let beat = lanewatch_proto::v1::agent_message::Body::Heartbeat(Default::default());
+            if session.send(beat).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let answer = tokio::select! {
+        answer = restart(&cp, &admin, "agent-mute", "uplink", None) => answer?,
+        () = heartbeats => anyhow::bail!("the session ended"),
+    };
+    assert_eq!(code(&answer), "DEADLINE_EXCEEDED", "{answer}");
+    assert!(
+        answer["errors"][0]["message"].as_str().unwrap().contains("did not answer the command within 5s"),
+        "{answer}"
+    );
+    Ok(())
+}
