@@ -14,6 +14,8 @@ const AGENTS: &str =
 
 const INSPECT: &str = "query($id: ID!) { agent(id: $id) { id site online health version configVersion
   bufferedCaptures lastSeen revoked revokedReason
+  process { cpuSeconds cpuRatio rssBytes threads openFds uptimeSecs bufferVolumeFreeBytes
+    bufferVolumeTotalBytes softwareVersion configVersion modelVersion }
   components { name status restarts processed backoffMs lastFailure lastFailureAt detailJson } } }";
 
 const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {

@@ -27,7 +27,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::domain::{AgentCommand, CommandOutcome, ComponentState, ComponentStatus};
+use crate::domain::{
+    AgentCommand, CommandOutcome, ComponentState, ComponentStatus, Introspection, ProcessState,
+};
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
 use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions};
@@ -37,7 +39,15 @@ pub const CHANNEL: &str = "lanewatch_cluster";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 pub const MAX_PAYLOAD_BYTES: usize = 7900;
 
-type IntrospectionResult = Result<Vec<WireComponent>, String>;
+type IntrospectionResult = Result<WireIntrospection, String>;
+
+/// `Introspection` on the cluster channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireIntrospection {
+    components: Vec<WireComponent>,
+    #[serde(default)]
+    process: Option<ProcessState>,
+}
 
 /// A command's outcome on the cluster channel, or why the replica holding the session could
 /// not get one.
@@ -174,7 +184,7 @@ impl Cluster {
     }
 
     /// Asks whichever replica holds `agent_id`'s session for its supervision snapshot.
-    pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+    pub async fn request_introspection(&self, agent_id: &str) -> Result<Introspection, Error> {
         let request_id = Uuid::now_v7().to_string();
         let message = Message::IntrospectionRequest {
             from: self.inner.replica_id.clone(),
@@ -182,9 +192,10 @@ impl Cluster {
             agent_id: agent_id.to_owned(),
         };
         match self.ask(agent_id, request_id, &message, "introspection").await? {
-            Answer::Introspection(Ok(components)) => {
-                Ok(components.into_iter().map(WireComponent::into_domain).collect())
-            }
+            Answer::Introspection(Ok(wire)) => Ok(Introspection {
+                components: wire.components.into_iter().map(WireComponent::into_domain).collect(),
+                process: wire.process,
+            }),
             Answer::Introspection(Err(message)) => Err(Error::unavailable(message)),
             Answer::Command(_) => Err(Error::new(ErrorKind::Internal, "a command reply to an introspection")),
         }
@@ -363,9 +374,14 @@ impl Cluster {
                 let sessions = Arc::clone(sessions);
                 tokio::spawn(async move {
                     let result = match sessions.local_introspection(&agent_id).await {
-                        Ok(components) => {
-                            Ok(components.into_iter().map(WireComponent::from_domain).collect())
-                        }
+                        Ok(found) => Ok(WireIntrospection {
+                            components: found
+                                .components
+                                .into_iter()
+                                .map(WireComponent::from_domain)
+                                .collect(),
+                            process: found.process,
+                        }),
                         Err(e) => Err(e.message),
                     };
                     let reply = Message::IntrospectionReply { to: from, request_id, result };

@@ -504,6 +504,31 @@ pub struct ComponentState {
     pub detail_json: String,
 }
 
+/// What an agent reported when asked: its supervised components and, from agents that send it,
+/// its process as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Introspection {
+    pub components: Vec<ComponentState>,
+    pub process: Option<ProcessState>,
+}
+
+/// An agent process's own figures, read when it was asked.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessState {
+    /// CPU time (user + system) since the process started.
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub threads: u32,
+    pub open_fds: u32,
+    pub uptime_secs: f64,
+    pub buffer_volume_free_bytes: u64,
+    pub buffer_volume_total_bytes: u64,
+    pub software_version: String,
+    pub config_version: u64,
+    /// Empty without vision.
+    pub model_version: String,
+}
+
 /// A command an operator sends to an agent over its session; there is none that runs code.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

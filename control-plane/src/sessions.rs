@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 
 use uuid::Uuid;
 
-use crate::domain::{Agent, AgentCommand, CommandOutcome, ComponentState};
+use crate::domain::{Agent, AgentCommand, CommandOutcome, Introspection};
 use crate::error::Error;
 use crate::events::Events;
 
@@ -33,11 +33,8 @@ pub trait AgentSessions: Send + Sync {
     /// Offers the site's newest config to every agent of `site_id` whose session is here.
     fn offer_site_config(&self, site_id: &str);
 
-    /// Asks an agent whose session is here for its supervision snapshot.
-    fn local_introspection<'a>(
-        &'a self,
-        agent_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ComponentState>, Error>>;
+    /// Asks an agent whose session is here for its supervision snapshot and process figures.
+    fn local_introspection<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, Result<Introspection, Error>>;
 
     /// Sends a command to an agent whose session is here and waits for its outcome; a repeated
     /// `command_id` is answered by the agent with its first outcome.

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod domain;
 pub mod lidar;
 pub mod pipeline;
+pub mod process;
 pub mod sim;
 pub mod sources;
 pub mod stage;

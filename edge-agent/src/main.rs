@@ -182,6 +182,7 @@ impl From<FramingArg> for Framing {
 }
 
 fn main() -> ExitCode {
+    lanewatch_edge_agent::process::mark_started();
     // Both rustls back ends are compiled into the workspace (the AWS SDK brings aws-lc-rs), so
     // rustls cannot pick one by itself: choose ring, the one tonic's TLS is built with.
     let _ = rustls::crypto::ring::default_provider().install_default();

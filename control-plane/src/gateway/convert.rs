@@ -261,6 +261,21 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
     }
 }
 
+pub fn process(p: pb::ProcessState) -> crate::domain::ProcessState {
+    crate::domain::ProcessState {
+        cpu_seconds: p.cpu_seconds,
+        rss_bytes: p.rss_bytes,
+        threads: p.threads,
+        open_fds: p.open_fds,
+        uptime_secs: p.uptime_secs,
+        buffer_volume_free_bytes: p.buffer_volume_free_bytes,
+        buffer_volume_total_bytes: p.buffer_volume_total_bytes,
+        software_version: p.software_version,
+        config_version: p.config_version,
+        model_version: p.model_version,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

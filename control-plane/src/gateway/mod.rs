@@ -537,8 +537,11 @@ impl Gateway {
                     }
                 }
                 In::Introspection(r) => {
-                    let components = r.components.into_iter().map(convert::component).collect();
-                    self.route_reply(&r.request_id, Reply::Introspection(components));
+                    let introspection = domain::Introspection {
+                        components: r.components.into_iter().map(convert::component).collect(),
+                        process: r.process.map(convert::process),
+                    };
+                    self.route_reply(&r.request_id, Reply::Introspection(introspection));
                 }
                 In::CommandResult(r) => {
                     self.route_reply(

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Gateway, lock};
-use crate::domain::{self, AgentCommand, AgentHello, CommandOutcome, ComponentState};
+use crate::domain::{self, AgentCommand, AgentHello, CommandOutcome};
 use crate::error::{Error, ErrorKind};
 use crate::events::Events;
 use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions, PushGuard};
@@ -22,7 +22,7 @@ use crate::sessions::{AGENT_REQUEST_TIMEOUT, AgentSessions, PushGuard};
 /// An answer an agent sent to a control-plane request, routed by request id.
 #[derive(Debug)]
 pub(super) enum Reply {
-    Introspection(Vec<ComponentState>),
+    Introspection(domain::Introspection),
     Command(CommandOutcome),
     Config { staged: bool, error: String },
 }
@@ -41,7 +41,7 @@ impl Drop for WaiterGuard<'_> {
 
 impl Gateway {
     /// Asks an agent for its supervision snapshot, through the replica holding its session.
-    pub async fn request_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+    pub async fn request_introspection(&self, agent_id: &str) -> Result<domain::Introspection, Error> {
         match self.shared.cluster.get() {
             Some(cluster) if !self.is_online(agent_id) => cluster.request_introspection(agent_id).await,
             _ => self.local_introspection(agent_id).await,
@@ -49,11 +49,11 @@ impl Gateway {
     }
 
     /// Asks an agent connected to this replica for its supervision snapshot.
-    pub async fn local_introspection(&self, agent_id: &str) -> Result<Vec<ComponentState>, Error> {
+    pub async fn local_introspection(&self, agent_id: &str) -> Result<domain::Introspection, Error> {
         let request_id = Uuid::now_v7().to_string();
         let msg = Out::IntrospectionRequest(pb::IntrospectionRequest { request_id: request_id.clone() });
         match self.request(agent_id, request_id, msg, "introspection").await? {
-            Reply::Introspection(components) => Ok(components),
+            Reply::Introspection(introspection) => Ok(introspection),
             other => {
                 Err(Error::new(ErrorKind::Internal, format!("unexpected reply to introspection: {other:?}")))
             }
@@ -227,7 +227,7 @@ impl AgentSessions for Gateway {
     fn local_introspection<'a>(
         &'a self,
         agent_id: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ComponentState>, Error>> {
+    ) -> BoxFuture<'a, Result<domain::Introspection, Error>> {
         Box::pin(Gateway::local_introspection(self, agent_id))
     }
 

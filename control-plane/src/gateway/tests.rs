@@ -167,6 +167,7 @@ async fn introspection_is_routed_and_offline_agents_error() {
                         restarts: 2,
                         ..Default::default()
                     }],
+                    process: Some(pb::ProcessState { rss_bytes: 1 << 20, threads: 9, ..Default::default() }),
                 };
                 tx.send(pb::AgentMessage { body: Some(In::Introspection(reply)) }).await.unwrap();
                 return tx;
@@ -174,7 +175,10 @@ async fn introspection_is_routed_and_offline_agents_error() {
         }
         panic!("no introspection request");
     });
-    let components = h.gateway.request_introspection("agent-3").await.unwrap();
+    let found = h.gateway.request_introspection("agent-3").await.unwrap();
+    let process = found.process.expect("the process figures");
+    assert_eq!((process.rss_bytes, process.threads), (1 << 20, 9));
+    let components = found.components;
     assert_eq!(components.len(), 1);
     assert_eq!(components[0].status, domain::ComponentStatus::Running);
     assert_eq!(components[0].restarts, 2);

@@ -133,13 +133,24 @@ impl From<domain::Site> for Site {
 pub struct Agent {
     agent: domain::Agent,
     online: bool,
+    /// Asked from the agent at most once per object, however many of its fields a query reads.
+    introspection: tokio::sync::OnceCell<Result<domain::Introspection, Error>>,
 }
 
 impl Agent {
     pub(super) fn from_domain(agent: domain::Agent, gateway: &Gateway) -> Self {
         // the row says online until the session's end is recorded; the registry is the truth
         let online = agent.online && gateway.counts_as_online(&agent);
-        Self { agent, online }
+        Self { agent, online, introspection: tokio::sync::OnceCell::new() }
+    }
+
+    async fn introspection(&self, ctx: &Context<'_>) -> async_graphql::Result<&domain::Introspection> {
+        let (api, _) = guard(ctx, Action::ReadFleet)?;
+        let asked = self
+            .introspection
+            .get_or_init(|| async { api.gateway.request_introspection(&self.agent.id).await })
+            .await;
+        asked.as_ref().map_err(|e| e.extend())
     }
     async fn revocation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<domain::AgentRevocation>> {
         let (api, _) = guard(ctx, Action::ReadFleet)?;
@@ -189,9 +200,57 @@ impl Agent {
     }
     /// Supervised components, asked live from the agent; an error when it is offline.
     async fn components(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Component>> {
-        let (api, _) = guard(ctx, Action::ReadFleet)?;
-        let states = api.gateway.request_introspection(&self.agent.id).await.map_err(|e| e.extend())?;
-        Ok(states.into_iter().map(Component::from_domain).collect())
+        let found = self.introspection(ctx).await?;
+        Ok(found.components.iter().cloned().map(Component::from_domain).collect())
+    }
+    /// The agent process (CPU, memory, threads, descriptors, uptime, the buffer's disk, versions),
+    /// asked live with the components; null from agents too old to report it.
+    async fn process(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Process>> {
+        Ok(self.introspection(ctx).await?.process.clone().map(Process))
+    }
+}
+
+/// An agent process's own figures, read when it was asked.
+pub struct Process(domain::ProcessState);
+
+#[Object]
+impl Process {
+    /// CPU time (user + system) since the process started, in seconds.
+    async fn cpu_seconds(&self) -> f64 {
+        self.0.cpu_seconds
+    }
+    /// `cpuSeconds / uptimeSecs`: the share of one core used on average since start.
+    async fn cpu_ratio(&self) -> f64 {
+        if self.0.uptime_secs > 0.0 { self.0.cpu_seconds / self.0.uptime_secs } else { 0.0 }
+    }
+    async fn rss_bytes(&self) -> u64 {
+        self.0.rss_bytes
+    }
+    async fn threads(&self) -> u32 {
+        self.0.threads
+    }
+    async fn open_fds(&self) -> u32 {
+        self.0.open_fds
+    }
+    async fn uptime_secs(&self) -> f64 {
+        self.0.uptime_secs
+    }
+    /// Free space on the filesystem of the agent's capture buffer.
+    async fn buffer_volume_free_bytes(&self) -> u64 {
+        self.0.buffer_volume_free_bytes
+    }
+    async fn buffer_volume_total_bytes(&self) -> u64 {
+        self.0.buffer_volume_total_bytes
+    }
+    async fn software_version(&self) -> &str {
+        &self.0.software_version
+    }
+    async fn config_version(&self) -> u64 {
+        self.0.config_version
+    }
+    /// The face model vision runs; null without vision.
+    async fn model_version(&self) -> Option<&str> {
+        Some(self.0.model_version.as_str()).filter(|m| !m.is_empty())
     }
 }
 

@@ -263,6 +263,11 @@ pub struct Buffer {
 }
 
 impl Buffer {
+    /// The directory the buffer's segments live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens (or creates) the buffer directory at `path`, recovering what a previous run left and
     /// deleting what expired meanwhile.
     pub fn open(path: &Path, options: BufferOptions) -> Result<Self, BufferError> {

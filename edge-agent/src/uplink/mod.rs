@@ -496,11 +496,19 @@ impl Uplink {
                 }
             }
             Some(control_message::Body::IntrospectionRequest(req)) => {
-                let components = self.registry.snapshots().iter().map(wire::component_state).collect();
+                let snapshots = self.registry.snapshots();
+                // vision names its model in its detail (`VisionStats::model`)
+                let model = snapshots.iter().find_map(|s| s.detail.get("model")?.as_str().map(str::to_owned));
+                let (dir, version) = (self.buffer.dir().to_owned(), self.config_version);
+                let process = tokio::task::spawn_blocking(move || {
+                    crate::process::report(&dir, version, model.as_deref().unwrap_or_default())
+                })
+                .await?;
                 session
                     .send(agent_message::Body::Introspection(pb::IntrospectionResponse {
                         request_id: req.request_id,
-                        components,
+                        components: snapshots.iter().map(wire::component_state).collect(),
+                        process: Some(wire::process_state(&process)),
                     }))
                     .await?;
             }

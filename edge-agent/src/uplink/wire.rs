@@ -126,6 +126,21 @@ pub fn chunks(capture_id: &str, image: &bytes::Bytes, max_chunk_bytes: usize) ->
         .collect()
 }
 
+pub fn process_state(p: &crate::process::ProcessReport) -> pb::ProcessState {
+    pb::ProcessState {
+        cpu_seconds: p.cpu_seconds,
+        rss_bytes: p.rss_bytes,
+        threads: p.threads,
+        open_fds: p.open_fds,
+        uptime_secs: p.uptime_secs,
+        buffer_volume_free_bytes: p.buffer_volume_free_bytes,
+        buffer_volume_total_bytes: p.buffer_volume_total_bytes,
+        software_version: p.software_version.clone(),
+        config_version: p.config_version,
+        model_version: p.model_version.clone(),
+    }
+}
+
 pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
     let status = match s.status {
         ComponentStatus::Starting => pb::ComponentStatus::Starting,

@@ -143,6 +143,36 @@ pub struct IntrospectionResponse {
     pub request_id: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "2")]
     pub components: ::prost::alloc::vec::Vec<ComponentState>,
+    /// The agent process as a whole, read when the request arrived; absent from older agents.
+    #[prost(message, optional, tag = "3")]
+    pub process: ::core::option::Option<ProcessState>,
+}
+/// What the agent process reports about itself.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ProcessState {
+    /// CPU time (user + system) since the process started.
+    #[prost(double, tag = "1")]
+    pub cpu_seconds: f64,
+    #[prost(uint64, tag = "2")]
+    pub rss_bytes: u64,
+    #[prost(uint32, tag = "3")]
+    pub threads: u32,
+    #[prost(uint32, tag = "4")]
+    pub open_fds: u32,
+    #[prost(double, tag = "5")]
+    pub uptime_secs: f64,
+    /// The filesystem holding the capture buffer.
+    #[prost(uint64, tag = "6")]
+    pub buffer_volume_free_bytes: u64,
+    #[prost(uint64, tag = "7")]
+    pub buffer_volume_total_bytes: u64,
+    #[prost(string, tag = "8")]
+    pub software_version: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "9")]
+    pub config_version: u64,
+    /// The face model vision runs; empty without vision.
+    #[prost(string, tag = "10")]
+    pub model_version: ::prost::alloc::string::String,
 }
 /// The supervision snapshot of one component.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

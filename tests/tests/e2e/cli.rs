@@ -57,7 +57,9 @@ async fn the_cli_reads_the_fleet_inspects_an_agent_and_lists_captures() -> Resul
 
     // inspect: the live state as a tree, one component as JSON with its parsed detail
     let tree = ok(&cp, &admin, &["inspect", &agent.id])?;
-    for expected in ["components:", "- uplink", "status: RUNNING", "acked: ", "site: site-cli"] {
+    for expected in
+        ["components:", "- uplink", "status: RUNNING", "acked: ", "site: site-cli", "process:", "rssBytes: "]
+    {
         assert!(tree.contains(expected), "`{expected}` in:\n{tree}");
     }
     let uplink: Value = serde_json::from_str(&ok(&cp, &admin, &["inspect", &agent.id, "uplink", "--json"])?)?;

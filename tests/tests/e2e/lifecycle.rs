@@ -21,6 +21,34 @@ async fn agent_components_are_introspectable_through_graphql() -> Result<()> {
             Ok(data["agent"]["components"].as_array().filter(|c| !c.is_empty()).cloned())
         })
         .await?;
+    // the process reports itself with the components: this very agent process
+    let process = cp
+        .graphql(
+            "query($id: ID!) { agent(id: $id) { process { rssBytes threads openFds uptimeSecs cpuSeconds
+               bufferVolumeFreeBytes bufferVolumeTotalBytes softwareVersion configVersion modelVersion } } }",
+            json!({ "id": agent.id }),
+        )
+        .await?["agent"]["process"]
+        .clone();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.proc.pid()))?;
+    let threads: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|t| t.trim().parse().ok())
+        .expect("Threads in /proc/PID/status");
+    assert!(process["rssBytes"].as_u64().unwrap() > 1 << 20, "{process}");
+    // threads come and go (blocking pools), so the two reads agree only roughly
+    assert!(process["threads"].as_u64().unwrap().abs_diff(threads) <= threads, "{process} vs {threads}");
+    assert!(process["openFds"].as_u64().unwrap() >= 3, "{process}");
+    assert!(process["uptimeSecs"].as_f64().unwrap() > 0.0, "{process}");
+    assert!(
+        process["bufferVolumeTotalBytes"].as_u64() >= process["bufferVolumeFreeBytes"].as_u64(),
+        "{process}"
+    );
+    assert!(process["bufferVolumeFreeBytes"].as_u64().unwrap() > 0, "{process}");
+    assert_eq!(process["softwareVersion"], env!("CARGO_PKG_VERSION"), "{process}");
+    assert_eq!(process["modelVersion"], serde_json::Value::Null, "no vision, no model: {process}");
+
     let names: Vec<&str> = components.iter().filter_map(|c| c["name"].as_str()).collect();
     for expected in ["sense", "detect", "trigger", "uplink"] {
         assert!(names.iter().any(|n| n.starts_with(expected)), "{expected} in {names:?}");
