@@ -16,7 +16,8 @@ const INSPECT: &str = "query($id: ID!) { agent(id: $id) { id site online health 
   bufferedCaptures lastSeen revoked revokedReason
   process { cpuSeconds cpuRatio rssBytes threads openFds uptimeSecs bufferVolumeFreeBytes
     bufferVolumeTotalBytes softwareVersion configVersion modelVersion }
-  components { name status restarts processed backoffMs lastFailure lastFailureAt detailJson } } }";
+  components { name status restarts processed backoffMs lastFailure lastFailureAt inbox { depth capacity }
+    detailJson } } }";
 
 const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {
   captures(first: $first, site: $site, decision: $decision) { edges { node {

@@ -86,6 +86,8 @@ struct WireComponent {
     backoff_ms: u64,
     processed: u64,
     detail_json: String,
+    #[serde(default)]
+    inbox: Option<(u32, u32)>,
 }
 
 impl WireComponent {
@@ -107,6 +109,7 @@ impl WireComponent {
             backoff_ms: c.backoff_ms,
             processed: c.processed,
             detail_json: c.detail_json,
+            inbox: c.inbox,
         }
     }
 
@@ -128,6 +131,7 @@ impl WireComponent {
             backoff_ms: self.backoff_ms,
             processed: self.processed,
             detail_json: self.detail_json,
+            inbox: self.inbox,
         }
     }
 }

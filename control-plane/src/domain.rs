@@ -502,6 +502,8 @@ pub struct ComponentState {
     pub backoff_ms: u64,
     pub processed: u64,
     pub detail_json: String,
+    /// Items waiting in its input channel and the channel's capacity; `None` for a source.
+    pub inbox: Option<(u32, u32)>,
 }
 
 /// What an agent reported when asked: its supervised components and, from agents that send it,

@@ -565,6 +565,9 @@ impl Generation {
         let pipeline = pipeline::build_on(config, config_dir.as_deref(), options, buffer.clone())
             .context("building pipeline")?;
         let registry = Registry::default();
+        for (name, gauge) in pipeline.inboxes {
+            registry.set_inbox(&name, gauge);
+        }
         let supervisor_handle = Arc::new(OnceLock::new());
         let mut components = pipeline.components;
         let stage_names: Vec<String> = components.iter().map(|c| c.name()).collect();

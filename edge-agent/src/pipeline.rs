@@ -25,7 +25,7 @@ use crate::lidar::recording::ReplayScanSource;
 use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
 use crate::sources::ScanSource;
-use crate::stage::{CHANNEL_CAPACITY, Inlet, Outlet, channel};
+use crate::stage::{CHANNEL_CAPACITY, InboxGauge, Inlet, Outlet, channel};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 use crate::trigger::{CameraRoute, TriggerComponent};
 
@@ -33,6 +33,8 @@ use crate::trigger::{CameraRoute, TriggerComponent};
 pub struct Pipeline {
     pub components: Vec<Arc<dyn Component>>,
     pub buffer: Buffer,
+    /// Each stage's input channel by component name, for introspection (`Registry::set_inbox`).
+    pub inboxes: Vec<(String, InboxGauge)>,
 }
 
 /// Lab and test options that are not part of the device config.
@@ -118,6 +120,10 @@ pub fn build_on(
     // every acquire stage gets its own outlet on the one capture channel
     let (cap_tx, cap_rx) = mpsc::channel::<Capture>(CHANNEL_CAPACITY);
     let cap_in: Inlet<Capture> = Arc::new(Mutex::new(cap_rx));
+    let mut inboxes: Vec<(String, InboxGauge)> = Vec::new();
+    inboxes.extend(scan_out.gauge().map(|g| ("detect".to_owned(), g)));
+    inboxes.extend(det_out.gauge().map(|g| ("trigger".to_owned(), g)));
+    let captures_gauge = InboxGauge::of(&cap_tx);
 
     let mut components: Vec<Arc<dyn Component>> = vec![Arc::new(SenseComponent {
         name: "sense",
@@ -147,6 +153,7 @@ pub fn build_on(
         // a simulated camera that vision counts through shows cabins with faces
         let open = crate::sim::camera::cabin_opener(config, cam, config_dir, &world)?.unwrap_or(open);
         let (req_out, req_in) = channel();
+        inboxes.extend(req_out.gauge().map(|g| (format!("acquire-{}", cam.id), g)));
         routes.push(CameraRoute {
             camera_id: cam.id.clone(),
             lanes: cam.lanes.clone(),
@@ -171,9 +178,14 @@ pub fn build_on(
     // with [vision], every capture passes the vision stage (anonymize, check, count) before the
     // buffer sees it; a vision that cannot load refuses the start, naming the problem
     let cap_in = match &config.vision {
-        None => cap_in,
+        None => {
+            inboxes.push(("buffer".to_owned(), captures_gauge));
+            cap_in
+        }
         Some(_) => {
+            inboxes.push(("vision".to_owned(), captures_gauge));
             let (vision_out, vision_in) = channel();
+            inboxes.extend(vision_out.gauge().map(|g| ("buffer".to_owned(), g)));
             let ort = options.ort_dylib_path.as_deref();
             let vision = crate::vision::component(config, config_dir, ort, cap_in, vision_out)?;
             components.push(Arc::new(vision));
@@ -191,7 +203,7 @@ pub fn build_on(
         accepted_log,
         sweep_every: std::time::Duration::from_secs(config.buffer.retention.sweep_interval_secs),
     }));
-    Ok(Pipeline { components, buffer })
+    Ok(Pipeline { components, buffer, inboxes })
 }
 
 /// The scan source of `[lidar] source`. Every kind goes through the SICK codec: the simulator

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::SupervisionConfig;
+use crate::stage::InboxGauge;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -43,6 +44,15 @@ pub struct ComponentSnapshot {
     pub backoff_ms: u64,
     pub processed: u64,
     pub detail: serde_json::Value,
+    /// Items waiting in the component's input channel, and its capacity; `None` for a source.
+    pub inbox: Option<Inbox>,
+}
+
+/// A component's input channel as a snapshot shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Inbox {
+    pub depth: usize,
+    pub capacity: usize,
 }
 
 impl ComponentSnapshot {
@@ -56,6 +66,7 @@ impl ComponentSnapshot {
             backoff_ms: 0,
             processed: 0,
             detail: serde_json::Value::Object(Default::default()),
+            inbox: None,
         }
     }
 }
@@ -64,12 +75,18 @@ impl ComponentSnapshot {
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<RwLock<BTreeMap<String, ComponentSnapshot>>>,
+    /// The gauges of the components' input channels, read at each snapshot.
+    inboxes: Arc<RwLock<BTreeMap<String, InboxGauge>>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { inner: Default::default(), changed: Arc::new(watch::channel(0).0) }
+        Self {
+            inner: Default::default(),
+            inboxes: Default::default(),
+            changed: Arc::new(watch::channel(0).0),
+        }
     }
 }
 
@@ -82,12 +99,29 @@ impl Registry {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Gives `name`'s snapshots the depth of its input channel.
+    pub fn set_inbox(&self, name: &str, gauge: InboxGauge) {
+        self.inboxes.write().unwrap().insert(name.to_owned(), gauge);
+    }
+
     pub fn get(&self, name: &str) -> Option<ComponentSnapshot> {
-        self.inner.read().unwrap().get(name).cloned()
+        let mut snapshot = self.inner.read().unwrap().get(name).cloned()?;
+        self.fill_inbox(&mut snapshot);
+        Some(snapshot)
+    }
+
+    fn fill_inbox(&self, snapshot: &mut ComponentSnapshot) {
+        if let Some(gauge) = self.inboxes.read().unwrap().get(&snapshot.name) {
+            snapshot.inbox = Some(Inbox { depth: gauge.depth(), capacity: gauge.capacity });
+        }
     }
 
     pub fn snapshots(&self) -> Vec<ComponentSnapshot> {
-        self.inner.read().unwrap().values().cloned().collect()
+        let mut snapshots: Vec<ComponentSnapshot> = self.inner.read().unwrap().values().cloned().collect();
+        for snapshot in &mut snapshots {
+            self.fill_inbox(snapshot);
+        }
+        snapshots
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

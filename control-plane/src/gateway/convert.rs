@@ -258,6 +258,7 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
         backoff_ms: c.backoff_ms,
         processed: c.processed,
         detail_json: c.detail_json,
+        inbox: (c.inbox_capacity > 0).then_some((c.inbox_depth, c.inbox_capacity)),
     }
 }
 

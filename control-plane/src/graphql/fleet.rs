@@ -264,6 +264,16 @@ pub struct Component {
     backoff_ms: u64,
     processed: u64,
     detail_json: String,
+    /// Its input channel; null for a source, which has none.
+    inbox: Option<Inbox>,
+}
+
+/// A component's input channel when the agent was asked.
+#[derive(SimpleObject)]
+pub struct Inbox {
+    /// Items waiting.
+    depth: u32,
+    capacity: u32,
 }
 
 impl Component {
@@ -285,6 +295,7 @@ impl Component {
             backoff_ms: c.backoff_ms,
             processed: c.processed,
             detail_json: c.detail_json,
+            inbox: c.inbox.map(|(depth, capacity)| Inbox { depth, capacity }),
         }
     }
 }

@@ -158,6 +158,8 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         backoff_ms: s.backoff_ms,
         processed: s.processed,
         detail_json: s.detail.to_string(),
+        inbox_depth: s.inbox.map_or(0, |i| u32::try_from(i.depth).unwrap_or(u32::MAX)),
+        inbox_capacity: s.inbox.map_or(0, |i| u32::try_from(i.capacity).unwrap_or(u32::MAX)),
     }
 }
 

@@ -195,6 +195,12 @@ pub struct ComponentState {
     /// Component-specific details as a JSON object.
     #[prost(string, tag = "8")]
     pub detail_json: ::prost::alloc::string::String,
+    /// Items waiting in the component's input channel, and how many it holds; a capacity of 0
+    /// means the component has no input channel (a source).
+    #[prost(uint32, tag = "9")]
+    pub inbox_depth: u32,
+    #[prost(uint32, tag = "10")]
+    pub inbox_capacity: u32,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

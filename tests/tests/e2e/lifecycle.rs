@@ -14,7 +14,7 @@ async fn agent_components_are_introspectable_through_graphql() -> Result<()> {
         .wait_for("the agent's live component state", || async {
             let data = cp
                 .graphql(
-                    "query($id: ID!) { agent(id: $id) { online components { name status restarts processed } } }",
+                    "query($id: ID!) { agent(id: $id) { online components { name status restarts processed inbox { depth capacity } } } }",
                     json!({ "id": agent.id }),
                 )
                 .await?;
@@ -56,6 +56,16 @@ async fn agent_components_are_introspectable_through_graphql() -> Result<()> {
     for c in &components {
         assert_eq!(c["status"], "RUNNING", "{c}");
         assert_eq!(c["restarts"], 0, "{c}");
+    }
+    // every stage but the sources reports its input channel (256 items deep)
+    for c in &components {
+        let name = c["name"].as_str().unwrap();
+        let source = name == "sense" || name == "uplink";
+        assert_eq!(c["inbox"].is_null(), source, "{c}");
+        if !source {
+            assert_eq!(c["inbox"]["capacity"], 256, "{c}");
+            assert!(c["inbox"]["depth"].as_u64().unwrap() <= 256, "{c}");
+        }
     }
 
     // Introspection tells the truth: the uplink's acked count is what the control plane stored,
