@@ -17,7 +17,7 @@ const INSPECT: &str = "query($id: ID!) { agent(id: $id) { id site online health 
   process { cpuSeconds cpuRatio rssBytes threads openFds uptimeSecs bufferVolumeFreeBytes
     bufferVolumeTotalBytes softwareVersion configVersion modelVersion }
   components { name status restarts processed backoffMs lastFailure lastFailureAt inbox { depth capacity }
-    detailJson } } }";
+    events(last: 10) { at kind message } detailJson } } }";
 
 const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {
   captures(first: $first, site: $site, decision: $decision) { edges { node {

@@ -28,7 +28,8 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::domain::{
-    AgentCommand, CommandOutcome, ComponentState, ComponentStatus, Introspection, ProcessState,
+    AgentCommand, CommandOutcome, ComponentEvent, ComponentState, ComponentStatus, Introspection,
+    ProcessState,
 };
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
@@ -88,6 +89,8 @@ struct WireComponent {
     detail_json: String,
     #[serde(default)]
     inbox: Option<(u32, u32)>,
+    #[serde(default)]
+    events: Vec<ComponentEvent>,
 }
 
 impl WireComponent {
@@ -110,6 +113,7 @@ impl WireComponent {
             processed: c.processed,
             detail_json: c.detail_json,
             inbox: c.inbox,
+            events: c.events,
         }
     }
 
@@ -132,6 +136,7 @@ impl WireComponent {
             processed: self.processed,
             detail_json: self.detail_json,
             inbox: self.inbox,
+            events: self.events,
         }
     }
 }

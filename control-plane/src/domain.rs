@@ -504,6 +504,16 @@ pub struct ComponentState {
     pub detail_json: String,
     /// Items waiting in its input channel and the channel's capacity; `None` for a source.
     pub inbox: Option<(u32, u32)>,
+    /// Its flight recorder, oldest first (empty in heartbeats).
+    pub events: Vec<ComponentEvent>,
+}
+
+/// One entry of a component's flight recorder: a state change, failure or restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ComponentEvent {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
 }
 
 /// What an agent reported when asked: its supervised components and, from agents that send it,

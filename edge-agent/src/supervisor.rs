@@ -46,6 +46,17 @@ pub struct ComponentSnapshot {
     pub detail: serde_json::Value,
     /// Items waiting in the component's input channel, and its capacity; `None` for a source.
     pub inbox: Option<Inbox>,
+    /// The flight recorder: the last [`ComponentSnapshot::EVENTS`] events, oldest first.
+    pub events: VecDeque<ComponentEvent>,
+}
+
+/// One entry of a component's flight recorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentEvent {
+    pub at: DateTime<Utc>,
+    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated` or `stopped`.
+    pub kind: &'static str,
+    pub message: String,
 }
 
 /// A component's input channel as a snapshot shows it.
@@ -56,6 +67,16 @@ pub struct Inbox {
 }
 
 impl ComponentSnapshot {
+    /// How many events the flight recorder keeps.
+    pub const EVENTS: usize = 32;
+
+    fn record(&mut self, kind: &'static str, message: impl Into<String>) {
+        if self.events.len() == Self::EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(ComponentEvent { at: Utc::now(), kind, message: message.into() });
+    }
+
     fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
@@ -67,6 +88,7 @@ impl ComponentSnapshot {
             processed: 0,
             detail: serde_json::Value::Object(Default::default()),
             inbox: None,
+            events: VecDeque::new(),
         }
     }
 }
@@ -200,6 +222,7 @@ impl Actor for ComponentActor {
         state.ctx.registry.update(&state.ctx.name, |s| {
             s.status = ComponentStatus::Running;
             s.backoff_ms = 0;
+            s.record("started", "");
         });
         match state.component.run(state.ctx.clone()).await {
             Ok(()) => {
@@ -273,6 +296,9 @@ impl Supervisor {
         self.registry.update(name, |s| {
             s.status = ComponentStatus::Starting;
             s.restarts += u32::from(restart);
+            if restart {
+                s.record("restarting", format!("restart {}", s.restarts));
+            }
         });
         let ctx = ComponentCtx {
             name: name.to_owned(),
@@ -316,6 +342,10 @@ impl Supervisor {
                 s.last_failure = Some(error.clone());
                 s.last_failure_at = Some(at);
                 s.backoff_ms = 0;
+                s.record(
+                    "escalated",
+                    format!("{failures} failures within {}s: {error}", self.config.window_secs),
+                );
             });
             state.escalated = true;
             let _ = self.escalate.send(Escalation {
@@ -332,6 +362,7 @@ impl Supervisor {
         tracing::warn!(component = name, failures, backoff_ms, error = %error, "component failed, restarting after backoff");
         self.registry.update(name, |s| {
             s.status = ComponentStatus::BackingOff;
+            s.record("failed", format!("{error} (restart in {backoff_ms} ms)"));
             s.last_failure = Some(error);
             s.last_failure_at = Some(at);
             s.backoff_ms = backoff_ms;
@@ -390,6 +421,7 @@ impl Actor for Supervisor {
                         match &child.cell {
                             Some(cell) => {
                                 child.restart_requested = true;
+                                self.registry.update(&name, |s| s.record("restart_requested", ""));
                                 cell.kill();
                             }
                             // backing off or stopped: start it now
@@ -436,7 +468,10 @@ impl Actor for Supervisor {
                     self.spawn_child(&myself, state, &name).await;
                 } else {
                     tracing::info!(component = %name, reason = reason.as_deref().unwrap_or(""), "component stopped");
-                    self.registry.update(&name, |s| s.status = ComponentStatus::Stopped);
+                    self.registry.update(&name, |s| {
+                        s.status = ComponentStatus::Stopped;
+                        s.record("stopped", reason.clone().unwrap_or_default());
+                    });
                 }
             }
             _ => {}
@@ -551,7 +586,25 @@ mod tests {
         assert!(s.last_failure_at.is_some());
         assert!(started.elapsed() >= Duration::from_millis(700));
         assert!(esc_rx.try_recv().is_err());
+        // the flight recorder has every step, in order
+        let kinds: Vec<&str> = s.events.iter().map(|e| e.kind).collect();
+        let cycle = ["started", "failed", "restarting"];
+        let expected: Vec<&str> = cycle.iter().cycle().take(9).copied().chain(["started"]).collect();
+        assert_eq!(kinds, expected);
+        assert_eq!(s.events[1].message, "failure 1 (restart in 100 ms)");
+        assert_eq!(s.events[2].message, "restart 1");
         handle.shutdown().await;
+    }
+
+    #[test]
+    fn the_flight_recorder_keeps_the_newest_events() {
+        let mut s = ComponentSnapshot::new("c");
+        for i in 0..ComponentSnapshot::EVENTS + 5 {
+            s.record("failed", format!("failure {i}"));
+        }
+        assert_eq!(s.events.len(), ComponentSnapshot::EVENTS);
+        assert_eq!(s.events.front().unwrap().message, "failure 5");
+        assert_eq!(s.events.back().unwrap().message, format!("failure {}", ComponentSnapshot::EVENTS + 4));
     }
 
     #[tokio::test(start_paused = true)]

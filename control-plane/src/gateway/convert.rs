@@ -259,6 +259,14 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
         processed: c.processed,
         detail_json: c.detail_json,
         inbox: (c.inbox_capacity > 0).then_some((c.inbox_depth, c.inbox_capacity)),
+        events: c
+            .events
+            .into_iter()
+            .filter_map(|e| {
+                let at = e.at.as_ref().and_then(timestamp)?;
+                Some(crate::domain::ComponentEvent { at, kind: e.kind, message: e.message })
+            })
+            .collect(),
     }
 }
 

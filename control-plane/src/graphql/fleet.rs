@@ -2,7 +2,7 @@
 //! their revocation and the components they report in live introspection) and sites, and the
 //! commands operators send to agents (`restartComponent`).
 
-use async_graphql::{Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use uuid::Uuid;
@@ -255,6 +255,7 @@ impl Process {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Component {
     name: String,
     status: ComponentStatus,
@@ -266,6 +267,33 @@ pub struct Component {
     detail_json: String,
     /// Its input channel; null for a source, which has none.
     inbox: Option<Inbox>,
+    #[graphql(skip)]
+    events: Vec<domain::ComponentEvent>,
+}
+
+#[ComplexObject]
+impl Component {
+    /// Its flight recorder: the `last` (at most 32 kept) state changes, failures and restarts,
+    /// oldest first.
+    async fn events(&self, #[graphql(default = 32)] last: u32) -> Vec<ComponentEvent> {
+        let skip = self.events.len().saturating_sub(last as usize);
+        self.events[skip..].iter().cloned().map(ComponentEvent::from).collect()
+    }
+}
+
+/// One entry of a component's flight recorder.
+#[derive(SimpleObject)]
+pub struct ComponentEvent {
+    at: DateTime<Utc>,
+    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated` or `stopped`.
+    kind: String,
+    message: String,
+}
+
+impl From<domain::ComponentEvent> for ComponentEvent {
+    fn from(e: domain::ComponentEvent) -> Self {
+        Self { at: e.at, kind: e.kind, message: e.message }
+    }
 }
 
 /// A component's input channel when the agent was asked.
@@ -296,6 +324,7 @@ impl Component {
             processed: c.processed,
             detail_json: c.detail_json,
             inbox: c.inbox.map(|(depth, capacity)| Inbox { depth, capacity }),
+            events: c.events,
         }
     }
 }

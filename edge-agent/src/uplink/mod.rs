@@ -507,7 +507,7 @@ impl Uplink {
                 session
                     .send(agent_message::Body::Introspection(pb::IntrospectionResponse {
                         request_id: req.request_id,
-                        components: snapshots.iter().map(wire::component_state).collect(),
+                        components: snapshots.iter().map(wire::component_state_with_events).collect(),
                         process: Some(wire::process_state(&process)),
                     }))
                     .await?;

@@ -160,7 +160,23 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         detail_json: s.detail.to_string(),
         inbox_depth: s.inbox.map_or(0, |i| u32::try_from(i.depth).unwrap_or(u32::MAX)),
         inbox_capacity: s.inbox.map_or(0, |i| u32::try_from(i.capacity).unwrap_or(u32::MAX)),
+        events: Vec::new(),
     }
+}
+
+/// [`component_state`] with the flight recorder, for introspection answers (heartbeats stay
+/// compact without it).
+pub fn component_state_with_events(s: &ComponentSnapshot) -> pb::ComponentState {
+    let events = s
+        .events
+        .iter()
+        .map(|e| pb::ComponentEvent {
+            at: Some(timestamp(e.at)),
+            kind: e.kind.to_owned(),
+            message: e.message.clone(),
+        })
+        .collect();
+    pb::ComponentState { events, ..component_state(s) }
 }
 
 pub fn health(snapshots: &[ComponentSnapshot]) -> pb::Health {

@@ -175,7 +175,7 @@ pub struct ProcessState {
     pub model_version: ::prost::alloc::string::String,
 }
 /// The supervision snapshot of one component.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ComponentState {
     #[prost(string, tag = "1")]
     pub name: ::prost::alloc::string::String,
@@ -201,6 +201,20 @@ pub struct ComponentState {
     pub inbox_depth: u32,
     #[prost(uint32, tag = "10")]
     pub inbox_capacity: u32,
+    /// The component's flight recorder, oldest first: its last state changes, failures and
+    /// restarts. Sent in introspection answers, not in heartbeats.
+    #[prost(message, repeated, tag = "11")]
+    pub events: ::prost::alloc::vec::Vec<ComponentEvent>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ComponentEvent {
+    #[prost(message, optional, tag = "1")]
+    pub at: ::core::option::Option<::prost_types::Timestamp>,
+    /// started, restarting, restart_requested, failed, escalated, stopped
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub message: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

@@ -91,6 +91,27 @@ async fn restart_component_is_authorized_audited_idempotent_and_explains_its_err
         })
         .await?;
     assert_eq!(count, 2, "the repeated command id restarted the component again");
+    // the component's flight recorder tells the same story, with times
+    let data = cp
+        .graphql(
+            "query($id: ID!) { agent(id: $id) { components { name events { at kind message } } } }",
+            json!({ "id": agent.id }),
+        )
+        .await?;
+    let components = data["agent"]["components"].as_array().context("components")?;
+    let events =
+        components.iter().find(|c| c["name"] == trigger.as_str()).context("trigger")?["events"].clone();
+    let kinds: Vec<&str> =
+        events.as_array().context("events")?.iter().filter_map(|e| e["kind"].as_str()).collect();
+    // (the second restart's `started` may not be recorded yet: it comes when the new run begins)
+    let (counted, rest) = kinds.split_at(kinds.len().min(6));
+    assert_eq!(
+        counted,
+        ["started", "restart_requested", "restarting", "started", "restart_requested", "restarting"],
+        "{events}"
+    );
+    assert!(rest.is_empty() || rest == ["started"], "{events}");
+    assert_eq!(events[2]["message"], "restart 1", "{events}");
 
     // refusals, each with a clear code
     let refused = restart(&cp, &agency, &agent.id, &trigger, None).await?;
