@@ -290,13 +290,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, config_path, cli.ready_file, cli.detections_out, cli.accepted_log)) {
+    let code = match runtime.block_on(run(
+        config,
+        config_path,
+        cli.ready_file,
+        cli.detections_out,
+        cli.accepted_log,
+    )) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    // Dropping the runtime drops what its tasks still held (cameras among them); then every
+    // camera thread must leave OpenCV/Aravis before exit destroys their C++ statics.
+    drop(runtime);
+    let live = lanewatch_edge_agent::camera::wait_for_camera_threads(std::time::Duration::from_secs(5));
+    if live > 0 {
+        tracing::warn!(live, "camera threads still running at exit");
     }
+    code
 }
 
 /// Runs a one-shot tool (`record`, `simulate-sick`) to completion: exit 0, or 1 with the error.

@@ -10,6 +10,9 @@
 //! the [`ThreadedCamera`] asks the thread to stop; it releases the device at its next grab.
 //! A failure to open or to read ends the thread with an error naming the camera and the
 //! source; the acquire component returns it and the supervisor reopens the source with backoff.
+//! The agent waits for every camera thread to end before its process exits
+//! ([`wait_for_camera_threads`]): OpenCV's and GStreamer's C++ statics are destroyed at exit,
+//! and a thread still inside them then crashes the process (SIGSEGV after a clean drain).
 
 pub mod gige;
 pub mod opencv;
@@ -136,9 +139,11 @@ impl ThreadedCamera {
         let dropped = Arc::new(AtomicU64::new(0));
         let sink = FrameSink { tx, stop: stop.clone(), dropped: dropped.clone() };
         let what = describe.clone();
+        let live = LiveThread::enter();
         std::thread::Builder::new()
             .name(format!("camera-{camera_id}"))
             .spawn(move || {
+                let _live = live;
                 let end = match body(&sink) {
                     Ok(()) => anyhow::anyhow!("{what} ended"),
                     Err(err) => err,
@@ -156,6 +161,39 @@ impl ThreadedCamera {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+}
+
+/// Camera threads not yet ended, and a condition signalled as each ends.
+static LIVE_THREADS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Counts one camera thread as live until dropped (on the thread, when it ends).
+struct LiveThread;
+
+impl LiveThread {
+    fn enter() -> Self {
+        *LIVE_THREADS.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Self
+    }
+}
+
+impl Drop for LiveThread {
+    fn drop(&mut self) {
+        let mut live = LIVE_THREADS.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *live -= 1;
+        LIVE_THREADS.1.notify_all();
+    }
+}
+
+/// Blocks until every camera thread has ended (their cameras were dropped, so each stops at its
+/// next grab) or `within` passed; the number still live. The agent calls it before it exits.
+pub fn wait_for_camera_threads(within: std::time::Duration) -> usize {
+    let live = LIVE_THREADS.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (live, _) = LIVE_THREADS
+        .1
+        .wait_timeout_while(live, within, |n| *n > 0)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *live
 }
 
 impl Drop for ThreadedCamera {
@@ -228,6 +266,25 @@ pub fn debayer_tiles(raw: &[u8], width: usize, height: usize, pattern: BayerPatt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_waits_for_camera_threads_to_leave_their_device() {
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = released.clone();
+        let cam = ThreadedCamera::spawn("w", "slow source".into(), move |sink| {
+            while !sink.stopped() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // releasing a device takes a while
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        drop(cam);
+        assert_eq!(wait_for_camera_threads(std::time::Duration::from_secs(10)), 0);
+        assert!(released.load(Ordering::SeqCst), "the wait returned before the thread ended");
+    }
     use crate::domain::FramePayload;
 
     #[test]
