@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+/// The decisions the API knows (`Decision`), in the order the CLI shows them.
+pub const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN"];
+
 /// A client of one control plane's `/graphql`.
 pub struct Api {
     client: reqwest::Client,

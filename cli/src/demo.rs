@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::api::{Api, GraphqlErrors};
+use crate::api::{Api, DECISIONS, GraphqlErrors};
 use crate::process::{DRAIN, Managed, ready_file, sibling_binary};
 
 #[derive(clap::Args)]
@@ -54,9 +54,6 @@ const SITES: &[DemoSite] = &[
     DemoSite { id: "sr520-eb-mp3", lanes: 2, flow_veh_h_per_lane: 1100, hov_min_occupants: 3 },
     DemoSite { id: "i90-wb-mp7", lanes: 2, flow_veh_h_per_lane: 900, hov_min_occupants: 2 },
 ];
-
-/// The decisions a capture can carry, in the order the demo reports them.
-const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN"];
 
 fn control_config(dir: &Path, http_port: u16, grpc_port: u16) -> String {
     format!(

@@ -7,7 +7,7 @@
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use crate::api::Api;
+use crate::api::{Api, DECISIONS};
 
 const AGENTS: &str =
     "{ agents { id site online health version configVersion bufferedCaptures lastSeen revoked } }";
@@ -23,9 +23,6 @@ const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) 
   captures(first: $first, site: $site, decision: $decision) { edges { node {
     id agentId site lane capturedAt vehicleClass decision confidence occupancy { status occupants }
     sections { section occupants confidence } imageUrl } } pageInfo { hasNextPage } } }";
-
-/// The decisions `--decision` takes, as the API spells them.
-pub const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN"];
 
 pub async fn agents(api: &Api, as_json: bool) -> Result<()> {
     let data = api.query(AGENTS, json!({})).await?;

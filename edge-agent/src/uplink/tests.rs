@@ -255,25 +255,7 @@ async fn uploads_buffered_captures_and_deletes_them_on_ack() {
     for image in &images {
         buffer.append(&crate::buffer::tests::capture(image)).unwrap();
     }
-    let registry = Registry::default();
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let uplink = UplinkComponent {
-        control_plane: ControlPlaneConfig { url: format!("http://{addr}"), ..Default::default() },
-        config_dir: None,
-        agent_id: "agent-a".into(),
-        site_id: "site-a".into(),
-        config_version: 4,
-        config_path: dir.path().join("agent.toml"),
-        buffer: buffer.clone(),
-        registry: registry.clone(),
-        supervisor: Default::default(),
-        reload: None,
-        apply_failure: None,
-        acked: Default::default(),
-        commands: Default::default(),
-    };
-    let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
-    let task = tokio::spawn(crate::supervisor::Component::run(&uplink, ctx));
+    let task = start_uplink_in(addr, &buffer, dir.path(), &Registry::default());
     wait_until_drained(&buffer, "buffer drained").await;
     task.abort();
     let hello = gateway.hellos.lock().unwrap()[0].clone();
