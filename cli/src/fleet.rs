@@ -1,8 +1,8 @@
 //! The fleet commands over the public GraphQL API: `lanewatch agents` (the fleet as a table),
 //! `lanewatch inspect AGENT [COMPONENT]` (an agent's live supervised state, as a readable tree
-//! or JSON), `lanewatch captures` (the newest captures, filtered) and `lanewatch exec AGENT
-//! restart COMPONENT` (a command sent to the agent, idempotent by its command id). Each takes
-//! `--json`, which prints the API's answer for scripts instead of the human view.
+//! or JSON), `lanewatch captures` (the newest captures, filtered) and the `restartComponent`
+//! mutation that `lanewatch exec` and `lanewatch top` send. Each read takes `--json`, which
+//! prints the API's answer for scripts instead of the human view.
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
@@ -12,7 +12,9 @@ use crate::api::{Api, DECISIONS};
 const AGENTS: &str =
     "{ agents { id site online health version configVersion bufferedCaptures lastSeen revoked } }";
 
-const INSPECT: &str = "query($id: ID!) { agent(id: $id) { id site online health version configVersion
+/// An agent with its live process and components; `lanewatch top` asks it on every refresh.
+pub(crate) const INSPECT: &str =
+    "query($id: ID!) { agent(id: $id) { id site online health version configVersion
   bufferedCaptures lastSeen revoked revokedReason
   process { cpuSeconds cpuRatio rssBytes threads openFds uptimeSecs bufferVolumeFreeBytes
     bufferVolumeTotalBytes softwareVersion configVersion modelVersion }
@@ -150,24 +152,16 @@ pub async fn captures(
 const RESTART: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
   restartComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
 
-/// Restarts `component` of `agent_id`; `command_id` (a UUID) makes a retry safe: the agent runs
-/// one id once. Without it, a fresh id is used.
-pub async fn restart(
+/// Sends `restartComponent`; the API's `CommandResult` (`commandId`, the agent's `message`).
+pub(crate) async fn restart_component(
     api: &Api,
     agent_id: &str,
     component: &str,
     command_id: Option<&str>,
-    as_json: bool,
-) -> Result<()> {
+) -> Result<Value> {
     let data =
         api.query(RESTART, json!({ "agent": agent_id, "component": component, "id": command_id })).await?;
-    let result = &data["restartComponent"];
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(result)?);
-    } else {
-        println!("{agent_id}: {} (command {})", text(&result["message"]), text(&result["commandId"]));
-    }
-    Ok(())
+    Ok(data["restartComponent"].clone())
 }
 
 /// A scalar as a table cell: strings without quotes, null as `-`.

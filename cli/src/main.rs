@@ -1,16 +1,20 @@
 //! `lanewatch`: the operator and SRE command line. `lanewatch demo` runs a small fleet on the
 //! embedded defaults: one control plane (SQLite + local image directory) and three simulated
 //! agents at three highway sites, each a real `lanewatch-control` / `lanewatch-agent` process.
-//! `agents`, `inspect`, `captures` and `exec` work on a control plane's fleet through its GraphQL API
-//! (`--url`, `--api-key` or `LANEWATCH_URL`, `LANEWATCH_API_KEY`, as `lanewatch demo` prints).
+//! `agents`, `inspect`, `top`, `logs`, `captures` and `exec` work on a control plane's fleet
+//! through its GraphQL API (`--url`, `--api-key` or `LANEWATCH_URL`, `LANEWATCH_API_KEY`, as
+//! `lanewatch demo` prints).
 //!
 //! The CLI depends on no Lanewatch crate: it drives the real binaries (found next to itself) and
 //! the public GraphQL API, exactly as an operator would.
 
 mod api;
 mod demo;
+mod exec;
 mod fleet;
+mod logs;
 mod process;
+mod top;
 
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode};
@@ -62,6 +66,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of one agent, like htop: its process and a sortable table of its components,
+    /// asked again every `--interval`; `r` restarts the selected component (after a y/n).
+    Top {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        /// How often to ask the agent again (`500ms`, `1s`, `1m`).
+        #[arg(long, default_value = "1s", value_parser = top::parse_interval)]
+        interval: std::time::Duration,
+    },
     /// The newest captures, optionally of one site or decision.
     Captures {
         #[command(flatten)]
@@ -75,6 +90,35 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An agent's recent log lines from the ring it keeps in memory, filtered; `--follow` keeps
+    /// printing new ones.
+    Logs {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        /// The least severe level: error, warn, info, debug or trace.
+        #[arg(long)]
+        level: Option<String>,
+        /// Only lines of targets starting with this (e.g. `lanewatch_edge_agent::uplink`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only lines since then: a duration back (`10m`, `1h`) or an RFC 3339 time.
+        #[arg(long, value_parser = logs::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only lines whose message or a field contains this text (ignoring case).
+        #[arg(long)]
+        grep: Option<String>,
+        /// How many of the newest matching lines (1-1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Keep printing lines as the agent writes them (until interrupted or the agent goes offline).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print JSON (with --follow, one object per line).
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +145,21 @@ enum ExecCommand {
     Restart {
         /// The component, as `lanewatch inspect AGENT` names it (e.g. `uplink`).
         component: String,
+    },
+    /// Stop a component and keep it stopped until resumed; the uplink holds uploads only.
+    Pause {
+        /// The component, as `lanewatch inspect AGENT` names it (e.g. `acquire-front`).
+        component: String,
+    },
+    /// Start a paused component again.
+    Resume { component: String },
+    /// Replace the agent's log filter for a while (`RUST_LOG` syntax); its own comes back after.
+    LogFilter {
+        /// e.g. `info,lanewatch_edge_agent::uplink=debug`.
+        filter: String,
+        /// How long it lasts: `30s`, `10m`, `1h` (at most 24h).
+        #[arg(long = "for", value_parser = logs::parse_duration)]
+        duration: std::time::Duration,
     },
 }
 
@@ -155,12 +214,35 @@ fn main() -> ExitCode {
         Cmd::Inspect { api, agent, component, json } => runtime().and_then(|rt| {
             rt.block_on(async { fleet::inspect(&api.api()?, &agent, component.as_deref(), json).await })
         }),
-        Cmd::Exec { api, agent, command: ExecCommand::Restart { component }, command_id, json } => runtime()
-            .and_then(|rt| {
-                rt.block_on(async {
-                    fleet::restart(&api.api()?, &agent, &component, command_id.as_deref(), json).await
-                })
-            }),
+        Cmd::Exec { api, agent, command, command_id, json } => runtime().and_then(|rt| {
+            let exec = match &command {
+                ExecCommand::Restart { component } => exec::Exec::Restart { component },
+                ExecCommand::Pause { component } => exec::Exec::Pause { component },
+                ExecCommand::Resume { component } => exec::Exec::Resume { component },
+                ExecCommand::LogFilter { filter, duration } => {
+                    exec::Exec::LogFilter { filter, for_secs: duration.as_secs() }
+                }
+            };
+            rt.block_on(async { exec::run(&api.api()?, &agent, exec, command_id.as_deref(), json).await })
+        }),
+        Cmd::Logs { api, agent, level, target, since, grep, limit, follow, json } => {
+            runtime().and_then(|rt| {
+                let args = logs::LogsArgs {
+                    agent: &agent,
+                    level: level.as_deref(),
+                    target: target.as_deref(),
+                    since,
+                    grep: grep.as_deref(),
+                    limit,
+                    follow,
+                    json,
+                };
+                rt.block_on(async { logs::run(&api.api()?, &args).await })
+            })
+        }
+        Cmd::Top { api, agent, interval } => {
+            runtime().and_then(|rt| rt.block_on(async { top::run(api.api()?, &agent, interval).await }))
+        }
         Cmd::Captures { api, site, decision, limit, json } => runtime().and_then(|rt| {
             rt.block_on(async {
                 fleet::captures(&api.api()?, site.as_deref(), decision.as_deref(), limit, json).await

@@ -8,7 +8,8 @@
 //!   every capture and session change, the replica holding a revoked agent's session
 //!   ends it, and the replica holding a session pushes a site's new config version to it
 //!   (the config text is read from the database, never carried in the notification);
-//! - introspection requests and commands for an agent whose session is not on this replica:
+//! - introspection requests, log requests (answers cut to `domain::CLUSTER_LOG_BYTES` of text)
+//!   and commands for an agent whose session is not on this replica:
 //!   broadcast with a request id (a command's is its command id); only the replica holding the
 //!   session answers, addressed to the asker. Nobody answering within the request timeout means
 //!   the agent is offline.
@@ -28,8 +29,8 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::domain::{
-    AgentCommand, CommandOutcome, ComponentEvent, ComponentState, ComponentStatus, Introspection,
-    ProcessState,
+    AgentCommand, CLUSTER_LOG_BYTES, CommandOutcome, ComponentEvent, ComponentState, ComponentStatus,
+    Introspection, LogPage, LogQuery, ProcessState,
 };
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
@@ -64,16 +65,49 @@ struct CommandReply {
 enum Answer {
     Introspection(IntrospectionResult),
     Command(CommandReply),
+    Logs(Result<LogPage, (bool, String)>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
 enum Message {
-    Event { from: String, event: EventKind },
-    IntrospectionRequest { from: String, request_id: String, agent_id: String },
-    IntrospectionReply { to: String, request_id: String, result: IntrospectionResult },
-    CommandRequest { from: String, request_id: String, agent_id: String, command: AgentCommand },
-    CommandReply { to: String, request_id: String, reply: CommandReply },
+    Event {
+        from: String,
+        event: EventKind,
+    },
+    IntrospectionRequest {
+        from: String,
+        request_id: String,
+        agent_id: String,
+    },
+    IntrospectionReply {
+        to: String,
+        request_id: String,
+        result: IntrospectionResult,
+    },
+    CommandRequest {
+        from: String,
+        request_id: String,
+        agent_id: String,
+        command: AgentCommand,
+    },
+    CommandReply {
+        to: String,
+        request_id: String,
+        reply: CommandReply,
+    },
+    LogsRequest {
+        from: String,
+        request_id: String,
+        agent_id: String,
+        query: LogQuery,
+    },
+    /// The error says whether the agent itself refused the query (`true`) or was unavailable.
+    LogsReply {
+        to: String,
+        request_id: String,
+        result: Result<LogPage, (bool, String)>,
+    },
 }
 
 /// `ComponentState` on the cluster channel, converted by hand.
@@ -102,6 +136,7 @@ impl WireComponent {
             ComponentStatus::BackingOff => "backing_off",
             ComponentStatus::Stopped => "stopped",
             ComponentStatus::Failed => "failed",
+            ComponentStatus::Paused => "paused",
         };
         Self {
             name: c.name,
@@ -124,6 +159,7 @@ impl WireComponent {
             "backing_off" => ComponentStatus::BackingOff,
             "stopped" => ComponentStatus::Stopped,
             "failed" => ComponentStatus::Failed,
+            "paused" => ComponentStatus::Paused,
             _ => ComponentStatus::Unknown,
         };
         ComponentState {
@@ -206,7 +242,7 @@ impl Cluster {
                 process: wire.process,
             }),
             Answer::Introspection(Err(message)) => Err(Error::unavailable(message)),
-            Answer::Command(_) => Err(Error::new(ErrorKind::Internal, "a command reply to an introspection")),
+            _ => Err(Error::new(ErrorKind::Internal, "another reply to an introspection")),
         }
     }
 
@@ -232,9 +268,29 @@ impl Cluster {
                 Err(Error::new(ErrorKind::DeadlineExceeded, message))
             }
             Answer::Command(CommandReply { outcome: Err(message), .. }) => Err(Error::unavailable(message)),
-            Answer::Introspection(_) => {
-                Err(Error::new(ErrorKind::Internal, "an introspection reply to a command"))
-            }
+            _ => Err(Error::new(ErrorKind::Internal, "another reply to a command")),
+        }
+    }
+
+    /// Reads the log ring of `agent_id` through whichever replica holds its session; the answer
+    /// carries at most [`CLUSTER_LOG_BYTES`] of text, to fit a notification.
+    pub async fn request_logs(&self, agent_id: &str, mut query: LogQuery) -> Result<LogPage, Error> {
+        query.max_bytes = match query.max_bytes {
+            0 => CLUSTER_LOG_BYTES,
+            n => n.min(CLUSTER_LOG_BYTES),
+        };
+        let request_id = Uuid::now_v7().to_string();
+        let message = Message::LogsRequest {
+            from: self.inner.replica_id.clone(),
+            request_id: request_id.clone(),
+            agent_id: agent_id.to_owned(),
+            query,
+        };
+        match self.ask(agent_id, request_id, &message, "log request").await? {
+            Answer::Logs(Ok(page)) => Ok(page),
+            Answer::Logs(Err((true, message))) => Err(Error::invalid(message)),
+            Answer::Logs(Err((false, message))) => Err(Error::unavailable(message)),
+            _ => Err(Error::new(ErrorKind::Internal, "another reply to a log request")),
         }
     }
 
@@ -431,7 +487,41 @@ impl Cluster {
             Message::CommandReply { to, request_id, reply } => {
                 self.answer(&to, &request_id, Answer::Command(reply));
             }
+            Message::LogsRequest { from, request_id, agent_id, query } => {
+                if &from == me || !sessions.is_online(&agent_id) {
+                    return;
+                }
+                let cluster = self.clone();
+                let sessions = Arc::clone(sessions);
+                tokio::spawn(async move {
+                    let result = sessions
+                        .local_logs(&agent_id, query)
+                        .await
+                        .map_err(|e| (e.kind == ErrorKind::InvalidArgument, e.message));
+                    let mut reply = Message::LogsReply { to: from, request_id, result };
+                    fit_notification(&mut reply);
+                    if let Err(e) = cluster.notify(&reply).await {
+                        tracing::warn!(agent_id, error = %e.message, "cannot answer a cluster log request");
+                    }
+                });
+            }
+            Message::LogsReply { to, request_id, result } => {
+                self.answer(&to, &request_id, Answer::Logs(result));
+            }
         }
+    }
+}
+
+/// Drops the oldest lines of a log reply until it fits a notification (escaping can make the
+/// JSON of [`CLUSTER_LOG_BYTES`] of text longer than that), marking it truncated.
+fn fit_notification(reply: &mut Message) {
+    let Message::LogsReply { result: Ok(page), .. } = reply else { return };
+    let fits = |page: &LogPage| {
+        serde_json::to_string(page).map_or(true, |json| json.len() + 512 <= MAX_PAYLOAD_BYTES)
+    };
+    while !page.lines.is_empty() && !fits(page) {
+        page.lines.remove(0);
+        page.truncated = true;
     }
 }
 

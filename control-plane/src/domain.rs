@@ -489,6 +489,8 @@ pub enum ComponentStatus {
     BackingOff,
     Stopped,
     Failed,
+    /// Stopped by an operator until resumed.
+    Paused,
 }
 
 /// The supervision snapshot of one agent component, as introspection reports it.
@@ -546,16 +548,78 @@ pub struct ProcessState {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentCommand {
     /// Kill a supervised component; its supervisor starts it again (its restarts count grows).
-    RestartComponent { component: String },
+    RestartComponent {
+        component: String,
+    },
+    /// Stop a component and keep it stopped until resumed (the uplink: hold uploads only).
+    PauseComponent {
+        component: String,
+    },
+    ResumeComponent {
+        component: String,
+    },
+    /// Replace the agent's log filter for `for_secs`, after which its own filter comes back.
+    SetLogFilter {
+        filter: String,
+        for_secs: u32,
+    },
 }
 
 impl AgentCommand {
     /// The audit log's target for this command to `agent_id`.
     pub fn target(&self, agent_id: &str) -> String {
         match self {
-            Self::RestartComponent { component } => format!("agent/{agent_id}/component/{component}"),
+            Self::RestartComponent { component }
+            | Self::PauseComponent { component }
+            | Self::ResumeComponent { component } => format!("agent/{agent_id}/component/{component}"),
+            Self::SetLogFilter { .. } => format!("agent/{agent_id}/log-filter"),
         }
     }
+}
+
+/// What a reader asks of an agent's log ring; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogQuery {
+    /// The least severe level wanted: `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: Option<String>,
+    /// Only lines whose target starts with this.
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines whose message or a field value contains this, ignoring case.
+    pub grep: Option<String>,
+    /// At most this many lines, the newest.
+    pub limit: u32,
+    /// At most this many bytes of text.
+    pub max_bytes: u32,
+    /// Following: only lines after this sequence number.
+    pub after_seq: Option<u64>,
+    /// Following: how long the agent may hold the answer for a line to match (≤ 3000 ms).
+    pub wait_ms: u32,
+}
+
+/// The most bytes of log text one answer carries from another replica: a NOTIFY payload is
+/// under 8000 bytes, JSON included.
+pub const CLUSTER_LOG_BYTES: u32 = 4096;
+
+/// One line of an agent's log ring.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub level: String,
+    pub target: String,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// An agent's answer to a [`LogQuery`]: the newest matching lines, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// More lines matched than the limit or byte cap let through.
+    pub truncated: bool,
+    /// The newest sequence number the agent's ring held; follow from here.
+    pub last_seq: u64,
 }
 
 /// The outcome of a command sent to an agent.

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 
 use uuid::Uuid;
 
-use crate::domain::{Agent, AgentCommand, CommandOutcome, Introspection};
+use crate::domain::{Agent, AgentCommand, CommandOutcome, Introspection, LogPage, LogQuery};
 use crate::error::Error;
 use crate::events::Events;
 
@@ -44,6 +44,9 @@ pub trait AgentSessions: Send + Sync {
         command_id: Uuid,
         command: AgentCommand,
     ) -> BoxFuture<'a, Result<CommandOutcome, Error>>;
+
+    /// Reads the log ring of an agent whose session is here.
+    fn local_logs<'a>(&'a self, agent_id: &'a str, query: LogQuery) -> BoxFuture<'a, Result<LogPage, Error>>;
 
     /// Claims the push of `config_version` to `agent_id`; `None` while another is in flight.
     fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard>;

@@ -266,3 +266,102 @@ async fn fetch(url: &str) -> (u16, Vec<u8>) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, response[split + 4..].to_vec())
 }
+
+/// Waits for the next `LogsRequest` on a scripted agent's session.
+async fn logs_request(session: &mut Session) -> pb::LogsRequest {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), session.1.message())
+            .await
+            .expect("no log request within 10s")
+            .unwrap();
+        match message {
+            Some(pb::ControlMessage { body: Some(Out::LogsRequest(req)) }) => return req,
+            Some(_) => continue,
+            None => panic!("session ended before a log request"),
+        }
+    }
+}
+
+fn log_line(seq: u64, message: &str) -> pb::LogLine {
+    pb::LogLine {
+        seq,
+        at: Some(prost_types::Timestamp { seconds: 1_700_000_000 + seq as i64, nanos: 0 }),
+        level: "warn".into(),
+        target: "lanewatch_edge_agent::uplink".into(),
+        message: message.into(),
+        fields: vec![pb::LogField { name: "code".into(), value: "Unavailable".into() }],
+    }
+}
+
+async fn answer_logs(session: &Session, req: pb::LogsRequest, lines: Vec<pb::LogLine>, last_seq: u64) {
+    let response = pb::LogsResponse {
+        request_id: req.request_id,
+        lines,
+        truncated: false,
+        last_seq,
+        error: String::new(),
+    };
+    session.0.send(pb::AgentMessage { body: Some(In::Logs(response)) }).await.unwrap();
+}
+
+#[tokio::test]
+async fn agent_logs_follows_the_agents_ring_until_it_goes_offline() {
+    let s = servers().await;
+    let mut session = agent(&s, "agent-l", "site-l").await;
+    let operator = key(&s.db, Role::Operator, None).await;
+    let query =
+        "subscription { agentLogs(agentId: \"agent-l\", level: \"WARN\", grep: \"session\", last: 1) {
+        seq level target message fields { name value } } }";
+    let mut follower = start_subscription(&s, &operator, query).await;
+
+    // the first request asks for the newest line with the subscription's filters
+    let first = logs_request(&mut session).await;
+    assert_eq!((first.level.as_str(), first.grep.as_str(), first.limit), ("warn", "session", 1));
+    assert!(!first.has_after_seq);
+    answer_logs(&session, first, vec![log_line(5, "session failed")], 9).await;
+    assert_eq!(next_data(&mut follower).await["agentLogs"]["seq"], 5);
+
+    // then it follows from the ring's newest sequence number, letting the agent hold the answer
+    let follow = logs_request(&mut session).await;
+    assert!(follow.has_after_seq);
+    assert_eq!((follow.after_seq, follow.wait_ms, follow.level.as_str()), (9, 2000, "warn"));
+    answer_logs(
+        &session,
+        follow,
+        vec![log_line(10, "session open"), log_line(12, "session failed again")],
+        12,
+    )
+    .await;
+    let got = next_data(&mut follower).await;
+    assert_eq!(
+        got["agentLogs"],
+        json!({ "seq": 10, "level": "warn", "target": "lanewatch_edge_agent::uplink",
+            "message": "session open", "fields": [{ "name": "code", "value": "Unavailable" }] })
+    );
+    assert_eq!(next_data(&mut follower).await["agentLogs"]["seq"], 12);
+    // an empty answer (nothing matched within the wait) moves on without sending anything
+    let follow = logs_request(&mut session).await;
+    assert_eq!(follow.after_seq, 12);
+    answer_logs(&session, follow, Vec::new(), 15).await;
+    let follow = logs_request(&mut session).await;
+    assert_eq!(follow.after_seq, 15);
+
+    // the agent goes away: the subscription ends with an error saying so
+    drop(session);
+    let ended = next_json(&mut follower).await;
+    assert_eq!(ended["type"], "next", "{ended}");
+    let error = ended["payload"]["errors"][0].clone();
+    assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{ended}");
+    assert!(error["message"].as_str().unwrap().contains("agent agent-l went offline"), "{ended}");
+
+    // agencies may not read agents' logs; a bad level is refused before any request
+    let a = Agency { id: "ag".into(), name: "ag".into(), jurisdiction: "j".into() };
+    s.db.insert_agency(&a, chrono::Utc::now()).await.unwrap();
+    let mut agency = start_subscription(&s, &key(&s.db, Role::Agency, Some("ag")).await, query).await;
+    let refused = next_json(&mut agency).await;
+    assert!(refused.to_string().contains("PERMISSION_DENIED"), "{refused}");
+    let bad = "subscription { agentLogs(agentId: \"agent-l\", level: \"loud\") { seq } }";
+    let mut bad = start_subscription(&s, &operator, bad).await;
+    let refused = next_json(&mut bad).await;
+    assert!(refused.to_string().contains("unknown log level"), "{refused}");
+}

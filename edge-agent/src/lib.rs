@@ -13,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod domain;
 pub mod lidar;
+pub mod logs;
 pub mod pipeline;
 pub mod process;
 pub mod sim;

@@ -12,6 +12,7 @@ use lanewatch_edge_agent::buffer::Buffer;
 use lanewatch_edge_agent::config::{self, AgentConfig};
 use lanewatch_edge_agent::lidar::recording;
 use lanewatch_edge_agent::lidar::sick::Framing;
+use lanewatch_edge_agent::logs::Logs;
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
 use lanewatch_edge_agent::supervisor::{ComponentStatus, Escalation, Registry, Supervisor, SupervisorHandle};
@@ -186,15 +187,8 @@ fn main() -> ExitCode {
     // Both rustls back ends are compiled into the workspace (the AWS SDK brings aws-lc-rs), so
     // rustls cannot pick one by itself: choose ring, the one tonic's TLS is built with.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // 1. tracing
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // 1. tracing: stderr and the ring that operators read remotely (`lanewatch logs`)
+    let logs = Logs::install();
 
     // 2. arguments
     let cli = Cli::parse();
@@ -296,6 +290,7 @@ fn main() -> ExitCode {
         cli.ready_file,
         cli.detections_out,
         cli.accepted_log,
+        logs,
     )) {
         Ok(code) => code,
         Err(err) => {
@@ -363,6 +358,7 @@ async fn run(
     ready_file: Option<PathBuf>,
     detections_out: Option<PathBuf>,
     accepted_log: Option<PathBuf>,
+    logs: Logs,
 ) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
     let ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
@@ -387,6 +383,7 @@ async fn run(
             &buffer,
             &reload_tx,
             apply_failure.clone(),
+            &logs,
         )
         .await;
         let mut generation = match (start, probation.take()) {
@@ -542,12 +539,17 @@ fn uplink_connected(registry: &Registry) -> bool {
     registry.get("uplink").is_some_and(|s| s.detail.get("connected") == Some(&serde_json::Value::Bool(true)))
 }
 
-/// Resolves once every pipeline stage (not the uplink) stopped or failed.
+/// Resolves once every pipeline stage (not the uplink) stopped, failed or is paused.
 async fn stages_done(registry: &Registry, stage_names: &[String]) {
     let mut changes = registry.subscribe();
     let done = |r: &Registry| {
         stage_names.iter().all(|n| {
-            r.get(n).is_some_and(|s| matches!(s.status, ComponentStatus::Stopped | ComponentStatus::Failed))
+            r.get(n).is_some_and(|s| {
+                matches!(
+                    s.status,
+                    ComponentStatus::Stopped | ComponentStatus::Failed | ComponentStatus::Paused
+                )
+            })
         })
     };
     while !done(registry) {
@@ -574,6 +576,7 @@ impl Generation {
         buffer: &Buffer,
         reload: &mpsc::UnboundedSender<u64>,
         apply_failure: Option<(u64, String)>,
+        logs: &Logs,
     ) -> anyhow::Result<Self> {
         let config_dir = config_path.parent().map(Path::to_path_buf);
         let pipeline = pipeline::build_on(config, config_dir.as_deref(), options, buffer.clone())
@@ -599,6 +602,8 @@ impl Generation {
             apply_failure,
             acked: Default::default(),
             commands: Default::default(),
+            logs: logs.clone(),
+            paused: Default::default(),
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();

@@ -31,6 +31,9 @@ pub enum ComponentStatus {
     BackingOff,
     Stopped,
     Failed,
+    /// Stopped by an operator and kept stopped until resumed (for the uplink: uploads held, the
+    /// session kept).
+    Paused,
 }
 
 /// What the supervisor and the component itself say about one component.
@@ -54,7 +57,8 @@ pub struct ComponentSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ComponentEvent {
     pub at: DateTime<Utc>,
-    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated` or `stopped`.
+    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated`, `stopped`,
+    /// `paused` or `resumed`.
     pub kind: &'static str,
     pub message: String,
 }
@@ -70,7 +74,7 @@ impl ComponentSnapshot {
     /// How many events the flight recorder keeps.
     pub const EVENTS: usize = 32;
 
-    fn record(&mut self, kind: &'static str, message: impl Into<String>) {
+    pub fn record(&mut self, kind: &'static str, message: impl Into<String>) {
         if self.events.len() == Self::EVENTS {
             self.events.pop_front();
         }
@@ -249,6 +253,10 @@ pub enum SupervisorMsg {
     Spawn(String),
     /// Operator asked to restart a component.
     Restart(String, RpcReplyPort<Result<(), String>>),
+    /// Operator asked to stop a component and keep it stopped.
+    Pause(String, RpcReplyPort<Result<(), String>>),
+    /// Operator asked to start a paused component again.
+    Resume(String, RpcReplyPort<Result<(), String>>),
     /// Kill every component and stop restarting.
     Shutdown(RpcReplyPort<()>),
 }
@@ -259,6 +267,8 @@ struct Child {
     failures: VecDeque<Instant>,
     restart_requested: bool,
     started: bool,
+    /// Paused by an operator: not started again until resumed.
+    paused: bool,
 }
 
 pub struct SupervisorState {
@@ -289,7 +299,7 @@ impl Supervisor {
             return;
         }
         let Some(child) = state.children.get_mut(name) else { return };
-        if child.cell.is_some() {
+        if child.cell.is_some() || child.paused {
             return;
         }
         let restart = std::mem::replace(&mut child.started, true);
@@ -327,6 +337,16 @@ impl Supervisor {
     ) {
         let Some(child) = state.children.get_mut(name) else { return };
         child.cell = None;
+        if child.paused {
+            // it failed while being paused: it stays stopped
+            self.registry.update(name, |s| {
+                s.status = ComponentStatus::Paused;
+                s.last_failure = Some(error.clone());
+                s.last_failure_at = Some(Utc::now());
+                s.record("paused", format!("failed while pausing: {error}"));
+            });
+            return;
+        }
         let now = Instant::now();
         let window = Duration::from_secs(self.config.window_secs);
         child.failures.push_back(now);
@@ -399,6 +419,7 @@ impl Actor for Supervisor {
                     failures: VecDeque::new(),
                     restart_requested: false,
                     started: false,
+                    paused: false,
                 },
             );
         }
@@ -415,7 +436,8 @@ impl Actor for Supervisor {
             SupervisorMsg::Spawn(name) => self.spawn_child(&myself, state, &name).await,
             SupervisorMsg::Restart(name, reply) => {
                 let result = match state.children.get_mut(&name) {
-                    None => Err(format!("unknown component {name:?}")),
+                    None => Err(unknown(&name, &state.children)),
+                    Some(child) if child.paused => Err(format!("{name} is paused: resume it instead")),
                     Some(child) => {
                         tracing::info!(component = %name, "restart requested");
                         match &child.cell {
@@ -428,6 +450,47 @@ impl Actor for Supervisor {
                             None => {
                                 let _ = myself.send_message(SupervisorMsg::Spawn(name.clone()));
                             }
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Pause(name, reply) => {
+                let result = match state.children.get_mut(&name) {
+                    None => Err(unknown(&name, &state.children)),
+                    Some(child) if child.paused => Err(format!("{name} is already paused")),
+                    Some(child) => {
+                        tracing::info!(component = %name, "pause requested");
+                        child.paused = true;
+                        child.restart_requested = false;
+                        match &child.cell {
+                            // it shows as paused once it has stopped (ActorTerminated)
+                            Some(cell) => cell.kill(),
+                            None => self.registry.update(&name, |s| {
+                                s.status = ComponentStatus::Paused;
+                                s.backoff_ms = 0;
+                                s.record("paused", "");
+                            }),
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Resume(name, reply) => {
+                let result = match state.children.get_mut(&name) {
+                    None => Err(unknown(&name, &state.children)),
+                    Some(child) if !child.paused => Err(format!("{name} is not paused")),
+                    Some(child) => {
+                        tracing::info!(component = %name, "resume requested");
+                        child.paused = false;
+                        // a resume is not a restart: its count stays
+                        child.started = false;
+                        child.failures.clear();
+                        self.registry.update(&name, |s| s.record("resumed", ""));
+                        if child.cell.is_none() {
+                            self.spawn_child(&myself, state, &name).await;
                         }
                         Ok(())
                     }
@@ -463,7 +526,13 @@ impl Actor for Supervisor {
                 let Some(name) = state.by_id.remove(&cell.get_id()) else { return Ok(()) };
                 let Some(child) = state.children.get_mut(&name) else { return Ok(()) };
                 child.cell = None;
-                if child.restart_requested && !state.shutting_down {
+                if child.paused && !state.shutting_down {
+                    tracing::info!(component = %name, "component paused");
+                    self.registry.update(&name, |s| {
+                        s.status = ComponentStatus::Paused;
+                        s.record("paused", "");
+                    });
+                } else if child.restart_requested && !state.shutting_down {
                     child.restart_requested = false;
                     self.spawn_child(&myself, state, &name).await;
                 } else {
@@ -480,6 +549,12 @@ impl Actor for Supervisor {
     }
 }
 
+/// An unknown component's error, naming the ones there are.
+fn unknown(name: &str, children: &BTreeMap<String, Child>) -> String {
+    let known: Vec<&str> = children.keys().map(String::as_str).collect();
+    format!("unknown component {name:?}; this agent runs {}", known.join(", "))
+}
+
 /// How the rest of the agent talks to the supervisor.
 #[derive(Clone)]
 pub struct SupervisorHandle {
@@ -491,6 +566,18 @@ impl SupervisorHandle {
     /// Asks the supervisor to restart a component.
     pub async fn restart(&self, component: &str) -> Result<(), String> {
         ractor::call!(self.actor, SupervisorMsg::Restart, component.to_owned())
+            .map_err(|e| format!("supervisor unavailable: {e}"))?
+    }
+
+    /// Stops a component and keeps it stopped until [`SupervisorHandle::resume`].
+    pub async fn pause(&self, component: &str) -> Result<(), String> {
+        ractor::call!(self.actor, SupervisorMsg::Pause, component.to_owned())
+            .map_err(|e| format!("supervisor unavailable: {e}"))?
+    }
+
+    /// Starts a paused component again.
+    pub async fn resume(&self, component: &str) -> Result<(), String> {
+        ractor::call!(self.actor, SupervisorMsg::Resume, component.to_owned())
             .map_err(|e| format!("supervisor unavailable: {e}"))?
     }
 
@@ -630,10 +717,10 @@ mod tests {
         handle.shutdown().await;
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn restart_request_restarts_a_running_component() {
+    /// A supervisor with one `Flaky` that never fails, once it runs.
+    async fn running_flaky() -> (Registry, SupervisorHandle, Arc<AtomicU32>, watch::Sender<bool>) {
         let registry = Registry::default();
-        let (_stop_tx, shutdown) = watch::channel(false);
+        let (stop_tx, shutdown) = watch::channel(false);
         let (esc_tx, _esc_rx) = mpsc::unbounded_channel();
         let runs = Arc::new(AtomicU32::new(0));
         let sup = Supervisor { config: config(2), registry: registry.clone(), shutdown, escalate: esc_tx };
@@ -642,11 +729,43 @@ mod tests {
             .await
             .unwrap();
         wait_until(&registry, |s| s.status == ComponentStatus::Running && s.processed == 1).await;
+        (registry, handle, runs, stop_tx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restart_request_restarts_a_running_component() {
+        let (registry, handle, _runs, _stop) = running_flaky().await;
         handle.restart("flaky").await.unwrap();
         let s = wait_until(&registry, |s| s.processed == 2).await;
         assert_eq!(s.restarts, 1);
         assert_eq!(s.last_failure, None);
         assert!(handle.restart("nope").await.is_err());
+        handle.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_paused_component_stays_stopped_until_resumed() {
+        let (registry, handle, runs, _stop) = running_flaky().await;
+
+        handle.pause("flaky").await.unwrap();
+        let paused = wait_until(&registry, |s| s.status == ComponentStatus::Paused).await;
+        assert_eq!(paused.events.back().map(|e| e.kind), Some("paused"));
+        assert_eq!(handle.pause("flaky").await.unwrap_err(), "flaky is already paused");
+        assert_eq!(handle.restart("flaky").await.unwrap_err(), "flaky is paused: resume it instead");
+        let err = handle.pause("nope").await.unwrap_err();
+        assert_eq!(err, "unknown component \"nope\"; this agent runs flaky");
+        // a supervisor round trip later it is still paused: nothing restarted it
+        handle.resume("nope").await.unwrap_err();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(registry.get("flaky").unwrap().status, ComponentStatus::Paused);
+
+        handle.resume("flaky").await.unwrap();
+        let resumed =
+            wait_until(&registry, |s| s.status == ComponentStatus::Running && s.processed == 2).await;
+        assert_eq!(resumed.restarts, 0, "a resume is not counted as a restart");
+        let kinds: Vec<_> = resumed.events.iter().map(|e| e.kind).collect();
+        assert!(kinds.ends_with(&["paused", "resumed", "started"]), "{kinds:?}");
+        assert_eq!(handle.resume("flaky").await.unwrap_err(), "flaky is not paused");
         handle.shutdown().await;
     }
 }

@@ -261,6 +261,61 @@ impl ControlPlane {
         .await
     }
 
+    /// An agent's supervised components as it reports them now (name, status, restarts,
+    /// processed, inbox, …), asked live through GraphQL: what a test reads of a running agent's
+    /// internal state.
+    pub async fn components(&self, agent_id: &str) -> Result<Vec<Value>> {
+        let data = self
+            .graphql(
+                "query($id: ID!) { agent(id: $id) { components { name status restarts processed
+                    inbox { depth capacity } detailJson } } }",
+                json!({ "id": agent_id }),
+            )
+            .await?;
+        data["agent"]["components"].as_array().cloned().context("the agent's components")
+    }
+
+    /// One component of [`ControlPlane::components`].
+    pub async fn component(&self, agent_id: &str, name: &str) -> Result<Value> {
+        let components = self.components(agent_id).await?;
+        components.into_iter().find(|c| c["name"] == name).with_context(|| format!("no component {name}"))
+    }
+
+    /// Waits until a component whose name starts with `prefix` runs; its name.
+    pub async fn wait_running(&self, agent_id: &str, prefix: &str) -> Result<String> {
+        self.wait_for(&format!("a {prefix} component running"), || async {
+            let Ok(components) = self.components(agent_id).await else { return Ok(None) };
+            Ok(components
+                .iter()
+                .find(|c| {
+                    c["name"].as_str().is_some_and(|n| n.starts_with(prefix)) && c["status"] == "RUNNING"
+                })
+                .and_then(|c| c["name"].as_str().map(str::to_owned)))
+        })
+        .await
+    }
+
+    /// The newest `first` audit rows as (action, target, result), read with an admin key.
+    pub async fn audit_rows(&self, admin: &str, first: u32) -> Result<Vec<(String, String, String)>> {
+        let audit = self
+            .graphql_with_key(
+                admin,
+                "query($first: Int!) { auditLog(first: $first) { edges { node { action target result } } } }",
+                json!({ "first": first }),
+            )
+            .await?;
+        let edges = audit["data"]["auditLog"]["edges"]
+            .as_array()
+            .with_context(|| format!("the audit log: {audit}"))?;
+        Ok(edges
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e["node"][k].as_str().unwrap_or("").to_owned();
+                (s("action"), s("target"), s("result"))
+            })
+            .collect())
+    }
+
     /// Runs a GraphQL query as the holder of `token` and returns the whole response body.
     pub async fn graphql_with_key(&self, token: &str, query: &str, variables: Value) -> Result<Value> {
         let response = self

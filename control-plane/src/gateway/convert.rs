@@ -247,6 +247,7 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
         Ok(pb::ComponentStatus::BackingOff) => ComponentStatus::BackingOff,
         Ok(pb::ComponentStatus::Stopped) => ComponentStatus::Stopped,
         Ok(pb::ComponentStatus::Failed) => ComponentStatus::Failed,
+        Ok(pb::ComponentStatus::Paused) => ComponentStatus::Paused,
         Ok(pb::ComponentStatus::Unspecified) | Err(_) => ComponentStatus::Unknown,
     };
     ComponentState {
@@ -283,6 +284,45 @@ pub fn process(p: pb::ProcessState) -> crate::domain::ProcessState {
         config_version: p.config_version,
         model_version: p.model_version,
     }
+}
+
+/// A log query as the `LogsRequest` with `request_id`.
+pub fn logs_request(request_id: String, q: &crate::domain::LogQuery) -> pb::LogsRequest {
+    pb::LogsRequest {
+        request_id,
+        level: q.level.clone().unwrap_or_default(),
+        target: q.target.clone().unwrap_or_default(),
+        since: q.since.map(|t| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        grep: q.grep.clone().unwrap_or_default(),
+        limit: q.limit,
+        max_bytes: q.max_bytes,
+        after_seq: q.after_seq.unwrap_or(0),
+        has_after_seq: q.after_seq.is_some(),
+        wait_ms: q.wait_ms,
+    }
+}
+
+/// An agent's log answer: its lines, or why it could not answer.
+pub fn logs_response(r: pb::LogsResponse) -> Result<crate::domain::LogPage, String> {
+    if !r.error.is_empty() {
+        return Err(r.error);
+    }
+    let lines = r
+        .lines
+        .into_iter()
+        .map(|l| crate::domain::LogLine {
+            seq: l.seq,
+            at: l.at.as_ref().and_then(timestamp).unwrap_or_default(),
+            level: l.level,
+            target: l.target,
+            message: l.message,
+            fields: l.fields.into_iter().map(|f| (f.name, f.value)).collect(),
+        })
+        .collect();
+    Ok(crate::domain::LogPage { lines, truncated: r.truncated, last_seq: r.last_seq })
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{EventKind, Events};
 use crate::ingest::{Assembled, Progress, Upload};
 use crate::metrics::Metrics;
-use requests::{Reply, config_key};
+use requests::{Reply, config_key, logs_key};
 
 /// HTTP/2 flow-control windows of the gateway's server. h2's default of 64 KiB per stream makes a
 /// 200 KB capture wait for several window updates, one round trip each; a session's window of
@@ -548,6 +548,10 @@ impl Gateway {
                         &r.command_id,
                         Reply::Command(CommandOutcome { ok: r.ok, message: r.message }),
                     );
+                }
+                In::Logs(r) => {
+                    let key = logs_key(&r.request_id);
+                    self.route_reply(&key, Reply::Logs(convert::logs_response(r)));
                 }
                 In::ConfigAck(a) => {
                     let staged = a.outcome == pb::ConfigOutcome::Staged as i32;

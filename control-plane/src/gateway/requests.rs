@@ -25,6 +25,7 @@ pub(super) enum Reply {
     Introspection(domain::Introspection),
     Command(CommandOutcome),
     Config { staged: bool, error: String },
+    Logs(Result<domain::LogPage, String>),
 }
 
 /// Removes a request's waiter however the request ends.
@@ -88,12 +89,54 @@ impl Gateway {
             AgentCommand::RestartComponent { component } => {
                 pb::command::Kind::RestartComponent(pb::RestartComponent { component })
             }
+            AgentCommand::PauseComponent { component } => {
+                pb::command::Kind::PauseComponent(pb::PauseComponent { component })
+            }
+            AgentCommand::ResumeComponent { component } => {
+                pb::command::Kind::ResumeComponent(pb::ResumeComponent { component })
+            }
+            AgentCommand::SetLogFilter { filter, for_secs } => {
+                pb::command::Kind::SetLogFilter(pb::SetLogFilter { filter, for_secs })
+            }
         };
         let command_id = command_id.to_string();
         let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });
         match self.request(agent_id, command_id, msg, "command").await? {
             Reply::Command(outcome) => Ok(outcome),
             other => Err(Error::new(ErrorKind::Internal, format!("unexpected reply to command: {other:?}"))),
+        }
+    }
+
+    /// Reads an agent's log ring, through the replica holding its session (whose answer is cut
+    /// to [`domain::CLUSTER_LOG_BYTES`] of text).
+    pub async fn request_logs(
+        &self,
+        agent_id: &str,
+        query: domain::LogQuery,
+    ) -> Result<domain::LogPage, Error> {
+        match self.shared.cluster.get() {
+            Some(cluster) if !self.is_online(agent_id) => cluster.request_logs(agent_id, query).await,
+            _ => self.local_logs(agent_id, query).await,
+        }
+    }
+
+    /// Reads the log ring of an agent connected to this replica. A follower's query may be held
+    /// by the agent up to its `wait_ms` for a line to match.
+    pub async fn local_logs(
+        &self,
+        agent_id: &str,
+        query: domain::LogQuery,
+    ) -> Result<domain::LogPage, Error> {
+        let request_id = Uuid::now_v7().to_string();
+        let msg = Out::LogsRequest(super::convert::logs_request(request_id.clone(), &query));
+        match self.request(agent_id, logs_key(&request_id), msg, "log request").await? {
+            Reply::Logs(Ok(page)) => Ok(page),
+            Reply::Logs(Err(reason)) => {
+                Err(Error::invalid(format!("agent {agent_id} refused the log request: {reason}")))
+            }
+            other => {
+                Err(Error::new(ErrorKind::Internal, format!("unexpected reply to a log request: {other:?}")))
+            }
         }
     }
 
@@ -179,7 +222,13 @@ impl Gateway {
         let _guard = WaiterGuard { waiters: &self.shared.waiters, key };
         let exchange = async {
             tx.send(Ok(pb::ControlMessage { body: Some(msg) })).await.map_err(|_| offline())?;
-            reply_rx.await.map_err(|_| offline())
+            // the session may end before the answer comes: say so then, not at the timeout
+            tokio::select! {
+                reply = reply_rx => reply.map_err(|_| offline()),
+                () = tx.closed() => Err(Error::unavailable(format!(
+                    "agent {agent_id} went offline before answering the {what}"
+                ))),
+            }
         };
         tokio::time::timeout(AGENT_REQUEST_TIMEOUT, exchange).await.map_err(|_| {
             Error::new(
@@ -240,6 +289,14 @@ impl AgentSessions for Gateway {
         Box::pin(Gateway::local_command(self, agent_id, command_id, command))
     }
 
+    fn local_logs<'a>(
+        &'a self,
+        agent_id: &'a str,
+        query: domain::LogQuery,
+    ) -> BoxFuture<'a, Result<domain::LogPage, Error>> {
+        Box::pin(Gateway::local_logs(self, agent_id, query))
+    }
+
     fn begin_push(&self, agent_id: &str, config_version: u64) -> Option<PushGuard> {
         let key = config_key(agent_id, config_version);
         let claimed = lock(&self.shared.config_pushes).insert(key.clone());
@@ -259,6 +316,11 @@ impl AgentSessions for Gateway {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(Gateway::push_config(self, agent_id, config_version, config_toml))
     }
+}
+
+/// Log answers are routed apart from commands and introspection, which share the id space.
+pub(super) fn logs_key(request_id: &str) -> String {
+    format!("logs:{request_id}")
 }
 
 pub(super) fn config_key(agent_id: &str, config_version: u64) -> String {

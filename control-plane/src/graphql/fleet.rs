@@ -1,6 +1,7 @@
 //! The fleet: the `agents`, `agent` and `sites` queries, the GraphQL objects of agents (with
 //! their revocation and the components they report in live introspection) and sites, and the
-//! commands operators send to agents (`restartComponent`).
+//! commands operators send to agents (`restartComponent`, `pauseComponent`, `resumeComponent`,
+//! `setAgentLogFilter`).
 
 use async_graphql::{ComplexObject, Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -61,32 +62,99 @@ impl FleetMutation {
         component: String,
         command_id: Option<ID>,
     ) -> async_graphql::Result<CommandResult> {
-        let (api, who) = parts(ctx)?;
         let command = domain::AgentCommand::RestartComponent { component: component.trim().to_owned() };
-        let result = async {
-            who.authorize(Action::OperateAgents)?;
-            let command_id = match &command_id {
-                Some(id) => parse_uuid("commandId", id)?,
-                None => Uuid::now_v7(),
-            };
-            if component.trim().is_empty() {
+        send(ctx, "restartComponent", agent_id, command, command_id).await
+    }
+
+    /// Stops a component and keeps it stopped (status PAUSED) until `resumeComponent`, or until
+    /// the agent restarts or applies a new config. Pausing the `uplink` holds uploads only: the
+    /// session stays open, for commands and heartbeats. Errors and idempotency as for
+    /// `restartComponent`; pausing a paused component is FAILED_PRECONDITION.
+    async fn pause_component(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        component: String,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<CommandResult> {
+        let command = domain::AgentCommand::PauseComponent { component: component.trim().to_owned() };
+        send(ctx, "pauseComponent", agent_id, command, command_id).await
+    }
+
+    /// Starts a paused component again (a resume is not counted as a restart).
+    async fn resume_component(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        component: String,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<CommandResult> {
+        let command = domain::AgentCommand::ResumeComponent { component: component.trim().to_owned() };
+        send(ctx, "resumeComponent", agent_id, command, command_id).await
+    }
+
+    /// Replaces an agent's log filter (`RUST_LOG` syntax, e.g. `info,lanewatch_edge_agent::uplink=debug`)
+    /// for `forSecs` (1-86400); then the agent's own filter comes back by itself. A filter the
+    /// agent cannot parse is FAILED_PRECONDITION with its reason; other errors as for
+    /// `restartComponent`.
+    async fn set_agent_log_filter(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        filter: String,
+        for_secs: u32,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<CommandResult> {
+        let command = domain::AgentCommand::SetLogFilter { filter: filter.trim().to_owned(), for_secs };
+        send(ctx, "setAgentLogFilter", agent_id, command, command_id).await
+    }
+}
+
+/// Authorizes (operators and admins), checks, sends and audits one command to an agent.
+async fn send(
+    ctx: &Context<'_>,
+    action: &str,
+    agent_id: ID,
+    command: domain::AgentCommand,
+    command_id: Option<ID>,
+) -> async_graphql::Result<CommandResult> {
+    let (api, who) = parts(ctx)?;
+    let result = async {
+        who.authorize(Action::OperateAgents)?;
+        let command_id = match &command_id {
+            Some(id) => parse_uuid("commandId", id)?,
+            None => Uuid::now_v7(),
+        };
+        match &command {
+            domain::AgentCommand::RestartComponent { component }
+            | domain::AgentCommand::PauseComponent { component }
+            | domain::AgentCommand::ResumeComponent { component }
+                if component.is_empty() =>
+            {
                 return Err(Error::invalid("component must not be empty"));
             }
-            if api.db.agent(&agent_id).await.map_err(storage)?.is_none() {
-                return Err(Error::not_found(format!("no agent with id {:?}", agent_id.as_str())));
+            domain::AgentCommand::SetLogFilter { filter, .. } if filter.is_empty() => {
+                return Err(Error::invalid("filter must not be empty"));
             }
-            let outcome = api.gateway.command(&agent_id, command_id, command.clone()).await?;
-            if !outcome.ok {
-                return Err(Error::new(
-                    ErrorKind::FailedPrecondition,
-                    format!("agent {} refused the command: {}", agent_id.as_str(), outcome.message),
-                ));
+            domain::AgentCommand::SetLogFilter { for_secs, .. } if !(1..=86_400).contains(for_secs) => {
+                return Err(Error::invalid(format!("forSecs must be between 1 and 86400, got {for_secs}")));
             }
-            Ok(CommandResult { command_id: ID(command_id.to_string()), message: outcome.message })
+            _ => {}
         }
-        .await;
-        audited(api, who, "restartComponent", &command.target(&agent_id), result).await
+        if api.db.agent(&agent_id).await.map_err(storage)?.is_none() {
+            return Err(Error::not_found(format!("no agent with id {:?}", agent_id.as_str())));
+        }
+        let outcome = api.gateway.command(&agent_id, command_id, command.clone()).await?;
+        if !outcome.ok {
+            return Err(Error::new(
+                ErrorKind::FailedPrecondition,
+                format!("agent {} refused the command: {}", agent_id.as_str(), outcome.message),
+            ));
+        }
+        Ok(CommandResult { command_id: ID(command_id.to_string()), message: outcome.message })
     }
+    .await;
+    audited(api, who, action, &command.target(&agent_id), result).await
 }
 
 /// What an agent answered to a command it ran.
@@ -113,6 +181,8 @@ pub enum ComponentStatus {
     BackingOff,
     Stopped,
     Failed,
+    /// Stopped by an operator until resumed (`resumeComponent`).
+    Paused,
 }
 
 #[derive(SimpleObject)]
@@ -285,7 +355,8 @@ impl Component {
 #[derive(SimpleObject)]
 pub struct ComponentEvent {
     at: DateTime<Utc>,
-    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated` or `stopped`.
+    /// `started`, `restarting`, `restart_requested`, `failed`, `escalated`, `stopped`, `paused`
+    /// or `resumed`.
     kind: String,
     message: String,
 }
@@ -313,6 +384,7 @@ impl Component {
             domain::ComponentStatus::BackingOff => ComponentStatus::BackingOff,
             domain::ComponentStatus::Stopped => ComponentStatus::Stopped,
             domain::ComponentStatus::Failed => ComponentStatus::Failed,
+            domain::ComponentStatus::Paused => ComponentStatus::Paused,
         };
         Self {
             name: c.name,

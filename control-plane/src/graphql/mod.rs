@@ -9,7 +9,7 @@
 //!
 //! GraphQL objects are converted by hand from domain types, next to the resolvers of their
 //! domain: `captures` (captures, violations, statistics, deletion receipts), `fleet` (agents,
-//! their live introspection, sites), `configs` (site configs and their rollout), `admin` (the
+//! their live introspection, sites, the commands operators send them), `logs` (agents' logs), `configs` (site configs and their rollout), `admin` (the
 //! caller, agencies, API keys, the audit log, jurisdictions, lane policies, agent revocation)
 //! and `subscriptions` (live updates). The order of the merged objects is the order of the
 //! fields in the committed SDL (`control-plane/schema.graphql`).
@@ -18,6 +18,7 @@ mod admin;
 mod captures;
 mod configs;
 mod fleet;
+mod logs;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
@@ -71,6 +72,7 @@ pub struct Query(
     admin::AdminQuery,
     captures::DeletionReceiptsQuery,
     configs::ConfigsQuery,
+    logs::LogsQuery,
 );
 
 // The mutation root, every field audited (`audited`). No doc comment, as for `Query`.

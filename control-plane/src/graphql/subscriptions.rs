@@ -1,5 +1,6 @@
 //! Live updates over WebSocket: the `captureAdded` and `agentStatusChanged` subscriptions, fed
-//! by the gateway's event bus, each event re-checked against the subscriber's visibility.
+//! by the gateway's event bus, each event re-checked against the subscriber's visibility, and
+//! `agentLogs`, which follows an agent's log ring (`logs::follow`).
 
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
@@ -7,6 +8,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use super::captures::Capture;
+use super::logs::LogLine;
 use super::{guard, parts};
 use crate::auth::Action;
 use crate::events::EventKind;
@@ -55,6 +57,21 @@ impl SubscriptionRoot {
                 }
             })
             .boxed())
+    }
+
+    /// An agent's log lines as it writes them, matching the filters (as the `agentLogs` query
+    /// takes them), starting with the newest `last` (operators and admins). Ends with an error
+    /// when the agent goes offline.
+    async fn agent_logs(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        level: Option<String>,
+        target: Option<String>,
+        grep: Option<String>,
+        #[graphql(default = 0)] last: u32,
+    ) -> async_graphql::Result<BoxStream<'static, async_graphql::Result<LogLine>>> {
+        super::logs::follow(ctx, agent_id, level, target, grep, last.min(1000)).await
     }
 
     /// Agents going online or offline (operators and admins).

@@ -34,7 +34,7 @@ pub mod wire;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,7 +50,8 @@ use uuid::Uuid;
 
 use crate::buffer::Buffer;
 use crate::config::ControlPlaneConfig;
-use crate::supervisor::{ComponentCtx, Registry, RunFuture, SupervisorHandle};
+use crate::logs::Logs;
+use crate::supervisor::{ComponentCtx, ComponentStatus, Registry, RunFuture, SupervisorHandle};
 
 const DEFAULT_MAX_CHUNK_BYTES: usize = 64 * 1024;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +84,11 @@ pub struct UplinkComponent {
     /// The results of the last commands run, by command id, kept across restarts: a command
     /// sent again (a retry after a lost answer) gets its first result and is not run twice.
     pub commands: RecentCommands,
+    /// The agent's log ring and filter: `LogsRequest`s and `SetLogFilter` commands.
+    pub logs: Logs,
+    /// Uploads paused by an operator (`PauseComponent` of the uplink), across restarts; the
+    /// session stays open meanwhile, for commands and heartbeats.
+    pub paused: Arc<AtomicBool>,
 }
 
 /// The results of the last [`RecentCommands::CAPACITY`] commands, oldest first.
@@ -112,6 +118,9 @@ impl crate::supervisor::Component for UplinkComponent {
     }
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
+        if self.paused.load(Ordering::SeqCst) {
+            ctx.registry.update(&ctx.name, |s| s.status = ComponentStatus::Paused);
+        }
         let (link, link_rx) = watch::channel(Link::default());
         let detail = publish_detail(ctx.clone(), self.buffer.clone(), self.acked.clone(), link_rx);
         let me = Uplink {
@@ -129,6 +138,8 @@ impl crate::supervisor::Component for UplinkComponent {
             ctx,
             acked: self.acked.clone(),
             commands: self.commands.clone(),
+            logs: self.logs.clone(),
+            paused: self.paused.clone(),
             link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
@@ -198,6 +209,8 @@ struct Uplink {
     ctx: ComponentCtx,
     acked: Arc<AtomicU64>,
     commands: RecentCommands,
+    logs: Logs,
+    paused: Arc<AtomicBool>,
     /// What the detail says about the session ([`publish_detail`]).
     link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
@@ -374,6 +387,9 @@ impl Uplink {
 
     /// Sends pending captures, most valuable first, until `max_in_flight` are unacknowledged.
     async fn fill_window(&mut self, session: &mut Session) -> anyhow::Result<()> {
+        if self.paused.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         while session.in_flight.len() < self.cp.max_in_flight {
             let buffer = self.buffer.clone();
             let sent = std::mem::take(&mut session.sent);
@@ -512,6 +528,22 @@ impl Uplink {
                     }))
                     .await?;
             }
+            Some(control_message::Body::LogsRequest(req)) => {
+                // a follower's request may wait for lines: answered beside the session loop
+                let (ring, tx) = (self.logs.ring.clone(), session.tx.clone());
+                tokio::spawn(async move {
+                    let response = match wire::log_query(&req) {
+                        Ok((query, wait)) => {
+                            wire::logs_response(req.request_id, ring.wait_query(&query, wait).await)
+                        }
+                        Err(error) => {
+                            pb::LogsResponse { request_id: req.request_id, error, ..Default::default() }
+                        }
+                    };
+                    let _ =
+                        tx.send(pb::AgentMessage { body: Some(agent_message::Body::Logs(response)) }).await;
+                });
+            }
             Some(control_message::Body::Command(cmd)) => self.command(session, cmd).await?,
             Some(control_message::Body::Welcome(_)) => tracing::warn!("unexpected second welcome ignored"),
             None => tracing::warn!("empty control message ignored"),
@@ -577,7 +609,69 @@ impl Uplink {
                     Err(err) => session.send(answer(false, err)).await,
                 }
             }
+            Some(command::Kind::SetLogFilter(set)) => {
+                tracing::info!(command_id = %cmd.command_id, filter = %set.filter, for_secs = set.for_secs, "log filter requested");
+                let (ok, message) = match self.logs.filter.set_for(&set.filter, set.for_secs) {
+                    Ok(message) => (true, message),
+                    Err(message) => (false, message),
+                };
+                session.send(answer(ok, message)).await
+            }
+            Some(command::Kind::PauseComponent(pause)) => {
+                tracing::info!(command_id = %cmd.command_id, component = %pause.component, "pause requested");
+                let result = if pause.component == self.ctx.name {
+                    self.pause_uploads(true)
+                } else {
+                    match self.supervisor.get() {
+                        Some(supervisor) => supervisor
+                            .pause(&pause.component)
+                            .await
+                            .map(|()| format!("pausing {}", pause.component)),
+                        None => Err("supervisor not running".into()),
+                    }
+                };
+                session.send(answer(result.is_ok(), result.unwrap_or_else(|e| e))).await
+            }
+            Some(command::Kind::ResumeComponent(resume)) => {
+                tracing::info!(command_id = %cmd.command_id, component = %resume.component, "resume requested");
+                let result = if resume.component == self.ctx.name {
+                    self.pause_uploads(false)
+                } else {
+                    match self.supervisor.get() {
+                        Some(supervisor) => supervisor
+                            .resume(&resume.component)
+                            .await
+                            .map(|()| format!("resuming {}", resume.component)),
+                        None => Err("supervisor not running".into()),
+                    }
+                };
+                session.send(answer(result.is_ok(), result.unwrap_or_else(|e| e))).await
+            }
             None => session.send(answer(false, "unknown command".into())).await,
+        }
+    }
+
+    /// Holds (or lets go of) uploads; the session stays open. Says what changed.
+    fn pause_uploads(&self, pause: bool) -> Result<String, String> {
+        let was = self.paused.swap(pause, Ordering::SeqCst);
+        let name = &self.ctx.name;
+        match (was, pause) {
+            (false, true) => {
+                self.ctx.registry.update(name, |s| {
+                    s.status = ComponentStatus::Paused;
+                    s.record("paused", "uploads held; the session stays open");
+                });
+                Ok(format!("{name} paused: uploads held, the session stays open"))
+            }
+            (true, false) => {
+                self.ctx.registry.update(name, |s| {
+                    s.status = ComponentStatus::Running;
+                    s.record("resumed", "");
+                });
+                Ok(format!("resuming {name}"))
+            }
+            (true, true) => Err(format!("{name} is already paused")),
+            (false, false) => Err(format!("{name} is not paused")),
         }
     }
 }

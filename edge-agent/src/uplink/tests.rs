@@ -130,6 +130,8 @@ fn start_uplink_in(
         apply_failure: None,
         acked: Default::default(),
         commands: Default::default(),
+        logs: crate::logs::Logs::detached(),
+        paused: Default::default(),
     };
     let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
     tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))

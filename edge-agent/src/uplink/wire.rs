@@ -4,6 +4,7 @@ use lanewatch_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Capture, DeletionReason, DeletionReceipt, OccupancyStatus, ValueClass, VehicleClass};
+use crate::logs::{LogPage, LogQuery};
 use crate::supervisor::{ComponentSnapshot, ComponentStatus};
 
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -148,6 +149,7 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         ComponentStatus::BackingOff => pb::ComponentStatus::BackingOff,
         ComponentStatus::Stopped => pb::ComponentStatus::Stopped,
         ComponentStatus::Failed => pb::ComponentStatus::Failed,
+        ComponentStatus::Paused => pb::ComponentStatus::Paused,
     };
     pb::ComponentState {
         name: s.name.clone(),
@@ -177,6 +179,58 @@ pub fn component_state_with_events(s: &ComponentSnapshot) -> pb::ComponentState 
         })
         .collect();
     pb::ComponentState { events, ..component_state(s) }
+}
+
+/// The longest a `LogsRequest` may wait for a matching line.
+pub const MAX_LOGS_WAIT_MS: u32 = 3000;
+
+/// A `LogsRequest` as a ring query and how long to wait for a line; a bad level is an error.
+pub fn log_query(req: &pb::LogsRequest) -> Result<(LogQuery, std::time::Duration), String> {
+    let level = match req.level.as_str() {
+        "" => None,
+        text => Some(crate::logs::parse_level(text)?),
+    };
+    let since = req
+        .since
+        .as_ref()
+        .map(|t| {
+            chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                .ok_or_else(|| format!("since {}s is out of range", t.seconds))
+        })
+        .transpose()?;
+    let query = LogQuery {
+        level,
+        target: Some(req.target.clone()).filter(|t| !t.is_empty()),
+        since,
+        grep: Some(req.grep.clone()).filter(|g| !g.is_empty()),
+        after_seq: req.has_after_seq.then_some(req.after_seq),
+        limit: req.limit as usize,
+        max_bytes: req.max_bytes as usize,
+    };
+    let wait = std::time::Duration::from_millis(u64::from(req.wait_ms.min(MAX_LOGS_WAIT_MS)));
+    Ok((query, wait))
+}
+
+pub fn logs_response(request_id: String, page: LogPage) -> pb::LogsResponse {
+    let lines = page
+        .lines
+        .into_iter()
+        .map(|l| pb::LogLine {
+            seq: l.seq,
+            at: Some(timestamp(l.at)),
+            level: l.level.as_str().to_ascii_lowercase(),
+            target: l.target,
+            message: l.message,
+            fields: l.fields.into_iter().map(|(name, value)| pb::LogField { name, value }).collect(),
+        })
+        .collect();
+    pb::LogsResponse {
+        request_id,
+        lines,
+        truncated: page.truncated,
+        last_seq: page.last_seq,
+        error: String::new(),
+    }
 }
 
 pub fn health(snapshots: &[ComponentSnapshot]) -> pb::Health {

@@ -216,6 +216,79 @@ pub struct ComponentEvent {
     #[prost(string, tag = "3")]
     pub message: ::prost::alloc::string::String,
 }
+/// Asks for the newest lines of the agent's log ring that match every filter given.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogsRequest {
+    #[prost(string, tag = "1")]
+    pub request_id: ::prost::alloc::string::String,
+    /// The least severe level wanted (error, warn, info, debug, trace); empty: every level.
+    #[prost(string, tag = "2")]
+    pub level: ::prost::alloc::string::String,
+    /// Only lines whose target starts with this.
+    #[prost(string, tag = "3")]
+    pub target: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "4")]
+    pub since: ::core::option::Option<::prost_types::Timestamp>,
+    /// Only lines whose message or a field value contains this text, ignoring case.
+    #[prost(string, tag = "5")]
+    pub grep: ::prost::alloc::string::String,
+    /// At most this many lines, the newest; 0: only the byte cap limits.
+    #[prost(uint32, tag = "6")]
+    pub limit: u32,
+    /// At most this many bytes of text; 0 or more than the agent's cap: the agent's cap.
+    #[prost(uint32, tag = "7")]
+    pub max_bytes: u32,
+    /// Following: only lines after this sequence number (LogsResponse.last_seq).
+    #[prost(uint64, tag = "8")]
+    pub after_seq: u64,
+    #[prost(bool, tag = "9")]
+    pub has_after_seq: bool,
+    /// Following: when nothing matches yet, answer once a line does or after this long (at most
+    /// 3000 ms).
+    #[prost(uint32, tag = "10")]
+    pub wait_ms: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogsResponse {
+    #[prost(string, tag = "1")]
+    pub request_id: ::prost::alloc::string::String,
+    /// Oldest first.
+    #[prost(message, repeated, tag = "2")]
+    pub lines: ::prost::alloc::vec::Vec<LogLine>,
+    /// More lines matched than the limit or the byte cap let through.
+    #[prost(bool, tag = "3")]
+    pub truncated: bool,
+    /// The newest sequence number the ring held; follow from here.
+    #[prost(uint64, tag = "4")]
+    pub last_seq: u64,
+    /// Why the request could not be answered (a bad level); lines are empty then.
+    #[prost(string, tag = "5")]
+    pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogLine {
+    /// Grows by one per line since the agent started.
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "2")]
+    pub at: ::core::option::Option<::prost_types::Timestamp>,
+    /// error, warn, info, debug or trace.
+    #[prost(string, tag = "3")]
+    pub level: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub target: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub message: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "6")]
+    pub fields: ::prost::alloc::vec::Vec<LogField>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogField {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum ComponentStatus {
@@ -225,6 +298,8 @@ pub enum ComponentStatus {
     BackingOff = 3,
     Stopped = 4,
     Failed = 5,
+    /// Stopped by an operator until resumed.
+    Paused = 6,
 }
 impl ComponentStatus {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -239,6 +314,7 @@ impl ComponentStatus {
             Self::BackingOff => "COMPONENT_STATUS_BACKING_OFF",
             Self::Stopped => "COMPONENT_STATUS_STOPPED",
             Self::Failed => "COMPONENT_STATUS_FAILED",
+            Self::Paused => "COMPONENT_STATUS_PAUSED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -250,6 +326,7 @@ impl ComponentStatus {
             "COMPONENT_STATUS_BACKING_OFF" => Some(Self::BackingOff),
             "COMPONENT_STATUS_STOPPED" => Some(Self::Stopped),
             "COMPONENT_STATUS_FAILED" => Some(Self::Failed),
+            "COMPONENT_STATUS_PAUSED" => Some(Self::Paused),
             _ => None,
         }
     }
@@ -257,7 +334,7 @@ impl ComponentStatus {
 /// Everything an agent sends within a session.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
+    #[prost(oneof = "agent_message::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17, 18")]
     pub body: ::core::option::Option<agent_message::Body>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -281,12 +358,14 @@ pub mod agent_message {
         /// Sent only when the Welcome set accepts_deletion_receipts.
         #[prost(message, tag = "17")]
         DeletionReceipt(super::DeletionReceipt),
+        #[prost(message, tag = "18")]
+        Logs(super::LogsResponse),
     }
 }
 /// Everything the control plane sends within a session.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub body: ::core::option::Option<control_message::Body>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -305,6 +384,8 @@ pub mod control_message {
         Command(super::Command),
         #[prost(message, tag = "15")]
         ReceiptAck(super::ReceiptAck),
+        #[prost(message, tag = "16")]
+        LogsRequest(super::LogsRequest),
     }
 }
 /// Opens a session.
@@ -425,7 +506,7 @@ pub struct ConfigAck {
 pub struct Command {
     #[prost(string, tag = "1")]
     pub command_id: ::prost::alloc::string::String,
-    #[prost(oneof = "command::Kind", tags = "10, 11")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -436,12 +517,40 @@ pub mod command {
         Ping(super::Ping),
         #[prost(message, tag = "11")]
         RestartComponent(super::RestartComponent),
+        #[prost(message, tag = "12")]
+        SetLogFilter(super::SetLogFilter),
+        #[prost(message, tag = "13")]
+        PauseComponent(super::PauseComponent),
+        #[prost(message, tag = "14")]
+        ResumeComponent(super::ResumeComponent),
     }
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ping {}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RestartComponent {
+    #[prost(string, tag = "1")]
+    pub component: ::prost::alloc::string::String,
+}
+/// Replaces the agent's log filter (RUST_LOG syntax) for a while; the agent's own filter comes
+/// back by itself when the time is up.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetLogFilter {
+    #[prost(string, tag = "1")]
+    pub filter: ::prost::alloc::string::String,
+    /// 1 to 86400.
+    #[prost(uint32, tag = "2")]
+    pub for_secs: u32,
+}
+/// Stops a component and keeps it stopped (its supervisor does not restart it) until resumed.
+/// Pausing the uplink pauses uploads only: the session stays open for commands.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PauseComponent {
+    #[prost(string, tag = "1")]
+    pub component: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeComponent {
     #[prost(string, tag = "1")]
     pub component: ::prost::alloc::string::String,
 }

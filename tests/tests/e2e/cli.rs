@@ -11,7 +11,11 @@ use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db, run_to_exit_with_std
 use serde_json::Value;
 
 /// Runs `lanewatch ARGS --url URL [--api-key KEY]`.
-fn lanewatch(cp: &ControlPlane, key: Option<&str>, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+pub(crate) fn lanewatch(
+    cp: &ControlPlane,
+    key: Option<&str>,
+    args: &[&str],
+) -> Result<(ExitStatus, String, String)> {
     let url = cp.http_url("");
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--url", url.trim_end_matches('/')]);
@@ -22,14 +26,14 @@ fn lanewatch(cp: &ControlPlane, key: Option<&str>, args: &[&str]) -> Result<(Exi
 }
 
 /// A command that must succeed; its stdout.
-fn ok(cp: &ControlPlane, key: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn ok(cp: &ControlPlane, key: &str, args: &[&str]) -> Result<String> {
     let (status, stdout, stderr) = lanewatch(cp, Some(key), args)?;
     assert!(status.success(), "lanewatch {args:?} exits 0: {status}\n{stdout}\n{stderr}");
     Ok(stdout)
 }
 
 /// A command that must fail; its stderr, which must contain `expected`.
-fn refused(cp: &ControlPlane, key: Option<&str>, args: &[&str], expected: &str) -> Result<String> {
+pub(crate) fn refused(cp: &ControlPlane, key: Option<&str>, args: &[&str], expected: &str) -> Result<String> {
     let (status, stdout, stderr) = lanewatch(cp, key, args)?;
     assert!(!status.success(), "lanewatch {args:?} must fail:\n{stdout}");
     assert!(stderr.contains(expected), "lanewatch {args:?} says `{expected}`:\n{stderr}");

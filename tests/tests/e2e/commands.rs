@@ -1,7 +1,8 @@
-//! Commands to agents through GraphQL (`restartComponent`) and `lanewatch exec`, on real
-//! binaries: who may send them (admins and operators, never agencies), the audit row of every
-//! attempt, an unknown agent or component, an offline agent, an agent that does not answer (a
-//! bare session that never replies), and a command id sent twice (run once).
+//! Commands to agents through GraphQL (`restartComponent`, `pauseComponent`, `resumeComponent`,
+//! `setAgentLogFilter`) and `lanewatch exec`, on real binaries: who may send them (admins and
+//! operators, never agencies), the audit row of every attempt, an unknown agent or component,
+//! an offline agent, an agent that does not answer (a bare session that never replies), and a
+//! command id sent twice (run once).
 
 use std::time::Duration;
 
@@ -24,21 +25,13 @@ async fn restart(
     cp.graphql_with_key(key, RESTART, json!({ "agent": agent, "component": component, "id": id })).await
 }
 
-fn code(response: &Value) -> &str {
+pub(crate) fn code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
 }
 
 /// The component's restart count, as the agent reports it live.
 async fn restarts(cp: &ControlPlane, agent: &str, component: &str) -> Result<u64> {
-    let data = cp
-        .graphql(
-            "query($id: ID!) { agent(id: $id) { components { name restarts } } }",
-            json!({ "id": agent }),
-        )
-        .await?;
-    let components = data["agent"]["components"].as_array().context("components")?;
-    let c = components.iter().find(|c| c["name"] == component).context("the component")?;
-    c["restarts"].as_u64().context("restarts")
+    cp.component(agent, component).await?["restarts"].as_u64().context("restarts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,24 +41,7 @@ async fn restart_component_is_authorized_audited_idempotent_and_explains_its_err
     let operator = cp.create_key(&admin, "OPERATOR").await?;
     let agency = cp.create_key(&admin, "AGENCY").await?;
     let mut agent = AgentBuilder::new(&cp, "site-cmd").start()?;
-    let trigger = cp
-        .wait_for("the trigger running", || async {
-            let data = cp
-                .graphql(
-                    "query($id: ID!) { agent(id: $id) { components { name status } } }",
-                    json!({ "id": agent.id }),
-                )
-                .await;
-            let Ok(data) = data else { return Ok(None) };
-            let components = data["agent"]["components"].as_array().cloned().unwrap_or_default();
-            Ok(components
-                .iter()
-                .find(|c| {
-                    c["name"].as_str().is_some_and(|n| n.starts_with("trigger")) && c["status"] == "RUNNING"
-                })
-                .map(|c| c["name"].as_str().unwrap().to_owned()))
-        })
-        .await?;
+    let trigger = cp.wait_running(&agent.id, "trigger").await?;
     assert_eq!(restarts(&cp, &agent.id, &trigger).await?, 0);
 
     // an operator restarts it; the same command id sent again is not run again
@@ -194,14 +170,172 @@ async fn a_command_the_agent_never_answers_times_out() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    let answer = tokio::select! {
-        answer = restart(&cp, &admin, "agent-mute", "uplink", None) => answer?,
+    let mute = |query: &'static str, vars: Value| {
+        let (cp, admin) = (&cp, &admin);
+        async move { cp.graphql_with_key(admin, query, vars).await }
+    };
+    let on_mute = json!({ "agent": "agent-mute", "component": "uplink" });
+    let asked = async {
+        futures::try_join!(
+            restart(&cp, &admin, "agent-mute", "uplink", None),
+            mute(PAUSE, on_mute.clone()),
+            mute(RESUME, on_mute.clone()),
+            mute(LOG_FILTER, json!({ "agent": "agent-mute", "filter": "debug", "for": 60 })),
+            mute("query { agentLogs(agentId: \"agent-mute\") { lastSeq } }", json!({})),
+        )
+    };
+    let answers = tokio::select! {
+        answers = asked => answers?,
         () = heartbeats => anyhow::bail!("the session ended"),
     };
-    assert_eq!(code(&answer), "DEADLINE_EXCEEDED", "{answer}");
+    let (restarted, paused, resumed, filtered, logs) = answers;
+    for answer in [restarted, paused, resumed, filtered] {
+        assert_eq!(code(&answer), "DEADLINE_EXCEEDED", "{answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("did not answer the command within 5s"), "{answer}");
+    }
+    assert_eq!(code(&logs), "DEADLINE_EXCEEDED", "{logs}");
     assert!(
-        answer["errors"][0]["message"].as_str().unwrap().contains("did not answer the command within 5s"),
-        "{answer}"
+        logs["errors"][0]["message"].as_str().unwrap().contains("did not answer the log request"),
+        "{logs}"
     );
+    Ok(())
+}
+
+const PAUSE: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
+  pauseComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
+const RESUME: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
+  resumeComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
+const LOG_FILTER: &str = "mutation($agent: ID!, $filter: String!, $for: Int!, $id: ID) {
+  setAgentLogFilter(agentId: $agent, filter: $filter, forSecs: $for, commandId: $id) { commandId message } }";
+
+/// A component's status as the agent reports it live.
+async fn status(cp: &ControlPlane, agent: &str, component: &str) -> Result<String> {
+    Ok(cp.component(agent, component).await?["status"].as_str().unwrap_or("").to_owned())
+}
+
+async fn wait_status(cp: &ControlPlane, agent: &str, component: &str, want: &str) -> Result<()> {
+    cp.wait_for(&format!("{component} {want}"), || async {
+        Ok((status(cp, agent, component).await.ok().as_deref() == Some(want)).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_the_log_filter_are_authorized_audited_and_explain_their_errors() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let admin = cp.create_admin_key()?;
+    let operator = cp.create_key(&admin, "OPERATOR").await?;
+    let agency = cp.create_key(&admin, "AGENCY").await?;
+    let mut agent = AgentBuilder::new(&cp, "site-ops").start()?;
+    let trigger = cp.wait_running(&agent.id, "trigger").await?;
+    let send = |key: &str, query: &'static str, vars: Value| {
+        let (cp, key) = (&cp, key.to_owned());
+        async move { cp.graphql_with_key(&key, query, vars).await }
+    };
+    let on =
+        |component: &str, id: Option<&str>| json!({ "agent": agent.id, "component": component, "id": id });
+
+    // an operator pauses the trigger: it stops and stays stopped; the same id again is answered
+    // with the first outcome, and another pause is refused
+    let id = uuid::Uuid::now_v7().to_string();
+    let paused = send(&operator, PAUSE, on(&trigger, Some(&id))).await?;
+    assert_eq!(paused["data"]["pauseComponent"]["message"], format!("pausing {trigger}"), "{paused}");
+    wait_status(&cp, &agent.id, &trigger, "PAUSED").await?;
+    let again = send(&operator, PAUSE, on(&trigger, Some(&id))).await?;
+    assert_eq!(again["data"], paused["data"], "{again}");
+    let twice = send(&operator, PAUSE, on(&trigger, None)).await?;
+    assert_eq!(code(&twice), "FAILED_PRECONDITION", "{twice}");
+    assert!(twice["errors"][0]["message"].as_str().unwrap().contains("is already paused"), "{twice}");
+    let restart_paused = restart(&cp, &operator, &agent.id, &trigger, None).await?;
+    assert!(restart_paused.to_string().contains("is paused: resume it instead"), "{restart_paused}");
+    assert_eq!(status(&cp, &agent.id, &trigger).await?, "PAUSED");
+    // resumed by the CLI; a resume is not a restart
+    let resumed = crate::cli::ok(&cp, &admin, &["exec", &agent.id, "resume", &trigger])?;
+    assert!(resumed.starts_with(&format!("{}: resuming {trigger} (command ", agent.id)), "{resumed}");
+    wait_status(&cp, &agent.id, &trigger, "RUNNING").await?;
+    assert_eq!(restarts(&cp, &agent.id, &trigger).await?, 0);
+
+    // pausing the uplink holds uploads and keeps the session: the agent still answers
+    let held = crate::cli::ok(&cp, &operator, &["exec", &agent.id, "pause", "uplink"])?;
+    assert!(held.contains("uplink paused: uploads held, the session stays open"), "{held}");
+    assert_eq!(status(&cp, &agent.id, "uplink").await?, "PAUSED");
+    crate::cli::ok(&cp, &operator, &["exec", &agent.id, "resume", "uplink"])?;
+    wait_status(&cp, &agent.id, "uplink", "RUNNING").await?;
+
+    // the log filter: set for a while by the CLI, refused when the agent cannot parse it
+    let set = crate::cli::ok(
+        &cp,
+        &operator,
+        &["exec", &agent.id, "log-filter", "info,lanewatch_edge_agent::uplink=debug", "--for", "10m"],
+    )?;
+    assert!(set.contains("in force for 600s, then \"info\" again"), "{set}");
+    let bad =
+        send(&operator, LOG_FILTER, json!({ "agent": agent.id, "filter": "lanewatch=loud", "for": 60 }))
+            .await?;
+    assert_eq!(code(&bad), "FAILED_PRECONDITION", "{bad}");
+    assert!(bad["errors"][0]["message"].as_str().unwrap().contains("invalid log filter"), "{bad}");
+    let forever = send(&admin, LOG_FILTER, json!({ "agent": agent.id, "filter": "debug", "for": 0 })).await?;
+    assert_eq!(code(&forever), "INVALID_ARGUMENT", "{forever}");
+    // the uplink's debug lines now reach the ring
+    let line = cp
+        .wait_for("an uplink debug line", || async {
+            let data = cp
+                .graphql(
+                    "query($id: ID!) { agentLogs(agentId: $id, target: \"lanewatch_edge_agent::uplink\", limit: 1000) {
+                        lines { level message } } }",
+                    json!({ "id": agent.id }),
+                )
+                .await?;
+            let lines = data["agentLogs"]["lines"].as_array().cloned().unwrap_or_default();
+            Ok(lines.into_iter().find(|l| l["level"] == "debug"))
+        })
+        .await?;
+    assert!(line["message"].as_str().is_some_and(|m| !m.is_empty()), "{line}");
+
+    // refusals with clear codes
+    for (query, vars) in [
+        (PAUSE, on(&trigger, None)),
+        (RESUME, on(&trigger, None)),
+        (LOG_FILTER, json!({ "agent": agent.id, "filter": "debug", "for": 60 })),
+    ] {
+        let refused = send(&agency, query, vars).await?;
+        assert_eq!(code(&refused), "PERMISSION_DENIED", "{refused}");
+    }
+    let unknown = send(&admin, PAUSE, on("nope", None)).await?;
+    assert_eq!(code(&unknown), "FAILED_PRECONDITION", "{unknown}");
+    assert!(unknown.to_string().contains("unknown component \\\"nope\\\"; this agent runs"), "{unknown}");
+    let nobody = send(&admin, RESUME, json!({ "agent": "agent-nobody", "component": "uplink" })).await?;
+    assert_eq!(code(&nobody), "NOT_FOUND", "{nobody}");
+
+    // every attempt is audited, refusals included
+    let rows = cp.audit_rows(&admin, 100).await?;
+    let count =
+        |a: &str, t: &str, r: &str| rows.iter().filter(|(x, y, z)| x == a && y == t && z == r).count();
+    let on_trigger = format!("agent/{}/component/{trigger}", agent.id);
+    let on_uplink = format!("agent/{}/component/uplink", agent.id);
+    let on_filter = format!("agent/{}/log-filter", agent.id);
+    assert_eq!(count("pauseComponent", &on_trigger, "OK"), 2, "{rows:?}"); // first and repeat
+    assert_eq!(count("pauseComponent", &on_trigger, "ERROR"), 2, "{rows:?}"); // twice, agency
+    assert_eq!(count("resumeComponent", &on_trigger, "OK"), 1, "{rows:?}");
+    assert_eq!(count("resumeComponent", &on_trigger, "ERROR"), 1, "{rows:?}"); // agency
+    assert_eq!(count("pauseComponent", &on_uplink, "OK"), 1, "{rows:?}");
+    assert_eq!(count("resumeComponent", &on_uplink, "OK"), 1, "{rows:?}");
+    assert_eq!(count("setAgentLogFilter", &on_filter, "OK"), 1, "{rows:?}");
+    assert_eq!(count("setAgentLogFilter", &on_filter, "ERROR"), 3, "{rows:?}"); // bad, 0 s, agency
+
+    // an offline agent
+    let exited = agent.proc.terminate(Duration::from_secs(20))?;
+    assert!(exited.success(), "{exited}");
+    cp.wait_offline(&agent.id).await?;
+    for (query, vars) in [
+        (PAUSE, on(&trigger, None)),
+        (LOG_FILTER, json!({ "agent": agent.id, "filter": "debug", "for": 60 })),
+        ("query($agent: ID!) { agentLogs(agentId: $agent) { lastSeq } }", json!({ "agent": agent.id })),
+    ] {
+        let offline = send(&admin, query, vars).await?;
+        assert_eq!(code(&offline), "UNAVAILABLE", "{offline}");
+        assert!(offline.to_string().contains("is offline"), "{offline}");
+    }
     Ok(())
 }

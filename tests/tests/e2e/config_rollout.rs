@@ -189,23 +189,7 @@ async fn edits_apply_in_place_invalid_and_device_rejected_ones_do_not_and_rollba
 
     // every attempt is audited, refused ones included
     let admin = cp.create_admin_key()?;
-    let audit = cp
-        .graphql_with_key(
-            &admin,
-            "{ auditLog(first: 50) { edges { node { action target result } } } }",
-            json!({}),
-        )
-        .await?;
-    let entries: Vec<(String, String, String)> = audit["data"]["auditLog"]["edges"]
-        .as_array()
-        .context("audit log")?
-        .iter()
-        .map(|e| {
-            let n = &e["node"];
-            let s = |k: &str| n[k].as_str().unwrap_or("").to_owned();
-            (s("action"), s("target"), s("result"))
-        })
-        .collect();
+    let entries = cp.audit_rows(&admin, 50).await?;
     for expected in [
         ("updateSiteConfig", format!("site/{site}/config/2"), "OK"),
         ("updateSiteConfig", format!("site/{site}/config"), "ERROR"),

@@ -1,6 +1,7 @@
 //! End-to-end suite: one test binary (one link) whose modules start the real binaries through
 //! the `lanewatch_tests` harness.
 
+mod agent_logs;
 mod auth;
 mod bench;
 mod cameras;
@@ -16,4 +17,5 @@ mod protocol;
 mod replicas;
 mod sensing;
 mod tidy;
+mod top;
 mod vision;
