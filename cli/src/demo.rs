@@ -55,7 +55,7 @@ const SITES: &[DemoSite] = &[
     DemoSite { id: "i90-wb-mp7", lanes: 2, flow_veh_h_per_lane: 900, hov_min_occupants: 2 },
 ];
 
-fn control_config(dir: &Path, http_port: u16, grpc_port: u16) -> String {
+pub(crate) fn control_config(dir: &Path, http_port: u16, grpc_port: u16) -> String {
     format!(
         "# Demo control plane: embedded defaults (SQLite + local image directory), loopback only.\n\
          version = 1\n\n[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
@@ -318,7 +318,7 @@ async fn demo_admin_api(http: &str, control_toml: &Path, data: &Path) -> Result<
     Ok((api, key))
 }
 
-fn create_admin_key(control_toml: &Path) -> Result<String> {
+pub(crate) fn create_admin_key(control_toml: &Path) -> Result<String> {
     let out = Command::new(sibling_binary("lanewatch-control")?)
         .arg("create-api-key")
         .arg("--config")
@@ -372,7 +372,7 @@ struct Milestones {
 }
 
 /// Stops agents first (so they flush to a live control plane), then the control plane.
-async fn shutdown(agents: &mut [Managed], control: &mut Managed) -> bool {
+pub(crate) async fn shutdown(agents: &mut [Managed], control: &mut Managed) -> bool {
     // Signal every agent at once so they drain in parallel, then collect them.
     for agent in agents.iter_mut() {
         if agent.exited().is_none() {

@@ -17,8 +17,11 @@ pub(crate) const INSPECT: &str =
     "query($id: ID!) { agent(id: $id) { id site online health version configVersion
   bufferedCaptures lastSeen revoked revokedReason
   process { cpuSeconds cpuRatio rssBytes threads openFds uptimeSecs bufferVolumeFreeBytes
-    bufferVolumeTotalBytes softwareVersion configVersion modelVersion }
-  components { name status restarts processed backoffMs lastFailure lastFailureAt inbox { depth capacity }
+    bufferVolumeTotalBytes softwareVersion configVersion modelVersion clockOffsetMs clockRoundTripMs }
+  components { name status waitingOn memoryBytes restarts processed failed busySeconds busyRatio
+    rates { oneMinute { processedPerSec failedPerSec busyRatio } fiveMinutes { processedPerSec failedPerSec busyRatio }
+      fifteenMinutes { processedPerSec failedPerSec busyRatio } }
+    backoffMs lastFailure lastFailureAt inbox { depth capacity }
     events(last: 10) { at kind message } detailJson } } }";
 
 const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {

@@ -1,17 +1,19 @@
 //! `lanewatch`: the operator and SRE command line. `lanewatch demo` runs a small fleet on the
 //! embedded defaults: one control plane (SQLite + local image directory) and three simulated
 //! agents at three highway sites, each a real `lanewatch-control` / `lanewatch-agent` process.
-//! `agents`, `inspect`, `top`, `logs`, `captures` and `exec` work on a control plane's fleet
-//! through its GraphQL API (`--url`, `--api-key` or `LANEWATCH_URL`, `LANEWATCH_API_KEY`, as
-//! `lanewatch demo` prints).
+//! `agents`, `inspect`, `top`, `logs`, `history`, `diagnose`, `captures` and `exec` work on a
+//! control plane's fleet through its GraphQL API (`--url`, `--api-key` or `LANEWATCH_URL`,
+//! `LANEWATCH_API_KEY`, as `lanewatch demo` prints).
 //!
 //! The CLI depends on no Lanewatch crate: it drives the real binaries (found next to itself) and
 //! the public GraphQL API, exactly as an operator would.
 
 mod api;
+mod bench;
 mod demo;
 mod exec;
 mod fleet;
+mod history;
 mod logs;
 mod process;
 mod top;
@@ -122,6 +124,36 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A component's history as the agent's heartbeats reported it, also for an agent offline
+    /// now: a timeline of its status, restarts, processed and inbox, and what the range adds up to.
+    History {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        /// The component, as `lanewatch inspect AGENT` names it (e.g. `acquire-front`).
+        component: String,
+        /// From when: a duration back (`24h`, `30m`) or an RFC 3339 time; at most 31 days back.
+        #[arg(long, default_value = "1h", value_parser = logs::parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check an agent's site now: disk, LIDAR link, cameras, clock, model (operators and admins;
+    /// audited). Exits 1 when a check fails.
+    Diagnose {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The agent's id.
+        agent: String,
+        /// A UUID for the command: sending the same id again (a retry) does not run it twice.
+        #[arg(long)]
+        command_id: Option<String>,
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a command to an agent (operators and admins; audited).
     Exec {
         #[command(flatten)]
@@ -192,6 +224,13 @@ enum Bench {
     Vision,
     /// The control plane's captures query and ingest (`lanewatch-control bench api`).
     Api,
+    /// Component history's write rate and size for 10,000 agents (`lanewatch-control bench history`).
+    History,
+    /// Introspection's overhead on the pipeline (`lanewatch-agent bench introspection`), the round
+    /// trip of a full inspect on loopback (measured here: `--inspects N`, default 300), and the
+    /// heartbeat-history write path (`lanewatch-control bench history`, `--history-secs N`,
+    /// default 10); other arguments go to the agent's bench.
+    Introspection,
 }
 
 fn main() -> ExitCode {
@@ -206,6 +245,9 @@ fn main() -> ExitCode {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
     };
     let result = match cli.command {
+        Cmd::Bench { which: Bench::Introspection, args } => {
+            runtime().and_then(|rt| rt.block_on(bench::introspection(&args)))
+        }
         Cmd::Bench { which, args } => return bench(which, &args),
         Cmd::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Cmd::Agents { api, json } => {
@@ -225,6 +267,9 @@ fn main() -> ExitCode {
             };
             rt.block_on(async { exec::run(&api.api()?, &agent, exec, command_id.as_deref(), json).await })
         }),
+        Cmd::Diagnose { api, agent, command_id, json } => runtime().and_then(|rt| {
+            rt.block_on(async { exec::diagnose(&api.api()?, &agent, command_id.as_deref(), json).await })
+        }),
         Cmd::Logs { api, agent, level, target, since, grep, limit, follow, json } => {
             runtime().and_then(|rt| {
                 let args = logs::LogsArgs {
@@ -240,6 +285,9 @@ fn main() -> ExitCode {
                 rt.block_on(async { logs::run(&api.api()?, &args).await })
             })
         }
+        Cmd::History { api, agent, component, since, json } => runtime().and_then(|rt| {
+            rt.block_on(async { history::run(&api.api()?, &agent, &component, since, json).await })
+        }),
         Cmd::Top { api, agent, interval } => {
             runtime().and_then(|rt| rt.block_on(async { top::run(api.api()?, &agent, interval).await }))
         }
@@ -266,6 +314,8 @@ fn bench(which: Bench, args: &[String]) -> ExitCode {
         Bench::Buffer => ("lanewatch-agent", "buffer"),
         Bench::Vision => ("lanewatch-agent", "vision"),
         Bench::Api => ("lanewatch-control", "api"),
+        Bench::History => ("lanewatch-control", "history"),
+        Bench::Introspection => unreachable!("lanewatch bench introspection runs in this binary"),
     };
     let path = match sibling_binary(binary) {
         Ok(path) => path,

@@ -179,6 +179,8 @@ struct Process {
     software_version: String,
     config_version: u64,
     model_version: Option<String>,
+    /// The agent's clock minus the control plane's, and the round trip it was measured over.
+    clock: Option<(f64, f64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +190,10 @@ struct Component {
     status: String,
     restarts: u64,
     processed: u64,
+    /// Items processed per second over the last minute; none from older agents.
+    rate: Option<f64>,
+    /// Busy time over wall time in the last minute (1.0: one core); none from older agents.
+    busy: Option<f64>,
     /// `(depth, capacity)`; none for a source.
     inbox: Option<(u64, u64)>,
     last_failure: Option<String>,
@@ -210,6 +216,7 @@ impl Snapshot {
                 software_version: string(p, "softwareVersion")?,
                 config_version: count(p, "configVersion")?,
                 model_version: p["modelVersion"].as_str().map(str::to_owned),
+                clock: p["clockOffsetMs"].as_f64().zip(p["clockRoundTripMs"].as_f64()),
             }),
         };
         let components = agent["components"]
@@ -226,6 +233,8 @@ impl Snapshot {
                     status: string(c, "status")?,
                     restarts: count(c, "restarts")?,
                     processed: count(c, "processed")?,
+                    rate: c["rates"]["oneMinute"]["processedPerSec"].as_f64(),
+                    busy: c["busyRatio"].as_f64(),
                     inbox,
                     last_failure: c["lastFailure"].as_str().map(str::to_owned),
                 })
@@ -257,11 +266,13 @@ fn string(v: &Value, key: &str) -> Result<String> {
 /// more variant: the compiler then asks for its label, its order and its place in the cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SortBy {
+    /// Busiest first (over the last minute): where the time goes.
+    Busy,
     /// Fullest inbox first (sources, without one, last): where work piles up.
     InboxDepth,
     /// Most restarted first.
     Restarts,
-    /// Busiest first.
+    /// Most processed first.
     Processed,
     Name,
 }
@@ -269,15 +280,17 @@ enum SortBy {
 impl SortBy {
     fn next(self) -> Self {
         match self {
+            SortBy::Busy => SortBy::InboxDepth,
             SortBy::InboxDepth => SortBy::Restarts,
             SortBy::Restarts => SortBy::Processed,
             SortBy::Processed => SortBy::Name,
-            SortBy::Name => SortBy::InboxDepth,
+            SortBy::Name => SortBy::Busy,
         }
     }
 
     fn label(self) -> &'static str {
         match self {
+            SortBy::Busy => "busy",
             SortBy::InboxDepth => "inbox depth",
             SortBy::Restarts => "restarts",
             SortBy::Processed => "processed",
@@ -288,6 +301,10 @@ impl SortBy {
     /// Sorts `rows` by this column, ties by name.
     fn sort(self, rows: &mut [&Component]) {
         match self {
+            SortBy::Busy => rows.sort_by(|a, b| {
+                let busy = |c: &Component| c.busy.unwrap_or(-1.0);
+                busy(b).total_cmp(&busy(a)).then_with(|| a.name.cmp(&b.name))
+            }),
             SortBy::InboxDepth => {
                 rows.sort_by_key(|c| (Reverse(c.inbox.map(|(depth, _)| depth)), c.name.clone()))
             }
@@ -301,14 +318,15 @@ impl SortBy {
     fn column(self) -> usize {
         match self {
             SortBy::Name => 0,
-            SortBy::Restarts => 2,
-            SortBy::InboxDepth => 3,
-            SortBy::Processed => 4,
+            SortBy::Busy => 2,
+            SortBy::Restarts => 3,
+            SortBy::InboxDepth => 4,
+            SortBy::Processed => 5,
         }
     }
 }
 
-const COLUMNS: [&str; 6] = ["NAME", "STATUS", "RESTARTS", "INBOX", "PROCESSED", "LAST FAILURE"];
+const COLUMNS: [&str; 7] = ["NAME", "STATUS", "BUSY", "RESTARTS", "INBOX", "PROCESSED", "LAST FAILURE"];
 
 /// The footer's message under a refresh error: a question, or the outcome of the last command.
 #[derive(Clone, Debug, PartialEq)]
@@ -352,7 +370,7 @@ impl Model {
             last: None,
             cpu_recent: None,
             refresh_error: None,
-            sort: SortBy::InboxDepth,
+            sort: SortBy::Busy,
             selected: None,
             notice: Notice::None,
         }
@@ -509,6 +527,13 @@ fn header(model: &Model) -> Paragraph<'static> {
                         ("software", p.software_version.clone()),
                         ("config", format!("v{}", p.config_version)),
                         ("model", p.model_version.clone().unwrap_or_else(|| "-".to_owned())),
+                        (
+                            "clock",
+                            p.clock.map_or_else(
+                                || "-".to_owned(),
+                                |(offset, rtt)| format!("{offset:+.1} ms (±{:.1})", rtt / 2.0),
+                            ),
+                        ),
                     ]));
                 }
             }
@@ -559,9 +584,13 @@ fn table(model: &Model) -> Table<'static> {
             Row::new([
                 Cell::from(c.name.clone()),
                 Cell::from(status).style(status_style),
+                Cell::from(c.busy.map_or_else(|| "-".to_owned(), |b| format!("{:.1}%", b * 100.0))),
                 Cell::from(c.restarts.to_string()),
                 Cell::from(inbox),
-                Cell::from(c.processed.to_string()),
+                Cell::from(match c.rate {
+                    Some(rate) => format!("{} ({rate:.1}/s)", c.processed),
+                    None => c.processed.to_string(),
+                }),
                 Cell::from(failure),
             ])
         })
@@ -570,9 +599,10 @@ fn table(model: &Model) -> Table<'static> {
     let widths = [
         Constraint::Length(name_width as u16),
         Constraint::Length(11),
+        Constraint::Length(7),
         Constraint::Length(9),
         Constraint::Length(12),
-        Constraint::Length(11),
+        Constraint::Length(16),
         Constraint::Fill(1),
     ];
     let title = format!(" components ({}) · sorted by {} ", rows.len(), model.sort.label());

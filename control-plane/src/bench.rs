@@ -26,10 +26,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
+pub mod history;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Seeds captures, times captures pages and compares ingest with raw S3 puts.
     Api(ApiArgs),
+    /// Component history's sustained write rate and bytes per agent for 10,000 agents
+    /// (`bench/history.rs`).
+    History(history::HistoryArgs),
 }
 
 #[derive(clap::Args)]
@@ -498,6 +503,7 @@ async fn open_session(url: &str, index: usize, images: &[Bytes]) -> anyhow::Resu
         site_id: "bench-site".to_owned(),
         software_version: "bench".to_owned(),
         config_version: 0,
+        wants_heartbeat_acks: false,
     };
     tx.send(pb::AgentMessage { body: Some(In::Hello(hello)) }).await?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();

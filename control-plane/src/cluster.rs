@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::domain::{
-    AgentCommand, CLUSTER_LOG_BYTES, CommandOutcome, ComponentEvent, ComponentState, ComponentStatus,
-    Introspection, LogPage, LogQuery, ProcessState,
+    AgentCommand, CLUSTER_LOG_BYTES, CommandOutcome, ComponentEvent, ComponentLoad, ComponentState,
+    ComponentStatus, DiagnosticCheck, Introspection, LogPage, LogQuery, ProcessState,
 };
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
@@ -56,6 +56,9 @@ struct WireIntrospection {
 #[derive(Debug, Serialize, Deserialize)]
 struct CommandReply {
     outcome: Result<(bool, String), String>,
+    /// A diagnostics run's checks.
+    #[serde(default)]
+    checks: Vec<DiagnosticCheck>,
     /// The agent did not answer in time (else an error means it was unavailable).
     #[serde(default)]
     timed_out: bool,
@@ -125,6 +128,14 @@ struct WireComponent {
     inbox: Option<(u32, u32)>,
     #[serde(default)]
     events: Vec<ComponentEvent>,
+    #[serde(default)]
+    failed: u64,
+    #[serde(default)]
+    load: Option<ComponentLoad>,
+    #[serde(default)]
+    waiting_on: Option<String>,
+    #[serde(default)]
+    memory_bytes: Option<u64>,
 }
 
 impl WireComponent {
@@ -149,6 +160,10 @@ impl WireComponent {
             detail_json: c.detail_json,
             inbox: c.inbox,
             events: c.events,
+            failed: c.failed,
+            load: c.load,
+            waiting_on: c.waiting_on,
+            memory_bytes: c.memory_bytes,
         }
     }
 
@@ -173,6 +188,10 @@ impl WireComponent {
             detail_json: self.detail_json,
             inbox: self.inbox,
             events: self.events,
+            failed: self.failed,
+            load: self.load,
+            waiting_on: self.waiting_on,
+            memory_bytes: self.memory_bytes,
         }
     }
 }
@@ -261,10 +280,10 @@ impl Cluster {
             command,
         };
         match self.ask(agent_id, request_id, &message, "command").await? {
-            Answer::Command(CommandReply { outcome: Ok((ok, message)), .. }) => {
-                Ok(CommandOutcome { ok, message })
+            Answer::Command(CommandReply { outcome: Ok((ok, message)), checks, .. }) => {
+                Ok(CommandOutcome { ok, message, checks })
             }
-            Answer::Command(CommandReply { outcome: Err(message), timed_out: true }) => {
+            Answer::Command(CommandReply { outcome: Err(message), timed_out: true, .. }) => {
                 Err(Error::new(ErrorKind::DeadlineExceeded, message))
             }
             Answer::Command(CommandReply { outcome: Err(message), .. }) => Err(Error::unavailable(message)),
@@ -470,12 +489,15 @@ impl Cluster {
                 let sessions = Arc::clone(sessions);
                 tokio::spawn(async move {
                     let reply = match sessions.local_command(&agent_id, command_id, command).await {
-                        Ok(outcome) => {
-                            CommandReply { outcome: Ok((outcome.ok, outcome.message)), timed_out: false }
-                        }
+                        Ok(outcome) => CommandReply {
+                            outcome: Ok((outcome.ok, outcome.message)),
+                            checks: outcome.checks,
+                            timed_out: false,
+                        },
                         Err(e) => CommandReply {
                             timed_out: e.kind == ErrorKind::DeadlineExceeded,
                             outcome: Err(e.message),
+                            checks: Vec::new(),
                         },
                     };
                     let reply = Message::CommandReply { to: from, request_id, reply };

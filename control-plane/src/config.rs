@@ -1,11 +1,17 @@
 //! Control-plane configuration: the typed TOML file, command-line overrides, and validation
-//! that runs once at start-up and names the offending field.
+//! that runs once at start-up and names the offending field. The `[history]` section is in
+//! `config/history.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+mod history;
+
+pub use history::HistoryConfig;
+use history::{FileHistory, validate_history};
 
 /// The only configuration file version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -61,6 +67,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub image_links: ImageLinksConfig,
     pub cluster: ClusterConfig,
+    pub history: HistoryConfig,
 }
 
 /// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
@@ -223,6 +230,8 @@ struct FileConfig {
     auth: FileAuth,
     #[serde(default)]
     cluster: FileCluster,
+    #[serde(default)]
+    history: FileHistory,
 }
 
 #[derive(Deserialize, Default)]
@@ -473,6 +482,7 @@ impl FileConfig {
             ));
         }
         let limits = validate_limits(&self.limits)?;
+        let history = validate_history(&self.history)?;
         let loopback = http_listen.ip().is_loopback();
         let allow_anonymous_local = match self.auth.allow_anonymous_local {
             None => loopback,
@@ -495,6 +505,7 @@ impl FileConfig {
             auth: AuthConfig { allow_anonymous_local },
             image_links: ImageLinksConfig { ttl_secs, signing_key },
             cluster: ClusterConfig { enabled: self.cluster.enabled },
+            history,
         })
     }
 }

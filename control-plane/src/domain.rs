@@ -1,9 +1,23 @@
 //! Domain types of the control plane: agents, captures, sites and their HOV policy, violations,
 //! API-key principals and the audit trail, free of protobuf, SQL and GraphQL; the edges convert
-//! to and from these by hand.
+//! to and from these by hand. Component history's types are in `domain/history.rs`, what agents
+//! report and are asked live (introspection, commands, logs) in `domain/introspection.rs`.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+mod history;
+mod introspection;
+
+pub use history::{
+    ComponentHistory, ComponentSample, FleetComponentFilter, HistoryPoint, HistorySummary, LatestComponent,
+    MAX_HISTORY_RANGE_DAYS, NameMatch, Resolution, StatusMatch, check_history_range,
+};
+pub use introspection::{
+    AgentCommand, CLUSTER_LOG_BYTES, ClockOffset, CommandOutcome, ComponentEvent, ComponentLoad,
+    ComponentState, ComponentStatus, DiagnosticCheck, Introspection, LogLine, LogPage, LogQuery,
+    ProcessState, RateWindow,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VehicleClass {
@@ -130,6 +144,8 @@ pub struct AgentHello {
     pub site_id: String,
     pub software_version: String,
     pub config_version: u64,
+    /// Answer its heartbeats with `HeartbeatAck`s (it measures its clock offset from them).
+    pub wants_heartbeat_acks: bool,
 }
 
 /// What a heartbeat updates.
@@ -479,154 +495,6 @@ pub struct HourlyStats {
     pub occupants_3_plus: u64,
     pub unknown: u64,
     pub violations: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ComponentStatus {
-    Unknown,
-    Starting,
-    Running,
-    BackingOff,
-    Stopped,
-    Failed,
-    /// Stopped by an operator until resumed.
-    Paused,
-}
-
-/// The supervision snapshot of one agent component, as introspection reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ComponentState {
-    pub name: String,
-    pub status: ComponentStatus,
-    pub restarts: u32,
-    pub last_failure: Option<String>,
-    pub last_failure_at: Option<DateTime<Utc>>,
-    pub backoff_ms: u64,
-    pub processed: u64,
-    pub detail_json: String,
-    /// Items waiting in its input channel and the channel's capacity; `None` for a source.
-    pub inbox: Option<(u32, u32)>,
-    /// Its flight recorder, oldest first (empty in heartbeats).
-    pub events: Vec<ComponentEvent>,
-}
-
-/// One entry of a component's flight recorder: a state change, failure or restart.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ComponentEvent {
-    pub at: DateTime<Utc>,
-    pub kind: String,
-    pub message: String,
-}
-
-/// What an agent reported when asked: its supervised components and, from agents that send it,
-/// its process as a whole.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Introspection {
-    pub components: Vec<ComponentState>,
-    pub process: Option<ProcessState>,
-}
-
-/// An agent process's own figures, read when it was asked.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ProcessState {
-    /// CPU time (user + system) since the process started.
-    pub cpu_seconds: f64,
-    pub rss_bytes: u64,
-    pub threads: u32,
-    pub open_fds: u32,
-    pub uptime_secs: f64,
-    pub buffer_volume_free_bytes: u64,
-    pub buffer_volume_total_bytes: u64,
-    pub software_version: String,
-    pub config_version: u64,
-    /// Empty without vision.
-    pub model_version: String,
-}
-
-/// A command an operator sends to an agent over its session; there is none that runs code.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AgentCommand {
-    /// Kill a supervised component; its supervisor starts it again (its restarts count grows).
-    RestartComponent {
-        component: String,
-    },
-    /// Stop a component and keep it stopped until resumed (the uplink: hold uploads only).
-    PauseComponent {
-        component: String,
-    },
-    ResumeComponent {
-        component: String,
-    },
-    /// Replace the agent's log filter for `for_secs`, after which its own filter comes back.
-    SetLogFilter {
-        filter: String,
-        for_secs: u32,
-    },
-}
-
-impl AgentCommand {
-    /// The audit log's target for this command to `agent_id`.
-    pub fn target(&self, agent_id: &str) -> String {
-        match self {
-            Self::RestartComponent { component }
-            | Self::PauseComponent { component }
-            | Self::ResumeComponent { component } => format!("agent/{agent_id}/component/{component}"),
-            Self::SetLogFilter { .. } => format!("agent/{agent_id}/log-filter"),
-        }
-    }
-}
-
-/// What a reader asks of an agent's log ring; every filter is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogQuery {
-    /// The least severe level wanted: `error`, `warn`, `info`, `debug` or `trace`.
-    pub level: Option<String>,
-    /// Only lines whose target starts with this.
-    pub target: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    /// Only lines whose message or a field value contains this, ignoring case.
-    pub grep: Option<String>,
-    /// At most this many lines, the newest.
-    pub limit: u32,
-    /// At most this many bytes of text.
-    pub max_bytes: u32,
-    /// Following: only lines after this sequence number.
-    pub after_seq: Option<u64>,
-    /// Following: how long the agent may hold the answer for a line to match (≤ 3000 ms).
-    pub wait_ms: u32,
-}
-
-/// The most bytes of log text one answer carries from another replica: a NOTIFY payload is
-/// under 8000 bytes, JSON included.
-pub const CLUSTER_LOG_BYTES: u32 = 4096;
-
-/// One line of an agent's log ring.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    pub seq: u64,
-    pub at: DateTime<Utc>,
-    pub level: String,
-    pub target: String,
-    pub message: String,
-    pub fields: Vec<(String, String)>,
-}
-
-/// An agent's answer to a [`LogQuery`]: the newest matching lines, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogPage {
-    pub lines: Vec<LogLine>,
-    /// More lines matched than the limit or byte cap let through.
-    pub truncated: bool,
-    /// The newest sequence number the agent's ring held; follow from here.
-    pub last_seq: u64,
-}
-
-/// The outcome of a command sent to an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandOutcome {
-    pub ok: bool,
-    pub message: String,
 }
 
 /// Why an agent deleted a capture without uploading it.

@@ -1,7 +1,7 @@
 //! `lanewatch-control`: the control plane's composition root. Reads top to bottom: tracing,
 //! arguments, config, database, blob store, servers, ready file, signal, drain, exit; and the
 //! `create-api-key` bootstrap command, which prints a new key's secret once; `bench` (bench.rs)
-//! measures the API against a real PostgreSQL and S3.
+//! measures the API against a real PostgreSQL and S3, and component history's write path.
 
 mod bench;
 
@@ -18,6 +18,8 @@ use lanewatch_control_plane::blob::BlobStore;
 use lanewatch_control_plane::cluster::Cluster;
 use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
 use lanewatch_control_plane::db::Db;
+use lanewatch_control_plane::db::history::run_history_maintenance;
+use lanewatch_control_plane::db::writer::HistoryWriter;
 use lanewatch_control_plane::domain::{AuditEntry, Role};
 use lanewatch_control_plane::error::ErrorKind;
 use lanewatch_control_plane::gateway::Gateway;
@@ -63,7 +65,7 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Seeds a fresh database and measures the API (`bench api`).
+    /// Measures the API (`bench api`) or component history's write path (`bench history`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Creates an API key in the configured database and prints its secret (once).
@@ -115,6 +117,9 @@ fn main() -> ExitCode {
     };
     if let Some(Command::Bench(bench::BenchCommand::Api(api))) = &args.command {
         return bench::run_api(&runtime, &config.database.url, api);
+    }
+    if let Some(Command::Bench(bench::BenchCommand::History(history))) = &args.command {
+        return bench::history::run(&runtime, args.database_url.as_deref(), history);
     }
     if let Some(Command::CreateApiKey { name, role, agency, all_captures }) = args.command {
         let role = match role {
@@ -212,6 +217,7 @@ fn load_config(args: &Args, env: &Env) -> Result<Config, String> {
 async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(?config, "starting control plane");
     let db = Db::connect(&config.database.url).await.context("cannot open the database")?;
+    let db = db.with_history(config.history);
     if config.cluster.enabled {
         // other replicas' sessions are live; rows of a crashed replica go stale by last_seen
         tracing::info!("cluster mode: leaving other replicas' agents online");
@@ -234,6 +240,13 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
 
     let gateway =
         Gateway::new(db.clone(), blobs.clone(), config.limits, metrics.clone(), shutdown_rx.clone());
+    // component history: the gateway hands heartbeats' component lines to the writer; one task
+    // rolls them up and deletes what is past retention (one replica at a time)
+    let history = config.history.enabled.then(|| {
+        let (writer, task) = HistoryWriter::spawn(db.clone(), config.history.queue_samples, metrics.clone());
+        gateway.attach_history(writer);
+        (task, tokio::spawn(run_history_maintenance(db.clone(), shutdown_rx.clone())))
+    });
     let mut grpc_server = lanewatch_control_plane::gateway::server_builder();
     match &config.grpc.tls {
         Some(tls) => {
@@ -298,6 +311,11 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         }
         if let Ok(Err(e)) = http {
             tracing::warn!(error = %e, "http server ended with an error");
+        }
+        // the sessions have ended: write the history they handed over, let maintenance stop
+        if let Some((writer, maintenance)) = history {
+            writer.finish().await;
+            let _ = maintenance.await;
         }
     })
     .await;

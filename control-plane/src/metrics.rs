@@ -15,6 +15,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
 }
@@ -29,6 +34,10 @@ pub struct Metrics {
     pub ingest_duration_seconds: Histogram,
     pub session_errors: Family<CodeLabels, Counter>,
     pub agents_online: Gauge,
+    pub history_samples_written: Counter,
+    /// Component history samples lost: `queue_full` (the writer was behind) or `write_failed`.
+    pub history_samples_dropped: Family<ReasonLabels, Counter>,
+    pub history_backlog: Gauge,
 }
 
 impl Default for Metrics {
@@ -46,6 +55,9 @@ impl Metrics {
         let ingest_duration_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let session_errors = Family::<CodeLabels, Counter>::default();
         let agents_online = Gauge::default();
+        let history_samples_written = Counter::default();
+        let history_samples_dropped = Family::<ReasonLabels, Counter>::default();
+        let history_backlog = Gauge::default();
         registry.register("sessions_active", "Live agent sessions", sessions_active.clone());
         registry.register(
             "captures_ingested",
@@ -64,6 +76,24 @@ impl Metrics {
             session_errors.clone(),
         );
         registry.register("agents_online", "Agents with a live session", agents_online.clone());
+        registry.register(
+            "history_samples_written",
+            "Component history samples (one per component per heartbeat) written",
+            history_samples_written.clone(),
+        );
+        registry.register(
+            "history_samples_dropped",
+            "Component history samples dropped, by reason (queue_full, write_failed)",
+            history_samples_dropped.clone(),
+        );
+        registry.register(
+            "history_backlog",
+            "Component history samples waiting for the writer",
+            history_backlog.clone(),
+        );
+        for reason in ["queue_full", "write_failed"] {
+            let _ = history_samples_dropped.get_or_create(&ReasonLabels { reason: reason.to_owned() });
+        }
         // Export every ingest outcome from the start, so that rates and alerts see zeros rather
         // than absent series.
         for outcome in ["stored", "duplicate", "failed"] {
@@ -77,7 +107,16 @@ impl Metrics {
             ingest_duration_seconds,
             session_errors,
             agents_online,
+            history_samples_written,
+            history_samples_dropped,
+            history_backlog,
         }
+    }
+
+    pub fn history_dropped(&self, reason: &str, samples: u64) {
+        self.history_samples_dropped
+            .get_or_create(&ReasonLabels { reason: reason.to_owned() })
+            .inc_by(samples);
     }
 
     pub fn ingested(&self, outcome: &str) {
@@ -115,6 +154,9 @@ mod tests {
             "ingest_duration_seconds_bucket",
             "session_errors_total{code=\"invalid_argument\"} 1",
             "agents_online",
+            "history_samples_written_total 0",
+            "history_samples_dropped_total{reason=\"queue_full\"} 0",
+            "history_backlog 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

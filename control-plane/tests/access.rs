@@ -26,54 +26,11 @@ use sha2::Digest;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+mod support;
+use support::{Backend, PgDatabase};
+
 /// No `Authorization` header.
 const NO_KEY: Option<&str> = None;
-
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A fresh PostgreSQL database, dropped (forcibly) when the guard goes.
-struct PgDatabase {
-    name: String,
-}
-
-impl PgDatabase {
-    async fn create() -> (Self, String) {
-        let admin = Database::connect(PG_ADMIN_URL).await.unwrap_or_else(|e| {
-            panic!(
-                "postgresql is unreachable at {PG_ADMIN_URL} ({e}); these tests need a local postgres \
-                 with trust auth for user postgres"
-            )
-        });
-        let name = format!("lanewatch_test_{}", Uuid::now_v7().simple());
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        (Self { name }, url)
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // async work cannot run in drop on the test's runtime; a thread with its own can
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(admin) = Database::connect(PG_ADMIN_URL).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 struct App {
     router: Router,
@@ -270,6 +227,7 @@ async fn seed(app: &App) -> Seeded {
             site_id: site.into(),
             software_version: "0.1.0".into(),
             config_version: 1,
+            wants_heartbeat_acks: false,
         };
         app.db.upsert_agent(&hello, now).await.unwrap();
         app.db.set_hov_policy(site, 0, &HovPolicy { min_occupants: 2, windows: vec![] }).await.unwrap();

@@ -133,6 +133,7 @@ async fn agent(s: &Servers, agent_id: &str, site: &str) -> Session {
         site_id: site.into(),
         software_version: "0.1.0".into(),
         config_version: 1,
+        wants_heartbeat_acks: false,
     });
     tx.send(pb::AgentMessage { body: Some(hello) }).await.unwrap();
     let mut inbound = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::domain::{
     AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, ValueClass, VehicleClass,
 };
+use crate::load::WaitingOn;
 use crate::sources::OpenCamera;
 use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
@@ -146,6 +147,17 @@ impl Acquirer {
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
+
+    /// The bytes of pixels and encoded images its frame ring holds now.
+    pub fn ring_bytes(&self) -> u64 {
+        self.ring
+            .iter()
+            .map(|f| match &f.payload {
+                FramePayload::Rgb { pixels, .. } => pixels.len() as u64,
+                FramePayload::Encoded { bytes, .. } => bytes.len() as u64,
+            })
+            .sum()
+    }
 }
 
 /// Encodes a frame (raw → JPEG; encoded → unchanged) and returns bytes and content type.
@@ -196,6 +208,8 @@ impl Component for AcquireComponent {
             let mut input = input.lock().await;
             let mut source = open().with_context(|| format!("camera {camera_id}: opening its source"))?;
             let mut acquirer = Acquirer::new(ring_frames);
+            // the camera thread's CPU is this component's busy time too
+            let (busy, mut camera_cpu) = (ctx.busy(), std::time::Duration::ZERO);
             let mut frames = 0u64;
             let mut last_frame_at: Option<DateTime<Utc>> = None;
             let mut last_frame = tokio::time::Instant::now();
@@ -220,6 +234,7 @@ impl Component for AcquireComponent {
             let mut last_detail = tokio::time::Instant::now();
             let mut input_open = true;
             while input_open {
+                ctx.wait_on(WaitingOn::Device);
                 tokio::select! {
                     frame = source.next_frame() => {
                         let frame = frame.context("reading frame")?;
@@ -250,21 +265,26 @@ impl Component for AcquireComponent {
                         }
                     }
                 }
+                if let Some(cpu) = source.thread_cpu() {
+                    busy.add(cpu.saturating_sub(camera_cpu));
+                    camera_cpu = cpu;
+                }
                 for ready in acquirer.poll(Utc::now(), !input_open) {
                     let capture = tokio::task::spawn_blocking({
-                        let (camera_id, site_id) = (camera_id.clone(), site_id.clone());
-                        move || build_capture(ready, &camera_id, &site_id, config_version)
+                        let (camera_id, site_id, busy) = (camera_id.clone(), site_id.clone(), busy.clone());
+                        move || busy.measure(|| build_capture(ready, &camera_id, &site_id, config_version))
                     })
                     .await
                     .context("capture encode task")??;
                     tracing::info!(capture_id = %capture.meta.capture_id, camera = %camera_id, lane = capture.meta.lane, class = ?capture.meta.class, "capture made");
-                    output.send(capture).await?;
+                    ctx.waiting(WaitingOn::Downstream, output.send(capture)).await?;
                     ctx.processed(1);
                 }
                 if last_detail.elapsed() >= DETAIL_EVERY || frames == 1 {
                     last_detail = tokio::time::Instant::now();
                     let state = if frames == 0 { "opening" } else { "streaming" };
                     ctx.detail(detail(state, frames, acquirer.pending(), last_frame_at, source.detail()));
+                    ctx.memory(acquirer.ring_bytes());
                 }
             }
             output.close();
@@ -418,11 +438,7 @@ mod tests {
             output: Outlet::closed(),
         };
         let registry = crate::supervisor::Registry::default();
-        let ctx = ComponentCtx {
-            name: "acquire-front".into(),
-            registry: registry.clone(),
-            shutdown: tokio::sync::watch::channel(false).1,
-        };
+        let ctx = ComponentCtx::new("acquire-front", &registry, tokio::sync::watch::channel(false).1);
         let started = tokio::time::Instant::now();
         let err = component.run(ctx.clone()).await.unwrap_err();
         assert_eq!(err.to_string(), "camera front stalled: no frame for 500 ms from \"dying test camera\"");

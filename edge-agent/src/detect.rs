@@ -19,6 +19,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Detection, Scan, ScanGeometry, VehicleClass};
+use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
@@ -552,8 +553,9 @@ impl Component for DetectComponent {
                     {
                         tracing::warn!(error = %err, "cannot write detection line");
                     }
-                    output.send((event, speed_kmh)).await?;
+                    ctx.waiting(WaitingOn::Downstream, output.send((event, speed_kmh))).await?;
                 }
+                ctx.wait_on(WaitingOn::Input);
                 ctx.processed(1);
                 if was_degraded != detector.degraded()
                     || ctx.registry.get(&ctx.name).is_some_and(|s| s.processed % 50 == 0)

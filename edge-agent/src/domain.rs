@@ -237,3 +237,13 @@ impl Capture {
         }
     }
 }
+
+/// This agent's clock against the control plane's, from one heartbeat round trip (the uplink
+/// measures it; diagnostics and introspection report it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClockOffset {
+    /// Agent minus control plane, in milliseconds.
+    pub offset_ms: f64,
+    pub round_trip_ms: f64,
+    pub measured_at: DateTime<Utc>,
+}

@@ -99,6 +99,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         recovery_image_bytes: usize,
     },
+    /// Introspection's cost: a chain of stages with and without supervision instrumentation,
+    /// counter sampling, the log ring and an inspector reading every snapshot 20 times a second.
+    Introspection {
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 200_000)]
+        items: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Sensing: the simulator and the real detector over scenarios with ground truth, faster
     /// than real time (precision, recall, class, speed, trigger error, processing time).
     Sensing {
@@ -585,6 +596,7 @@ impl Generation {
         for (name, gauge) in pipeline.inboxes {
             registry.set_inbox(&name, gauge);
         }
+        registry.start_sampling();
         let supervisor_handle = Arc::new(OnceLock::new());
         let mut components = pipeline.components;
         let stage_names: Vec<String> = components.iter().map(|c| c.name()).collect();
@@ -604,6 +616,7 @@ impl Generation {
             commands: Default::default(),
             logs: logs.clone(),
             paused: Default::default(),
+            clock: Default::default(),
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();
@@ -722,6 +735,16 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
             let scan = bench::vision::face_scan(&paths, &tools_dir, threshold, ort.as_deref())?;
             println!("{}", serde_json::to_string(&scan)?);
+            Ok(())
+        }
+        BenchCommand::Introspection { json, items, rounds } => {
+            let options = bench::introspection::IntrospectionBenchOptions { items, rounds };
+            let report = bench::introspection::run(&options)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
             Ok(())
         }
         BenchCommand::Sensing { json, seconds, seed } => {

@@ -22,6 +22,7 @@ use crate::detect::{DetectComponent, DetectionLog};
 use crate::domain::{Capture, Scan, ScanGeometry};
 use crate::lidar::driver::{SickScanSource, SickSettings};
 use crate::lidar::recording::ReplayScanSource;
+use crate::load::WaitingOn;
 use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
 use crate::sources::ScanSource;
@@ -293,15 +294,18 @@ impl Component for SenseComponent {
             let mut publish = tokio::time::interval(SENSE_DETAIL_EVERY);
             publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
+                ctx.wait_on(WaitingOn::Device);
                 let scan = tokio::select! {
                     biased;
                     () = ctx.shutting_down() => break,
                     _ = publish.tick() => None,
                     scan = source.next_scan() => Some(scan),
                 };
+                ctx.wait_on(WaitingOn::Nothing);
                 match scan {
                     Some(scan) => {
-                        output.send(scan.context("reading scan")?).await?;
+                        ctx.waiting(WaitingOn::Downstream, output.send(scan.context("reading scan")?))
+                            .await?;
                         ctx.processed(1);
                     }
                     None => {
@@ -394,6 +398,7 @@ impl Component for BufferWriterComponent {
             loop {
                 let mut batch = std::mem::take(&mut *retry.lock().unwrap());
                 if batch.is_empty() {
+                    ctx.wait_on(WaitingOn::Input);
                     tokio::select! {
                         next = input.recv() => match next {
                             Some(capture) => batch.push(capture),
@@ -413,6 +418,7 @@ impl Component for BufferWriterComponent {
                         }
                     }
                 }
+                ctx.wait_on(WaitingOn::Nothing);
                 while batch.len() < GROUP_COMMIT_MAX {
                     match input.try_recv() {
                         Ok(capture) => batch.push(capture),
@@ -421,7 +427,8 @@ impl Component for BufferWriterComponent {
                 }
                 let b = buffer.clone();
                 let captures = batch.clone();
-                let result = tokio::task::spawn_blocking(move || b.append_batch(&captures))
+                let busy = ctx.busy();
+                let result = tokio::task::spawn_blocking(move || busy.measure(|| b.append_batch(&captures)))
                     .await
                     .context("buffer append task")?;
                 match result {

@@ -33,6 +33,11 @@ pub trait CameraSource: Send + 'static {
     fn detail(&self) -> Option<serde_json::Value> {
         None
     }
+    /// The CPU time the source's own thread has used (as of its last frame), for sources that
+    /// grab on a thread of their own; the acquire component counts it as its busy time.
+    fn thread_cpu(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Opens a camera's source; called at every (re)start of its acquire component. It must not

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::SupervisionConfig;
+use crate::load::{Busy, Load, Rates, WaitingOn};
 use crate::stage::InboxGauge;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -46,7 +47,16 @@ pub struct ComponentSnapshot {
     pub last_failure_at: Option<DateTime<Utc>>,
     pub backoff_ms: u64,
     pub processed: u64,
+    /// Items it could not process (quarantined, skipped) since the agent started.
+    pub failed: u64,
     pub detail: serde_json::Value,
+    /// Processed and failed per second and busy time over 1, 5 and 15 minutes (`load`), as
+    /// they are when the snapshot is read.
+    pub rates: Rates,
+    /// What it is waiting on now, as it last said (`nothing` while it works).
+    pub waiting_on: WaitingOn,
+    /// The memory it holds, where that can be measured (a camera's frame ring); `None` elsewhere.
+    pub memory_bytes: Option<u64>,
     /// Items waiting in the component's input channel, and its capacity; `None` for a source.
     pub inbox: Option<Inbox>,
     /// The flight recorder: the last [`ComponentSnapshot::EVENTS`] events, oldest first.
@@ -90,7 +100,11 @@ impl ComponentSnapshot {
             last_failure_at: None,
             backoff_ms: 0,
             processed: 0,
+            failed: 0,
             detail: serde_json::Value::Object(Default::default()),
+            rates: Rates::default(),
+            waiting_on: WaitingOn::Nothing,
+            memory_bytes: None,
             inbox: None,
             events: VecDeque::new(),
         }
@@ -103,6 +117,8 @@ pub struct Registry {
     inner: Arc<RwLock<BTreeMap<String, ComponentSnapshot>>>,
     /// The gauges of the components' input channels, read at each snapshot.
     inboxes: Arc<RwLock<BTreeMap<String, InboxGauge>>>,
+    /// Each component's load (busy time, sampled counters), kept across its restarts.
+    loads: Arc<RwLock<BTreeMap<String, Arc<Load>>>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -111,6 +127,7 @@ impl Default for Registry {
         Self {
             inner: Default::default(),
             inboxes: Default::default(),
+            loads: Default::default(),
             changed: Arc::new(watch::channel(0).0),
         }
     }
@@ -136,10 +153,50 @@ impl Registry {
         Some(snapshot)
     }
 
+    /// Fills in what is read when asked: the inbox depth and the rates.
     fn fill_inbox(&self, snapshot: &mut ComponentSnapshot) {
         if let Some(gauge) = self.inboxes.read().unwrap().get(&snapshot.name) {
             snapshot.inbox = Some(Inbox { depth: gauge.depth(), capacity: gauge.capacity });
         }
+        if let Some(load) = self.loads.read().unwrap().get(&snapshot.name) {
+            snapshot.rates = load.rates(snapshot.processed, snapshot.failed);
+            snapshot.waiting_on = load.waiting_on();
+        }
+    }
+
+    /// `name`'s load, made on first use.
+    pub fn load(&self, name: &str) -> Arc<Load> {
+        if let Some(load) = self.loads.read().unwrap().get(name) {
+            return load.clone();
+        }
+        self.loads.write().unwrap().entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Samples every component's counters now (for the rates).
+    pub fn sample(&self) {
+        let counters: Vec<(String, u64, u64)> =
+            self.inner.read().unwrap().values().map(|s| (s.name.clone(), s.processed, s.failed)).collect();
+        for (name, processed, failed) in counters {
+            self.load(&name).sample(processed, failed);
+        }
+    }
+
+    /// Samples the counters every [`crate::load::SAMPLE_EVERY`] until this registry is dropped
+    /// (the task holds it weakly).
+    pub fn start_sampling(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        let (inboxes, loads, changed) =
+            (self.inboxes.clone(), Arc::downgrade(&self.loads), self.changed.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::load::SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (Some(inner), Some(loads)) = (inner.upgrade(), loads.upgrade()) else { return };
+                Registry { inner, inboxes: inboxes.clone(), loads, changed: changed.clone() }.sample();
+            }
+        });
     }
 
     pub fn snapshots(&self) -> Vec<ComponentSnapshot> {
@@ -162,11 +219,47 @@ pub struct ComponentCtx {
     pub registry: Registry,
     /// Becomes true when the agent shuts down; sources stop, others drain their input.
     pub shutdown: watch::Receiver<bool>,
+    /// Its load, looked up once (it is touched at every await).
+    load: Arc<Load>,
 }
 
 impl ComponentCtx {
+    pub fn new(name: &str, registry: &Registry, shutdown: watch::Receiver<bool>) -> Self {
+        Self { name: name.to_owned(), load: registry.load(name), registry: registry.clone(), shutdown }
+    }
+
     pub fn processed(&self, n: u64) {
         self.registry.update(&self.name, |s| s.processed += n);
+    }
+
+    /// Says how much memory the component holds now (where it can measure it).
+    pub fn memory(&self, bytes: u64) {
+        self.registry.update(&self.name, |s| s.memory_bytes = Some(bytes));
+    }
+
+    /// Counts items the component could not process (quarantined, skipped).
+    pub fn failed(&self, n: u64) {
+        self.registry.update(&self.name, |s| s.failed += n);
+    }
+
+    /// Says what the component waits on from now; [`WaitingOn::Nothing`] when it works again.
+    /// A stage calls it around its awaits (`lanewatch inspect` shows it).
+    pub fn wait_on(&self, on: WaitingOn) {
+        self.load.wait_on(on);
+    }
+
+    /// Awaits `f` as waiting on `on`, then working again.
+    pub async fn waiting<F: Future>(&self, on: WaitingOn, f: F) -> F::Output {
+        self.load.wait_on(on);
+        let out = f.await;
+        self.load.wait_on(WaitingOn::Nothing);
+        out
+    }
+
+    /// The component's busy counter, for CPU time spent on its behalf outside its task
+    /// (blocking sections, its threads).
+    pub fn busy(&self) -> Busy {
+        self.load.busy.clone()
     }
 
     /// Resolves once the agent shuts down (or the shutdown signal is gone).
@@ -228,7 +321,8 @@ impl Actor for ComponentActor {
             s.backoff_ms = 0;
             s.record("started", "");
         });
-        match state.component.run(state.ctx.clone()).await {
+        // its task's poll time is its busy time (with what its threads add through `ctx.busy()`)
+        match state.ctx.load.monitor.instrument(state.component.run(state.ctx.clone())).await {
             Ok(()) => {
                 myself.stop(Some("finished".into()));
                 Ok(())
@@ -310,11 +404,7 @@ impl Supervisor {
                 s.record("restarting", format!("restart {}", s.restarts));
             }
         });
-        let ctx = ComponentCtx {
-            name: name.to_owned(),
-            registry: self.registry.clone(),
-            shutdown: self.shutdown.clone(),
-        };
+        let ctx = ComponentCtx::new(name, &self.registry, self.shutdown.clone());
         let args = ComponentArgs { component: child.component.clone(), ctx };
         match Actor::spawn_linked(None, ComponentActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {

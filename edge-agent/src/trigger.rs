@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::domain::{AcquireRequest, Detection};
+use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
@@ -97,12 +98,12 @@ impl Component for TriggerComponent {
         Box::pin(async move {
             let mut input = input.lock().await;
             let mut per_camera: BTreeMap<String, u64> = BTreeMap::new();
-            while let Some((detection, speed_kmh)) = input.recv().await {
+            while let Some((detection, speed_kmh)) = ctx.waiting(WaitingOn::Input, input.recv()).await {
                 for (i, request) in route_with_speed(&routes, &detection, speed_kmh) {
                     if matches!(request, AcquireRequest::Take { .. }) {
                         *per_camera.entry(routes[i].camera_id.clone()).or_default() += 1;
                     }
-                    routes[i].output.send(request).await?;
+                    ctx.waiting(WaitingOn::Downstream, routes[i].output.send(request)).await?;
                 }
                 ctx.processed(1);
                 if matches!(detection, Detection::Entry { .. }) {

@@ -146,6 +146,7 @@ pub fn hello(agent_id: &str, site_id: &str) -> Hello {
         site_id: site_id.into(),
         software_version: "test".into(),
         config_version: 0,
+        wants_heartbeat_acks: false,
     }
 }
 

@@ -13,6 +13,13 @@ fn component(name: &str, restarts: u64, processed: u64, depth: Option<u64>) -> C
         status: "RUNNING".to_owned(),
         restarts,
         processed,
+        rate: Some(processed as f64 / 60.0),
+        // in the order of their inbox depths, so the first row is the same in either sort
+        busy: Some(match name {
+            "sense" => 0.8,
+            "uplink" => 0.5,
+            _ => 0.2,
+        }),
         inbox: depth.map(|d| (d, 64)),
         last_failure: None,
     }
@@ -34,6 +41,7 @@ fn model() -> Model {
             software_version: "0.1.0".to_owned(),
             config_version: 3,
             model_version: None,
+            clock: Some((-2.25, 1.5)),
         }),
         components: vec![
             component("acquire-front", 0, 900, None),
@@ -76,10 +84,17 @@ fn rows_are_sorted_by_the_chosen_column() {
     let mut model = model();
     let text = screen(&model);
     assert_eq!(names(&text), ["sense", "uplink", "acquire-front"], "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("components (3) · sorted by busy")), "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("BUSY▼")), "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("50.0%") && l.contains("40 (0.7/s)")), "{text:#?}");
+    press(&mut model, KeyCode::Char('s'));
+    let text = screen(&model);
+    assert_eq!(names(&text), ["sense", "uplink", "acquire-front"], "{text:#?}");
     assert!(text.iter().any(|l| l.contains("components (3) · sorted by inbox depth")), "{text:#?}");
     assert!(text.iter().any(|l| l.contains("INBOX▼")), "{text:#?}");
     assert!(text.iter().any(|l| l.contains("rss 45.3 MiB") && l.contains("uptime 1m00s")), "{text:#?}");
     assert!(text.iter().any(|l| l.contains("refreshed 14:04:28")), "{text:#?}");
+    assert!(text.iter().any(|l| l.contains("clock -2.2 ms (±0.8)")), "{text:#?}");
     press(&mut model, KeyCode::Char('s'));
     assert_eq!(names(&screen(&model)), ["uplink", "sense", "acquire-front"]);
     press(&mut model, KeyCode::Char('s'));
@@ -89,7 +104,7 @@ fn rows_are_sorted_by_the_chosen_column() {
     assert_eq!(names(&text), ["acquire-front", "sense", "uplink"]);
     assert!(text.iter().any(|l| l.contains("s sort (name)")), "{text:#?}");
     press(&mut model, KeyCode::Char('s'));
-    assert_eq!(model.sort, SortBy::InboxDepth, "the sort cycles");
+    assert_eq!(model.sort, SortBy::Busy, "the sort cycles");
 }
 
 #[test]

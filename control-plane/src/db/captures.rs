@@ -609,6 +609,7 @@ mod tests {
                 site_id: site.to_owned(),
                 software_version: "t".into(),
                 config_version: 0,
+                wants_heartbeat_acks: false,
             };
             db.upsert_agent(&hello, base).await.unwrap();
         }

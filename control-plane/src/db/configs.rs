@@ -290,6 +290,7 @@ mod tests {
             site_id: site.into(),
             software_version: "t".into(),
             config_version: 0,
+            wants_heartbeat_acks: false,
         };
         db.upsert_agent(&hello("a1", "s1"), Utc::now()).await.unwrap();
         db.upsert_agent(&hello("b1", "s2"), Utc::now()).await.unwrap();

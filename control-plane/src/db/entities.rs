@@ -300,3 +300,106 @@ pub mod agent_config_states {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// Raw component history: one row per component line of a heartbeat, kept
+/// `history.raw_retention_secs`. Times are Unix milliseconds, statuses
+/// `ComponentStatus::code`s, so that rollups are the same arithmetic on SQLite and PostgreSQL.
+pub mod component_samples {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "component_samples")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub component: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub at_ms: i64,
+        pub status: i16,
+        pub restarts: i32,
+        pub processed: i64,
+        pub inbox_depth: Option<i32>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Component history rolled up per agent × component × `history.rollup_secs` period (its start,
+/// `bucket_ms`), kept `history.rollup_retention_secs`.
+pub mod component_rollups {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "component_rollups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub component: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub bucket_ms: i64,
+        pub samples: i32,
+        pub worst_status: i16,
+        /// The status of the period's newest sample.
+        pub last_status: i16,
+        pub max_restarts: i32,
+        pub processed_end: i64,
+        pub max_inbox_depth: Option<i32>,
+        pub not_running: i32,
+        pub left_running: i32,
+        pub restarts_added: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The newest sample of each agent × component (what `fleetComponents` reads), with when its
+/// restart count last grew.
+pub mod component_latest {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "component_latest")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agent_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub component: String,
+        pub at_ms: i64,
+        pub status: i16,
+        pub restarts: i32,
+        pub processed: i64,
+        pub inbox_depth: Option<i32>,
+        pub last_restart_ms: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// One row (`id` 1): raw samples before `rolled_until_ms` are rolled up.
+pub mod history_rollup_state {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "history_rollup_state")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub rolled_until_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

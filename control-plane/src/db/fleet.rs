@@ -234,6 +234,7 @@ mod tests {
             site_id: "a1".into(),
             software_version: "0.1.0".into(),
             config_version: 2,
+            wants_heartbeat_acks: false,
         };
         let t0 = Utc::now();
         db.upsert_agent(&hello, t0).await.unwrap();

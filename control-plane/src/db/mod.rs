@@ -7,14 +7,16 @@
 //! the conversions every table shares. The queries are `impl Db` blocks, one file per domain:
 //! `captures` (captures, violations and their review, statistics), `receipts` (deletion
 //! receipts), `fleet` (agents, their revocation, cameras, sites), `admin` (lane policies,
-//! agencies, API keys, the audit log) and `configs` (site configs and their rollout); `writer`
-//! batches ingest's inserts; `entities` and `migration` are the tables.
+//! agencies, API keys, the audit log), `configs` (site configs and their rollout) and `history`
+//! (component history: samples, rollups, retention and its background task); `writer` batches
+//! ingest's inserts and history's samples; `entities` and `migration` are the tables.
 
 mod admin;
 mod captures;
 mod configs;
 mod entities;
 mod fleet;
+pub mod history;
 mod migration;
 mod receipts;
 pub mod writer;
@@ -26,6 +28,7 @@ use sea_orm_migration::MigratorTrait;
 pub use captures::{Inserted, Reviewed};
 pub use configs::NewSiteConfig;
 
+use crate::config::HistoryConfig;
 use crate::domain::{CaptureCursor, HovPolicy, Visibility};
 use entities::{sites, violations};
 
@@ -48,6 +51,8 @@ pub struct Db {
     /// Lane policies as ingest read them, each for at most [`POLICY_CACHE_TTL`]; see
     /// [`Db::hov_policy_for_ingest`].
     policies: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
+    /// How component history is kept (`[history]`); the defaults until [`Db::with_history`].
+    history: HistoryConfig,
 }
 
 type PolicyCache = std::collections::HashMap<(String, u32), (std::time::Instant, Option<HovPolicy>)>;
@@ -78,7 +83,8 @@ impl Db {
             conn.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
         migration::Migrator::up(&conn, None).await?;
-        Ok(Self { conn, known_cameras: Default::default(), policies: Default::default() })
+        let history = HistoryConfig::default();
+        Ok(Self { conn, known_cameras: Default::default(), policies: Default::default(), history })
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {

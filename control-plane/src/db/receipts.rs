@@ -145,6 +145,7 @@ mod tests {
                 site_id: "a1-km12".into(),
                 software_version: "t".into(),
                 config_version: 0,
+                wants_heartbeat_acks: false,
             },
             base,
         )

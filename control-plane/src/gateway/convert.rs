@@ -47,7 +47,16 @@ pub fn hello(h: &pb::Hello) -> Result<AgentHello, Error> {
         site_id: h.site_id.clone(),
         software_version: h.software_version.clone(),
         config_version: h.config_version,
+        wants_heartbeat_acks: h.wants_heartbeat_acks,
     })
+}
+
+/// A time as protobuf carries it.
+pub fn now_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 pub fn pulse(h: &pb::Heartbeat) -> AgentPulse {
@@ -268,6 +277,22 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
                 Some(crate::domain::ComponentEvent { at, kind: e.kind, message: e.message })
             })
             .collect(),
+        failed: c.failed,
+        waiting_on: (!c.waiting_on.is_empty()).then_some(c.waiting_on),
+        memory_bytes: c.has_memory_bytes.then_some(c.memory_bytes),
+        load: c.rates_1m.map(|one_minute| {
+            let window = |r: pb::ComponentRates| crate::domain::RateWindow {
+                processed_per_sec: r.processed_per_sec,
+                failed_per_sec: r.failed_per_sec,
+                busy_ratio: r.busy_ratio,
+            };
+            crate::domain::ComponentLoad {
+                busy_seconds: c.busy_seconds,
+                one_minute: window(one_minute),
+                five_minutes: c.rates_5m.map(window).unwrap_or_default(),
+                fifteen_minutes: c.rates_15m.map(window).unwrap_or_default(),
+            }
+        }),
     }
 }
 
@@ -283,6 +308,13 @@ pub fn process(p: pb::ProcessState) -> crate::domain::ProcessState {
         software_version: p.software_version,
         config_version: p.config_version,
         model_version: p.model_version,
+        clock: p.clock.and_then(|c| {
+            Some(crate::domain::ClockOffset {
+                offset_ms: c.offset_ms,
+                round_trip_ms: c.round_trip_ms,
+                measured_at: timestamp(c.measured_at.as_ref()?)?,
+            })
+        }),
     }
 }
 

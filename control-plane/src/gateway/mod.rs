@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::blob::BlobStore;
 use crate::cluster::Cluster;
 use crate::config::Limits;
-use crate::db::writer::CaptureWriter;
+use crate::db::writer::{CaptureWriter, HistoryWriter};
 use crate::db::{Db, Inserted};
 use crate::domain::{self, AgentHello, Capture, CommandOutcome, DeletionReceipt};
 use crate::error::{Error, ErrorKind};
@@ -90,6 +90,8 @@ struct Shared {
     cluster: std::sync::OnceLock<Cluster>,
     /// Refuse sessions without a verified client certificate (`grpc.require_client_cert`).
     require_client_certs: AtomicBool,
+    /// Component history: heartbeats' component lines, when `[history]` is enabled.
+    history: std::sync::OnceLock<HistoryWriter>,
 }
 
 /// The gateway's shared state; cheap to clone.
@@ -138,6 +140,7 @@ impl Gateway {
                 events: Events::new(),
                 cluster: std::sync::OnceLock::new(),
                 require_client_certs: AtomicBool::new(false),
+                history: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -192,6 +195,11 @@ impl Gateway {
 
     pub fn events(&self) -> &Events {
         &self.shared.events
+    }
+
+    /// Hands every heartbeat's component lines to `history` (best effort: never waits).
+    pub fn attach_history(&self, history: HistoryWriter) {
+        let _ = self.shared.history.set(history);
     }
 
     /// Routes requests for agents whose session sits on another replica through `cluster`.
@@ -445,6 +453,8 @@ impl Gateway {
         let limits = self.shared.limits;
         let mut upload: Option<Upload> = None;
         let mut stopping = false;
+        let history_agent: Arc<str> = Arc::from(hello.agent_id.as_str());
+        let mut history_at = chrono::DateTime::<Utc>::MIN_UTC;
         loop {
             // On shutdown, a capture being received may still finish, and captures being stored
             // are acked; then the session ends.
@@ -489,16 +499,43 @@ impl Gateway {
                     continue;
                 }
             };
+            let received_at = Utc::now();
+            let wants_heartbeat_acks = hello.wants_heartbeat_acks;
             let Some(body) = msg.body else {
                 return Err(Error::invalid("agent message has no body"));
             };
             match body {
                 In::Hello(_) => return Err(Error::invalid("hello is only allowed as the first message")),
                 In::Heartbeat(h) => {
+                    if wants_heartbeat_acks {
+                        let ack = pb::HeartbeatAck {
+                            heartbeat_sent_at: h.sent_at,
+                            received_at: Some(convert::now_timestamp(received_at)),
+                            replied_at: Some(convert::now_timestamp(Utc::now())),
+                        };
+                        if tx
+                            .send(Ok(pb::ControlMessage { body: Some(Out::HeartbeatAck(ack)) }))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(End::AgentGone);
+                        }
+                    }
                     if let Err(e) =
                         self.shared.db.record_heartbeat(&hello.agent_id, convert::pulse(&h), Utc::now()).await
                     {
                         tracing::warn!(agent_id = %hello.agent_id, error = %e, "cannot record heartbeat");
+                    }
+                    if let Some(history) = self.shared.history.get() {
+                        // a sample is keyed by its millisecond: a session's are never equal
+                        let at = Utc::now().max(history_at + chrono::Duration::milliseconds(1));
+                        history_at = at;
+                        let samples = h.components.into_iter().map(convert::component);
+                        history.offer(
+                            samples
+                                .map(|c| domain::ComponentSample::of(history_agent.clone(), c, at))
+                                .collect(),
+                        );
                     }
                 }
                 In::CaptureStart(start) => {
@@ -546,7 +583,19 @@ impl Gateway {
                 In::CommandResult(r) => {
                     self.route_reply(
                         &r.command_id,
-                        Reply::Command(CommandOutcome { ok: r.ok, message: r.message }),
+                        Reply::Command(CommandOutcome {
+                            ok: r.ok,
+                            message: r.message,
+                            checks: r
+                                .checks
+                                .into_iter()
+                                .map(|c| domain::DiagnosticCheck {
+                                    name: c.name,
+                                    ok: c.ok,
+                                    message: c.message,
+                                })
+                                .collect(),
+                        }),
                     );
                 }
                 In::Logs(r) => {

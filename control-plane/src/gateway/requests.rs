@@ -98,6 +98,7 @@ impl Gateway {
             AgentCommand::SetLogFilter { filter, for_secs } => {
                 pb::command::Kind::SetLogFilter(pb::SetLogFilter { filter, for_secs })
             }
+            AgentCommand::RunDiagnostics => pb::command::Kind::RunDiagnostics(pb::RunDiagnostics {}),
         };
         let command_id = command_id.to_string();
         let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });

@@ -53,6 +53,7 @@ fn hello(agent: &str) -> In {
         site_id: "a1".into(),
         software_version: "0.1.0".into(),
         config_version: 1,
+        wants_heartbeat_acks: false,
     })
 }
 
@@ -392,4 +393,44 @@ async fn newest_config_is_pushed_on_hello_and_a_rejected_one_never_again() {
     tx.send(config_ack(3, pb::ConfigOutcome::Staged, "")).await.unwrap();
     wait_config_state(&h.db, 3, Staged).await;
     drop(tx);
+}
+
+/// Every heartbeat's component lines become history samples, stamped when received, of the
+/// session's agent.
+#[tokio::test]
+async fn heartbeats_become_component_history() {
+    let h = harness().await;
+    let (writer, task) = HistoryWriter::spawn(h.db.clone(), 1000, Metrics::new());
+    h.gateway.attach_history(writer);
+    let before = Utc::now();
+    let (tx, mut inbound) = connect(&h, hello("agent-h")).await.unwrap();
+    for restarts in [0, 1] {
+        let camera = pb::ComponentState {
+            name: "acquire-front".into(),
+            status: if restarts == 0 { pb::ComponentStatus::Running } else { pb::ComponentStatus::BackingOff }
+                as i32,
+            restarts,
+            processed: 40,
+            inbox_depth: 2,
+            inbox_capacity: 4,
+            ..Default::default()
+        };
+        let source = pb::ComponentState { name: "sense".into(), status: 2, ..Default::default() };
+        let beat = pb::Heartbeat { components: vec![camera, source], ..Default::default() };
+        tx.send(pb::AgentMessage { body: Some(In::Heartbeat(beat)) }).await.unwrap();
+    }
+    // the session has handled every message once it ends; then the writer writes what it got
+    drop(tx);
+    assert!(inbound.next().await.is_none());
+    task.finish().await;
+    let now = Utc::now();
+    let history = h.db.component_history("agent-h", "acquire-front", before, now, now).await.unwrap();
+    let seen: Vec<_> = history.points.iter().map(|p| (p.status, p.restarts, p.inbox_depth)).collect();
+    use domain::ComponentStatus::{BackingOff, Running};
+    assert_eq!(seen, [(Running, 0, Some(2)), (BackingOff, 1, Some(2))]);
+    assert!(history.points.iter().all(|p| p.at >= before && p.at <= now && p.processed == 40));
+    assert_eq!(history.summary.left_running, 1);
+    let sense = h.db.component_history("agent-h", "sense", before, now, now).await.unwrap();
+    assert_eq!(sense.points.len(), 2);
+    assert!(sense.points.iter().all(|p| p.inbox_depth.is_none()), "a source has no inbox");
 }

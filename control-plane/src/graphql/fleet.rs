@@ -1,7 +1,7 @@
 //! The fleet: the `agents`, `agent` and `sites` queries, the GraphQL objects of agents (with
 //! their revocation and the components they report in live introspection) and sites, and the
 //! commands operators send to agents (`restartComponent`, `pauseComponent`, `resumeComponent`,
-//! `setAgentLogFilter`).
+//! `setAgentLogFilter`, `runDiagnostics`).
 
 use async_graphql::{ComplexObject, Context, Enum, ErrorExtensions, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -108,6 +108,51 @@ impl FleetMutation {
         let command = domain::AgentCommand::SetLogFilter { filter: filter.trim().to_owned(), for_secs };
         send(ctx, "setAgentLogFilter", agent_id, command, command_id).await
     }
+
+    /// Checks the site now (operators and admins): the buffer's disk (free space, a probe
+    /// written and synced), the LIDAR link, every camera (streaming, frames, stalls, drops), the
+    /// clock against the control plane's, the face model. Each check says what it saw; `ok` is
+    /// whether all passed. Errors and idempotency as for `restartComponent`.
+    async fn run_diagnostics(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<Diagnostics> {
+        let (result, checks) =
+            send_for(ctx, "runDiagnostics", agent_id, domain::AgentCommand::RunDiagnostics, command_id)
+                .await?;
+        Ok(Diagnostics {
+            command_id: result.command_id,
+            message: result.message,
+            ok: checks.iter().all(|c| c.ok),
+            checks: checks
+                .into_iter()
+                .map(|c| DiagnosticCheck { name: c.name, ok: c.ok, message: c.message })
+                .collect(),
+        })
+    }
+}
+
+/// What an agent's diagnostics found.
+#[derive(SimpleObject)]
+pub struct Diagnostics {
+    command_id: ID,
+    /// e.g. `all 6 checks passed`.
+    message: String,
+    /// Whether every check passed.
+    ok: bool,
+    checks: Vec<DiagnosticCheck>,
+}
+
+/// One check of a diagnostics run.
+#[derive(SimpleObject)]
+pub struct DiagnosticCheck {
+    /// `disk`, `lidar`, `camera <id>`, `clock`, `model`.
+    name: String,
+    ok: bool,
+    /// What it saw, with its figures.
+    message: String,
 }
 
 /// Authorizes (operators and admins), checks, sends and audits one command to an agent.
@@ -118,6 +163,17 @@ async fn send(
     command: domain::AgentCommand,
     command_id: Option<ID>,
 ) -> async_graphql::Result<CommandResult> {
+    send_for(ctx, action, agent_id, command, command_id).await.map(|(result, _)| result)
+}
+
+/// [`send`], with the checks a diagnostics run answered.
+async fn send_for(
+    ctx: &Context<'_>,
+    action: &str,
+    agent_id: ID,
+    command: domain::AgentCommand,
+    command_id: Option<ID>,
+) -> async_graphql::Result<(CommandResult, Vec<domain::DiagnosticCheck>)> {
     let (api, who) = parts(ctx)?;
     let result = async {
         who.authorize(Action::OperateAgents)?;
@@ -151,7 +207,10 @@ async fn send(
                 format!("agent {} refused the command: {}", agent_id.as_str(), outcome.message),
             ));
         }
-        Ok(CommandResult { command_id: ID(command_id.to_string()), message: outcome.message })
+        Ok((
+            CommandResult { command_id: ID(command_id.to_string()), message: outcome.message },
+            outcome.checks,
+        ))
     }
     .await;
     audited(api, who, action, &command.target(&agent_id), result).await
@@ -322,6 +381,18 @@ impl Process {
     async fn model_version(&self) -> Option<&str> {
         Some(self.0.model_version.as_str()).filter(|m| !m.is_empty())
     }
+    /// The agent's clock minus the control plane's, in milliseconds, measured by the agent over
+    /// its last heartbeat round trip (right within half of `clockRoundTripMs`); null until one
+    /// was measured, and from older agents.
+    async fn clock_offset_ms(&self) -> Option<f64> {
+        self.0.clock.map(|c| c.offset_ms)
+    }
+    async fn clock_round_trip_ms(&self) -> Option<f64> {
+        self.0.clock.map(|c| c.round_trip_ms)
+    }
+    async fn clock_measured_at(&self) -> Option<DateTime<Utc>> {
+        self.0.clock.map(|c| c.measured_at)
+    }
 }
 
 #[derive(SimpleObject)]
@@ -334,11 +405,53 @@ pub struct Component {
     last_failure_at: Option<DateTime<Utc>>,
     backoff_ms: u64,
     processed: u64,
+    /// Items it could not process (quarantined, skipped) since the agent started.
+    failed: u64,
     detail_json: String,
     /// Its input channel; null for a source, which has none.
     inbox: Option<Inbox>,
+    /// Its busy time since it first started, in seconds: the poll time of its task plus the CPU
+    /// time of the threads working for it (inference, buffer writes, camera grabbing). Null from
+    /// agents too old to report it.
+    busy_seconds: Option<f64>,
+    /// Busy time over wall time in the last minute (1.0: one core busy all the time).
+    busy_ratio: Option<f64>,
+    /// Processed and failed per second, and busy ratio, over 1, 5 and 15 minutes.
+    rates: Option<ComponentRates>,
+    /// What it is waiting on now: `nothing` (working), `input` (its inbox is empty),
+    /// `downstream` (the next stage's inbox is full), `device` (the next scan or frame),
+    /// `control_plane`. Null from older agents.
+    waiting_on: Option<String>,
+    /// The memory it holds, where the agent can measure it (a camera's frame ring); null
+    /// elsewhere.
+    memory_bytes: Option<u64>,
     #[graphql(skip)]
     events: Vec<domain::ComponentEvent>,
+}
+
+/// A component's rates over the last 1, 5 and 15 minutes (over its lifetime while younger).
+#[derive(SimpleObject)]
+pub struct ComponentRates {
+    one_minute: RateWindow,
+    five_minutes: RateWindow,
+    fifteen_minutes: RateWindow,
+}
+
+#[derive(SimpleObject)]
+pub struct RateWindow {
+    processed_per_sec: f64,
+    failed_per_sec: f64,
+    busy_ratio: f64,
+}
+
+impl From<domain::RateWindow> for RateWindow {
+    fn from(w: domain::RateWindow) -> Self {
+        Self {
+            processed_per_sec: w.processed_per_sec,
+            failed_per_sec: w.failed_per_sec,
+            busy_ratio: w.busy_ratio,
+        }
+    }
 }
 
 #[ComplexObject]
@@ -394,8 +507,18 @@ impl Component {
             last_failure_at: c.last_failure_at,
             backoff_ms: c.backoff_ms,
             processed: c.processed,
+            failed: c.failed,
             detail_json: c.detail_json,
             inbox: c.inbox.map(|(depth, capacity)| Inbox { depth, capacity }),
+            waiting_on: c.waiting_on,
+            memory_bytes: c.memory_bytes,
+            busy_seconds: c.load.map(|l| l.busy_seconds),
+            busy_ratio: c.load.map(|l| l.one_minute.busy_ratio),
+            rates: c.load.map(|l| ComponentRates {
+                one_minute: l.one_minute.into(),
+                five_minutes: l.five_minutes.into(),
+                fifteen_minutes: l.fifteen_minutes.into(),
+            }),
             events: c.events,
         }
     }

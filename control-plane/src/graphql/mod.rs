@@ -10,7 +10,8 @@
 //! GraphQL objects are converted by hand from domain types, next to the resolvers of their
 //! domain: `captures` (captures, violations, statistics, deletion receipts), `fleet` (agents,
 //! their live introspection, sites, the commands operators send them), `logs` (agents' logs), `configs` (site configs and their rollout), `admin` (the
-//! caller, agencies, API keys, the audit log, jurisdictions, lane policies, agent revocation)
+//! caller, agencies, API keys, the audit log, jurisdictions, lane policies, agent revocation),
+//! `history` (components' history from heartbeats, and the fleet's latest component states)
 //! and `subscriptions` (live updates). The order of the merged objects is the order of the
 //! fields in the committed SDL (`control-plane/schema.graphql`).
 
@@ -18,6 +19,7 @@ mod admin;
 mod captures;
 mod configs;
 mod fleet;
+mod history;
 mod logs;
 mod subscriptions;
 #[cfg(test)]
@@ -73,6 +75,7 @@ pub struct Query(
     captures::DeletionReceiptsQuery,
     configs::ConfigsQuery,
     logs::LogsQuery,
+    history::HistoryQuery,
 );
 
 // The mutation root, every field audited (`audited`). No doc comment, as for `Query`.

@@ -5,9 +5,10 @@
 //! and each figure is the median, so a disk's drift hits both alike. Numbers, not assertions: a
 //! fast disk and a slow one give different figures, the ratios travel better.
 //!
-//! The other benches live beside it: [`sensing`] (`bench sensing`) and [`vision`]
-//! (`bench vision`).
+//! The other benches live beside it: [`sensing`] (`bench sensing`), [`vision`]
+//! (`bench vision`) and [`introspection`] (`bench introspection`).
 
+pub mod introspection;
 pub mod sensing;
 pub mod vision;
 

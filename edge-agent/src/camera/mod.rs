@@ -93,6 +93,8 @@ pub struct FrameSink {
     tx: mpsc::Sender<anyhow::Result<Frame>>,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
+    /// The thread's CPU time in nanoseconds, as of its last frame.
+    cpu_ns: Arc<AtomicU64>,
 }
 
 impl FrameSink {
@@ -101,6 +103,8 @@ impl FrameSink {
         if self.stopped() {
             return false;
         }
+        let cpu = u64::try_from(crate::load::thread_cpu().as_nanos()).unwrap_or(u64::MAX);
+        self.cpu_ns.store(cpu, Ordering::Relaxed);
         match self.tx.try_send(Ok(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -122,6 +126,7 @@ pub struct ThreadedCamera {
     rx: mpsc::Receiver<anyhow::Result<Frame>>,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
+    cpu_ns: Arc<AtomicU64>,
     describe: String,
 }
 
@@ -137,7 +142,8 @@ impl ThreadedCamera {
         let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
-        let sink = FrameSink { tx, stop: stop.clone(), dropped: dropped.clone() };
+        let cpu_ns = Arc::new(AtomicU64::new(0));
+        let sink = FrameSink { tx, stop: stop.clone(), dropped: dropped.clone(), cpu_ns: cpu_ns.clone() };
         let what = describe.clone();
         let live = LiveThread::enter();
         std::thread::Builder::new()
@@ -154,7 +160,7 @@ impl ThreadedCamera {
                 }
             })
             .map_err(|err| anyhow::anyhow!("cannot start the thread of {describe}: {err}"))?;
-        Ok(Self { rx, stop, dropped, describe })
+        Ok(Self { rx, stop, dropped, cpu_ns, describe })
     }
 
     /// Frames dropped because the consumer was behind.
@@ -214,6 +220,10 @@ impl CameraSource for ThreadedCamera {
 
     fn detail(&self) -> Option<serde_json::Value> {
         Some(serde_json::json!({ "source": self.describe, "dropped_frames": self.dropped() }))
+    }
+
+    fn thread_cpu(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_nanos(self.cpu_ns.load(Ordering::Relaxed)))
     }
 }
 

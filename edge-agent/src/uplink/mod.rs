@@ -89,6 +89,8 @@ pub struct UplinkComponent {
     /// Uploads paused by an operator (`PauseComponent` of the uplink), across restarts; the
     /// session stays open meanwhile, for commands and heartbeats.
     pub paused: Arc<AtomicBool>,
+    /// This agent's clock against the control plane's, from the last heartbeat round trip.
+    pub clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
 }
 
 /// The results of the last [`RecentCommands::CAPACITY`] commands, oldest first.
@@ -140,6 +142,7 @@ impl crate::supervisor::Component for UplinkComponent {
             commands: self.commands.clone(),
             logs: self.logs.clone(),
             paused: self.paused.clone(),
+            clock: self.clock.clone(),
             link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
@@ -211,6 +214,7 @@ struct Uplink {
     commands: RecentCommands,
     logs: Logs,
     paused: Arc<AtomicBool>,
+    clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
     /// What the detail says about the session ([`publish_detail`]).
     link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
@@ -329,6 +333,7 @@ impl Uplink {
             site_id: self.site_id.clone(),
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             config_version: self.config_version,
+            wants_heartbeat_acks: true,
         };
         tx.send(pb::AgentMessage { body: Some(agent_message::Body::Hello(hello)) }).await.ok();
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -374,6 +379,7 @@ impl Uplink {
         loop {
             self.fill_window(&mut session).await?;
             self.send_receipts(&mut session).await?;
+            self.ctx.wait_on(crate::load::WaitingOn::ControlPlane);
             tokio::select! {
                 message = inbound.message() => match message? {
                     Some(message) => self.handle(&mut session, message).await?,
@@ -404,6 +410,7 @@ impl Uplink {
             let id = capture.meta.capture_id;
             if session.max_image_bytes > 0 && capture.image.len() as u64 > session.max_image_bytes {
                 tracing::error!(capture_id = %id, size = capture.image.len(), max = session.max_image_bytes, "capture larger than the control plane accepts, skipped this session");
+                self.ctx.failed(1);
                 continue;
             }
             if !session.in_flight.insert(id) {
@@ -520,11 +527,17 @@ impl Uplink {
                     crate::process::report(&dir, version, model.as_deref().unwrap_or_default())
                 })
                 .await?;
+                let clock = *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let clock = clock.map(|c| pb::ClockOffset {
+                    offset_ms: c.offset_ms,
+                    round_trip_ms: c.round_trip_ms,
+                    measured_at: Some(wire::timestamp(c.measured_at)),
+                });
                 session
                     .send(agent_message::Body::Introspection(pb::IntrospectionResponse {
                         request_id: req.request_id,
                         components: snapshots.iter().map(wire::component_state_with_events).collect(),
-                        process: Some(wire::process_state(&process)),
+                        process: Some(pb::ProcessState { clock, ..wire::process_state(&process) }),
                     }))
                     .await?;
             }
@@ -543,6 +556,11 @@ impl Uplink {
                     let _ =
                         tx.send(pb::AgentMessage { body: Some(agent_message::Body::Logs(response)) }).await;
                 });
+            }
+            Some(control_message::Body::HeartbeatAck(ack)) => {
+                if let Some(offset) = wire::clock_offset(&ack, chrono::Utc::now()) {
+                    *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
+                }
             }
             Some(control_message::Body::Command(cmd)) => self.command(session, cmd).await?,
             Some(control_message::Body::Welcome(_)) => tracing::warn!("unexpected second welcome ignored"),
@@ -586,7 +604,8 @@ impl Uplink {
             return session.send(agent_message::Body::CommandResult(earlier)).await;
         }
         let answer = |ok: bool, message: String| {
-            let result = pb::CommandResult { command_id: cmd.command_id.clone(), ok, message };
+            let result =
+                pb::CommandResult { command_id: cmd.command_id.clone(), ok, message, checks: Vec::new() };
             self.commands.record(&result);
             agent_message::Body::CommandResult(result)
         };
@@ -646,6 +665,30 @@ impl Uplink {
                     }
                 };
                 session.send(answer(result.is_ok(), result.unwrap_or_else(|e| e))).await
+            }
+            Some(command::Kind::RunDiagnostics(_)) => {
+                tracing::info!(command_id = %cmd.command_id, "diagnostics requested");
+                let (snapshots, dir) = (self.registry.snapshots(), self.buffer.dir().to_owned());
+                let clock = *self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let checks =
+                    tokio::task::spawn_blocking(move || crate::diagnostics::run(&snapshots, &dir, clock))
+                        .await?;
+                let failed = checks.iter().filter(|c| !c.ok).count();
+                let message = match failed {
+                    0 => format!("all {} checks passed", checks.len()),
+                    n => format!("{n} of {} checks failed", checks.len()),
+                };
+                let result = pb::CommandResult {
+                    command_id: cmd.command_id.clone(),
+                    ok: true,
+                    message,
+                    checks: checks
+                        .into_iter()
+                        .map(|c| pb::DiagnosticCheck { name: c.name, ok: c.ok, message: c.message })
+                        .collect(),
+                };
+                self.commands.record(&result);
+                session.send(agent_message::Body::CommandResult(result)).await
             }
             None => session.send(answer(false, "unknown command".into())).await,
         }

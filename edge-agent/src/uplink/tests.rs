@@ -132,8 +132,9 @@ fn start_uplink_in(
         commands: Default::default(),
         logs: crate::logs::Logs::detached(),
         paused: Default::default(),
+        clock: Default::default(),
     };
-    let ctx = ComponentCtx { name: "uplink".into(), registry, shutdown };
+    let ctx = ComponentCtx::new("uplink", &registry, shutdown);
     tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
 }
 
@@ -317,8 +318,12 @@ fn jitter_stays_within_half_to_full_step() {
 #[test]
 fn recent_commands_keep_the_newest_results_within_their_capacity() {
     let recent = RecentCommands::default();
-    let result =
-        |i: usize| pb::CommandResult { command_id: format!("c{i}"), ok: true, message: format!("m{i}") };
+    let result = |i: usize| pb::CommandResult {
+        command_id: format!("c{i}"),
+        ok: true,
+        message: format!("m{i}"),
+        checks: Vec::new(),
+    };
     for i in 0..=RecentCommands::CAPACITY {
         recent.record(&result(i));
     }

@@ -3,6 +3,7 @@
 use lanewatch_proto::v1 as pb;
 use sha2::{Digest, Sha256};
 
+pub use crate::domain::ClockOffset;
 use crate::domain::{Capture, DeletionReason, DeletionReceipt, OccupancyStatus, ValueClass, VehicleClass};
 use crate::logs::{LogPage, LogQuery};
 use crate::supervisor::{ComponentSnapshot, ComponentStatus};
@@ -139,6 +140,7 @@ pub fn process_state(p: &crate::process::ProcessReport) -> pb::ProcessState {
         software_version: p.software_version.clone(),
         config_version: p.config_version,
         model_version: p.model_version.clone(),
+        clock: None,
     }
 }
 
@@ -163,6 +165,22 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         inbox_depth: s.inbox.map_or(0, |i| u32::try_from(i.depth).unwrap_or(u32::MAX)),
         inbox_capacity: s.inbox.map_or(0, |i| u32::try_from(i.capacity).unwrap_or(u32::MAX)),
         events: Vec::new(),
+        failed: s.failed,
+        busy_seconds: s.rates.busy_seconds,
+        rates_1m: Some(rates(&s.rates.m1)),
+        rates_5m: Some(rates(&s.rates.m5)),
+        rates_15m: Some(rates(&s.rates.m15)),
+        waiting_on: s.waiting_on.as_str().to_owned(),
+        memory_bytes: s.memory_bytes.unwrap_or(0),
+        has_memory_bytes: s.memory_bytes.is_some(),
+    }
+}
+
+fn rates(w: &crate::load::Window) -> pb::ComponentRates {
+    pb::ComponentRates {
+        processed_per_sec: w.processed_per_sec,
+        failed_per_sec: w.failed_per_sec,
+        busy_ratio: w.busy_ratio,
     }
 }
 
@@ -179,6 +197,23 @@ pub fn component_state_with_events(s: &ComponentSnapshot) -> pb::ComponentState 
         })
         .collect();
     pb::ComponentState { events, ..component_state(s) }
+}
+
+/// The offset an ack received at `now` (agent clock) shows, as NTP computes it; `None` for an
+/// ack without its times.
+pub fn clock_offset(ack: &pb::HeartbeatAck, now: chrono::DateTime<chrono::Utc>) -> Option<ClockOffset> {
+    let time = |t: &Option<prost_types::Timestamp>| {
+        let t = t.as_ref()?;
+        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+    };
+    let (sent, received, replied) =
+        (time(&ack.heartbeat_sent_at)?, time(&ack.received_at)?, time(&ack.replied_at)?);
+    let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+    Some(ClockOffset {
+        offset_ms: (ms(sent - received) + ms(now - replied)) / 2.0,
+        round_trip_ms: ms(now - sent) - ms(replied - received),
+        measured_at: now,
+    })
 }
 
 /// The longest a `LogsRequest` may wait for a matching line.
@@ -247,6 +282,21 @@ pub fn health(snapshots: &[ComponentSnapshot]) -> pb::Health {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn the_clock_offset_is_taken_from_the_round_trip() {
+        let at = |ms: i64| chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap();
+        // the agent is 250 ms ahead; 20 ms each way, 5 ms at the control plane
+        let ack = pb::HeartbeatAck {
+            heartbeat_sent_at: Some(timestamp(at(250))),
+            received_at: Some(timestamp(at(20))),
+            replied_at: Some(timestamp(at(25))),
+        };
+        let offset = clock_offset(&ack, at(250 + 45)).unwrap();
+        assert!((offset.offset_ms - 250.0).abs() < 1e-6, "{offset:?}");
+        assert!((offset.round_trip_ms - 40.0).abs() < 1e-6, "{offset:?}");
+        assert_eq!(clock_offset(&pb::HeartbeatAck::default(), at(0)), None);
+    }
 
     #[test]
     fn chunks_are_contiguous_and_bounded() {

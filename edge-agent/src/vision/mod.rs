@@ -53,6 +53,7 @@ use self::model::{Face, FaceDetector};
 use self::occupancy::{FrameCounts, count_frame, decide, fuse};
 use self::quarantine::Quarantine;
 use crate::domain::{Capture, OccupancyStatus};
+use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
@@ -410,12 +411,14 @@ impl Component for VisionComponent {
             let mut processing = futures::stream::FuturesOrdered::new();
             let mut open = true;
             while open || !processing.is_empty() {
+                // its input, or the inference in flight
+                ctx.wait_on(if processing.is_empty() { WaitingOn::Input } else { WaitingOn::Nothing });
                 let processed = tokio::select! {
                     next = input.recv(), if open && processing.len() < workers => {
                         match next {
                             Some(capture) => {
-                                let v = vision.clone();
-                                processing.push_back(tokio::task::spawn_blocking(move || v.process(capture)));
+                                let (v, busy) = (vision.clone(), ctx.busy());
+                                processing.push_back(tokio::task::spawn_blocking(move || busy.measure(|| v.process(capture))));
                             }
                             None => open = false,
                         }
@@ -460,6 +463,7 @@ impl Component for VisionComponent {
                         }
                     };
                     if let Some((capture, reason)) = quarantined {
+                        ctx.failed(1);
                         tracing::warn!(capture_id = %capture.meta.capture_id, camera = %capture.meta.camera_id, %reason, "capture quarantined");
                         let q = quarantine.clone();
                         let image = (!capture.image.is_empty()).then(|| capture.image.clone());

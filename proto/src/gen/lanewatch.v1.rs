@@ -173,6 +173,21 @@ pub struct ProcessState {
     /// The face model vision runs; empty without vision.
     #[prost(string, tag = "10")]
     pub model_version: ::prost::alloc::string::String,
+    /// The agent's clock against the control plane's, from its last heartbeat round trip; absent
+    /// until one was measured.
+    #[prost(message, optional, tag = "11")]
+    pub clock: ::core::option::Option<ClockOffset>,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ClockOffset {
+    /// Agent clock minus control plane clock, in milliseconds (positive: the agent is ahead).
+    #[prost(double, tag = "1")]
+    pub offset_ms: f64,
+    /// The round trip it was measured over; the offset is within half of it.
+    #[prost(double, tag = "2")]
+    pub round_trip_ms: f64,
+    #[prost(message, optional, tag = "3")]
+    pub measured_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// The supervision snapshot of one component.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -205,6 +220,39 @@ pub struct ComponentState {
     /// restarts. Sent in introspection answers, not in heartbeats.
     #[prost(message, repeated, tag = "11")]
     pub events: ::prost::alloc::vec::Vec<ComponentEvent>,
+    /// Items it could not process (quarantined, skipped) since the agent started.
+    #[prost(uint64, tag = "12")]
+    pub failed: u64,
+    /// Its busy time since it first started: the poll time of its task and the CPU time of the
+    /// threads working for it (inference, buffer writes, camera grabbing).
+    #[prost(double, tag = "13")]
+    pub busy_seconds: f64,
+    /// Over the last 1, 5 and 15 minutes (over its lifetime while younger); absent from older agents.
+    #[prost(message, optional, tag = "14")]
+    pub rates_1m: ::core::option::Option<ComponentRates>,
+    #[prost(message, optional, tag = "15")]
+    pub rates_5m: ::core::option::Option<ComponentRates>,
+    #[prost(message, optional, tag = "16")]
+    pub rates_15m: ::core::option::Option<ComponentRates>,
+    /// What it is waiting on now: nothing (working), input, downstream, device, control_plane;
+    /// empty from older agents.
+    #[prost(string, tag = "17")]
+    pub waiting_on: ::prost::alloc::string::String,
+    /// The memory it holds, where that can be measured (a camera's frame ring).
+    #[prost(uint64, tag = "18")]
+    pub memory_bytes: u64,
+    #[prost(bool, tag = "19")]
+    pub has_memory_bytes: bool,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ComponentRates {
+    #[prost(double, tag = "1")]
+    pub processed_per_sec: f64,
+    #[prost(double, tag = "2")]
+    pub failed_per_sec: f64,
+    /// Busy time over wall time: 1.0 is one core busy all the time (more with several threads).
+    #[prost(double, tag = "3")]
+    pub busy_ratio: f64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ComponentEvent {
@@ -365,7 +413,7 @@ pub mod agent_message {
 /// Everything the control plane sends within a session.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ControlMessage {
-    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "control_message::Body", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
     pub body: ::core::option::Option<control_message::Body>,
 }
 /// Nested message and enum types in `ControlMessage`.
@@ -386,6 +434,9 @@ pub mod control_message {
         ReceiptAck(super::ReceiptAck),
         #[prost(message, tag = "16")]
         LogsRequest(super::LogsRequest),
+        /// Sent only to agents whose Hello set wants_heartbeat_acks.
+        #[prost(message, tag = "17")]
+        HeartbeatAck(super::HeartbeatAck),
     }
 }
 /// Opens a session.
@@ -407,6 +458,10 @@ pub struct Hello {
     /// Version of the configuration the agent runs (0 when it runs a local file never pushed).
     #[prost(uint64, tag = "5")]
     pub config_version: u64,
+    /// The agent measures its clock against the control plane's from HeartbeatAcks; agents that
+    /// do not set this are never sent one.
+    #[prost(bool, tag = "6")]
+    pub wants_heartbeat_acks: bool,
 }
 /// Answers Hello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -448,6 +503,18 @@ pub struct Heartbeat {
     /// One line per supervised component.
     #[prost(message, repeated, tag = "5")]
     pub components: ::prost::alloc::vec::Vec<ComponentState>,
+}
+/// Answers a heartbeat with the control plane's clock, so that the agent can measure its offset
+/// from it, as NTP does: offset = ((received_at - sent_at) + (replied_at - agent's receipt)) / 2.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatAck {
+    /// The heartbeat's own sent_at, echoed.
+    #[prost(message, optional, tag = "1")]
+    pub heartbeat_sent_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "2")]
+    pub received_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "3")]
+    pub replied_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// Starts the upload of one capture. Chunks of its image follow, in order.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -506,7 +573,7 @@ pub struct ConfigAck {
 pub struct Command {
     #[prost(string, tag = "1")]
     pub command_id: ::prost::alloc::string::String,
-    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -523,7 +590,24 @@ pub mod command {
         PauseComponent(super::PauseComponent),
         #[prost(message, tag = "14")]
         ResumeComponent(super::ResumeComponent),
+        #[prost(message, tag = "15")]
+        RunDiagnostics(super::RunDiagnostics),
     }
+}
+/// Checks the site (disk, LIDAR link, cameras, clock, model); the result carries the checks.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunDiagnostics {}
+/// One check of a RunDiagnostics.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DiagnosticCheck {
+    /// disk, lidar, camera <id>, clock, model
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub ok: bool,
+    /// What the check saw, with its figures.
+    #[prost(string, tag = "3")]
+    pub message: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Ping {}
@@ -554,7 +638,7 @@ pub struct ResumeComponent {
     #[prost(string, tag = "1")]
     pub component: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CommandResult {
     #[prost(string, tag = "1")]
     pub command_id: ::prost::alloc::string::String,
@@ -562,6 +646,9 @@ pub struct CommandResult {
     pub ok: bool,
     #[prost(string, tag = "3")]
     pub message: ::prost::alloc::string::String,
+    /// The checks of a RunDiagnostics; empty for other commands.
+    #[prost(message, repeated, tag = "4")]
+    pub checks: ::prost::alloc::vec::Vec<DiagnosticCheck>,
 }
 /// Proof that an agent deleted a capture without upload. Durable on the agent until acked.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -1,6 +1,7 @@
-//! `lanewatch-control bench api` runs end to end on a small data set (a fresh PostgreSQL
-//! database, SeaweedFS started by the bench itself) and prints one JSON object with finite
-//! figures. Only the shape is checked: timings are not asserted.
+//! The benches run end to end on small sets and print one JSON object with finite figures:
+//! `lanewatch-control bench api` (a fresh PostgreSQL database, SeaweedFS started by the bench
+//! itself) and `lanewatch bench introspection` (a real control plane and agent). Only the shape
+//! is checked: timings are not asserted.
 
 use anyhow::{Context, Result};
 use lanewatch_tests::{Postgres, SeaweedFs, run_to_exit_with_stdout};
@@ -71,6 +72,50 @@ fn lanewatch_bench_sensing_prints_every_figure() -> Result<()> {
     for key in ["speed_error_kmh", "trigger_error_ms", "scan_period_ratio_100hz", "scan_to_trigger_p99_ms"] {
         let value = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
         assert!(value.is_finite() && value >= 0.0, "{key}: {report}");
+    }
+    Ok(())
+}
+
+/// `lanewatch bench introspection` runs end to end on a small run: the agent's overhead bench,
+/// a real control plane and agent inspected on loopback, and prints one JSON object with finite
+/// figures. Only the shape is checked: timings are not asserted.
+#[test]
+fn bench_introspection_smoke() -> Result<()> {
+    let args = [
+        "bench",
+        "introspection",
+        "--json",
+        "--inspects",
+        "20",
+        "--history-secs",
+        "1",
+        "--items",
+        "5000",
+        "--rounds",
+        "1",
+    ];
+    let (status, stdout, stderr) = run_to_exit_with_stdout("lanewatch", &args, Duration::from_secs(120))?;
+    assert!(status.success(), "bench failed: {status}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected exactly one json line, got:\n{stdout}");
+    let report: serde_json::Value = serde_json::from_str(lines[0])?;
+    for key in [
+        "overhead_ratio",
+        "pipeline_items_per_s_with",
+        "pipeline_items_per_s_without",
+        "inspect_p50_ms",
+        "inspect_p99_ms",
+    ] {
+        let v = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}: {report}");
+    }
+    assert!(report["inspect_p50_ms"].as_f64() <= report["inspect_p99_ms"].as_f64(), "{report}");
+    assert_eq!(report["inspects"], 20, "{report}");
+    assert!(report["inspect_answer_bytes"].as_u64().unwrap() > 500, "a full inspect: {report}");
+    assert!(report["history_error"].is_null(), "{report}");
+    for key in ["history_writes_per_s_10k", "history_bytes_per_agent_day"] {
+        let v = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
+        assert!(v.is_finite() && v > 0.0, "{key} = {v}: {report}");
     }
     Ok(())
 }

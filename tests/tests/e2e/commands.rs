@@ -182,14 +182,15 @@ async fn a_command_the_agent_never_answers_times_out() -> Result<()> {
             mute(RESUME, on_mute.clone()),
             mute(LOG_FILTER, json!({ "agent": "agent-mute", "filter": "debug", "for": 60 })),
             mute("query { agentLogs(agentId: \"agent-mute\") { lastSeq } }", json!({})),
+            mute(DIAGNOSE, json!({ "agent": "agent-mute" })),
         )
     };
     let answers = tokio::select! {
         answers = asked => answers?,
         () = heartbeats => anyhow::bail!("the session ended"),
     };
-    let (restarted, paused, resumed, filtered, logs) = answers;
-    for answer in [restarted, paused, resumed, filtered] {
+    let (restarted, paused, resumed, filtered, logs, diagnosed) = answers;
+    for answer in [restarted, paused, resumed, filtered, diagnosed] {
         assert_eq!(code(&answer), "DEADLINE_EXCEEDED", "{answer}");
         let message = answer["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains("did not answer the command within 5s"), "{answer}");
@@ -206,6 +207,8 @@ const PAUSE: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
   pauseComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
 const RESUME: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
   resumeComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
+const DIAGNOSE: &str = "mutation($agent: ID!, $id: ID) {
+  runDiagnostics(agentId: $agent, commandId: $id) { commandId message ok checks { name ok message } } }";
 const LOG_FILTER: &str = "mutation($agent: ID!, $filter: String!, $for: Int!, $id: ID) {
   setAgentLogFilter(agentId: $agent, filter: $filter, forSecs: $for, commandId: $id) { commandId message } }";
 
@@ -337,5 +340,72 @@ async fn pause_resume_and_the_log_filter_are_authorized_audited_and_explain_thei
         assert_eq!(code(&offline), "UNAVAILABLE", "{offline}");
         assert!(offline.to_string().contains("is offline"), "{offline}");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_check_the_site_and_are_authorized_audited_and_explain_their_errors() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let admin = cp.create_admin_key()?;
+    let operator = cp.create_key(&admin, "OPERATOR").await?;
+    let agency = cp.create_key(&admin, "AGENCY").await?;
+    let mut agent = AgentBuilder::new(&cp, "site-diag").start()?;
+    // what the checks need to pass: a camera streaming, scans arriving, the clock measured
+    let camera = cp.wait_running(&agent.id, "acquire-").await?;
+    cp.wait_for("the camera streaming, scans and the clock measured", || async {
+        let c = cp.component(&agent.id, &camera).await?;
+        let detail: Value = serde_json::from_str(c["detailJson"].as_str().unwrap_or("null"))?;
+        let data = cp
+            .graphql(
+                "query($id: ID!) { agent(id: $id) { process { clockOffsetMs } } }",
+                json!({ "id": agent.id }),
+            )
+            .await?;
+        let clock = !data["agent"]["process"]["clockOffsetMs"].is_null();
+        let scans = cp.component(&agent.id, "sense").await?["processed"].as_u64().unwrap_or(0) > 0;
+        Ok((detail["state"] == "streaming" && clock && scans).then_some(()))
+    })
+    .await?;
+
+    let text = crate::cli::ok(&cp, &operator, &["diagnose", &agent.id])?;
+    for line in [
+        "ok   disk",
+        "ok   lidar",
+        &format!("ok   camera {}", camera.trim_start_matches("acquire-")),
+        "ok   clock",
+        "ok   model",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} in:\n{text}");
+    }
+    assert!(text.contains("1 MiB written and synced in"), "{text}");
+    assert!(text.contains("scans/s over the last minute"), "{text}");
+    assert!(text.contains("vision is off: no model to load"), "{text}");
+    assert!(text.trim_end().ends_with("checks passed"), "{text}");
+
+    // idempotent by command id, refused to agencies, a failing check fails the command line
+    let id = uuid::Uuid::now_v7().to_string();
+    let first = cp.graphql_with_key(&operator, DIAGNOSE, json!({ "agent": agent.id, "id": id })).await?;
+    assert_eq!(first["data"]["runDiagnostics"]["ok"], true, "{first}");
+    let again = cp.graphql_with_key(&operator, DIAGNOSE, json!({ "agent": agent.id, "id": id })).await?;
+    assert_eq!(again["data"], first["data"], "a repeat gets the first answer: {again}");
+    let refused = cp.graphql_with_key(&agency, DIAGNOSE, json!({ "agent": agent.id })).await?;
+    assert_eq!(code(&refused), "PERMISSION_DENIED", "{refused}");
+    crate::cli::ok(&cp, &operator, &["exec", &agent.id, "pause", &camera])?;
+    wait_status(&cp, &agent.id, &camera, "PAUSED").await?;
+    let (status, stdout, stderr) = crate::cli::lanewatch(&cp, Some(&operator), &["diagnose", &agent.id])?;
+    assert!(!status.success(), "a failing check exits non-zero:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("FAIL camera") && l.contains("is paused")), "{stdout}");
+    assert!(stderr.contains("1 of ") && stderr.contains("checks failed"), "{stderr}");
+
+    let rows = cp.audit_rows(&admin, 100).await?;
+    let target = format!("agent/{}/diagnostics", agent.id);
+    let count =
+        |r: &str| rows.iter().filter(|(a, t, x)| a == "runDiagnostics" && *t == target && x == r).count();
+    assert_eq!((count("OK"), count("ERROR")), (4, 1), "{rows:?}");
+
+    let exited = agent.proc.terminate(Duration::from_secs(20))?;
+    assert!(exited.success(), "{exited}");
+    cp.wait_offline(&agent.id).await?;
+    crate::cli::refused(&cp, Some(&operator), &["diagnose", &agent.id], "is offline")?;
     Ok(())
 }

@@ -52,6 +52,24 @@ async fn agent_components_are_introspectable_through_graphql() -> Result<()> {
     assert!(process["bufferVolumeFreeBytes"].as_u64().unwrap() > 0, "{process}");
     assert_eq!(process["softwareVersion"], env!("CARGO_PKG_VERSION"), "{process}");
     assert_eq!(process["modelVersion"], serde_json::Value::Null, "no vision, no model: {process}");
+    // its clock against the control plane's, from a heartbeat round trip: both run on this
+    // machine's one clock, so the true offset is 0 and the estimate is off by at most half the
+    // round trip (the two legs' difference)
+    let clock = cp
+        .wait_for("a clock offset", || async {
+            let data = cp
+                .graphql(
+                    "query($id: ID!) { agent(id: $id) { process { clockOffsetMs clockRoundTripMs clockMeasuredAt } } }",
+                    json!({ "id": agent.id }),
+                )
+                .await?;
+            let process = data["agent"]["process"].clone();
+            Ok((!process["clockOffsetMs"].is_null()).then_some(process))
+        })
+        .await?;
+    let (offset, rtt) =
+        (clock["clockOffsetMs"].as_f64().unwrap(), clock["clockRoundTripMs"].as_f64().unwrap());
+    assert!(rtt >= 0.0 && offset.abs() <= rtt / 2.0 + 1.0, "{clock}");
 
     let names: Vec<&str> = components.iter().filter_map(|c| c["name"].as_str()).collect();
     for expected in ["sense", "detect", "trigger", "uplink"] {
@@ -106,6 +124,51 @@ async fn agent_components_are_introspectable_through_graphql() -> Result<()> {
     let (bytes, max_bytes) = (buffer["bytes"].as_u64().unwrap(), buffer["max_bytes"].as_u64().unwrap());
     assert!(bytes <= max_bytes, "{buffer}");
     assert_eq!(bytes == 0, buffer["captures"] == 0, "bytes buffered iff captures buffered: {buffer}");
+
+    // the load figures are the components' own: the scanner's source works all the time, so its
+    // rate over its (short) life is its count over that life, and it has been busy
+    let data = cp
+        .graphql(
+            "query($id: ID!) { agent(id: $id) { process { uptimeSecs } components { name processed failed waitingOn memoryBytes
+               busySeconds busyRatio rates { oneMinute { processedPerSec failedPerSec busyRatio }
+               fifteenMinutes { processedPerSec } } } } }",
+            json!({ "id": agent.id }),
+        )
+        .await?;
+    let uptime = data["agent"]["process"]["uptimeSecs"].as_f64().unwrap();
+    let components = data["agent"]["components"].as_array().unwrap();
+    let sense = components.iter().find(|c| c["name"] == "sense").unwrap();
+    let (processed, rate) = (
+        sense["processed"].as_f64().unwrap(),
+        sense["rates"]["oneMinute"]["processedPerSec"].as_f64().unwrap(),
+    );
+    assert!(uptime < 60.0, "this test reads a young agent: {uptime}s");
+    let lifetime_rate = processed / uptime;
+    assert!(rate > lifetime_rate / 2.0 && rate < lifetime_rate * 2.0, "{sense} over {uptime}s");
+    assert_eq!(
+        sense["rates"]["fifteenMinutes"]["processedPerSec"],
+        sense["rates"]["oneMinute"]["processedPerSec"]
+    );
+    assert!(sense["busySeconds"].as_f64().unwrap() > 0.0, "{sense}");
+    // what each is waiting on; the uplink, answering between the control plane's messages,
+    // says it waits on the control plane
+    let uplink = components.iter().find(|c| c["name"] == "uplink").unwrap();
+    assert_eq!(uplink["waitingOn"], "control_plane", "{uplink}");
+    for c in components {
+        // a camera measures the frames its ring holds; other components say nothing
+        let name = c["name"].as_str().unwrap();
+        if name.starts_with("acquire-") {
+            assert!(c["memoryBytes"].as_u64().unwrap() > 0, "{c}");
+        } else {
+            assert!(c["memoryBytes"].is_null(), "{c}");
+        }
+        let waiting = c["waitingOn"].as_str().unwrap_or("");
+        assert!(["nothing", "input", "downstream", "device", "control_plane"].contains(&waiting), "{c}");
+        let busy = c["busyRatio"].as_f64().unwrap();
+        assert!((0.0..4.0).contains(&busy), "{c}");
+        assert_eq!(c["failed"], 0, "{c}");
+        assert_eq!(c["rates"]["oneMinute"]["failedPerSec"], 0.0, "{c}");
+    }
     Ok(())
 }
 

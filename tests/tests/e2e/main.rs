@@ -12,6 +12,7 @@ mod config;
 mod config_rollout;
 mod demo;
 mod faults;
+mod history;
 mod lifecycle;
 mod protocol;
 mod replicas;

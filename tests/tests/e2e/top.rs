@@ -168,6 +168,12 @@ fn row<'a>(screen: &'a str, name: &str) -> Option<Vec<&'a str>> {
     screen.lines().filter(|l| l.starts_with('│')).map(cells).find(|c| c.first() == Some(&name))
 }
 
+/// Where the column headed `title` is in the rows (by the header line, not a fixed position).
+fn column(screen: &str, title: &str) -> Option<usize> {
+    let header = screen.lines().find(|l| l.starts_with('│') && l.contains(title))?;
+    cells(header).iter().position(|c| c.trim_end_matches('▼') == title)
+}
+
 /// The name of the selected component row.
 fn selected(screen: &str) -> Option<String> {
     screen.lines().find(|l| l.contains('▶')).and_then(|l| cells(l).first().map(|s| (*s).to_owned()))
@@ -195,8 +201,8 @@ async fn top_shows_an_agent_live_restarts_a_component_and_quits_cleanly() -> Res
     })
     .await?;
 
-    // sort by name (inbox depth → restarts → processed → name): the rows stop moving
-    top.press("sss")?;
+    // sort by name (busy → inbox depth → restarts → processed → name): the rows stop moving
+    top.press("ssss")?;
     top.wait_for("the rows sorted by name", |s| s.contains("sorted by name").then_some(())).await?;
     // select the trigger: down one row at a time, each step seen on the screen
     for _ in 0..ROWS {
@@ -220,7 +226,7 @@ async fn top_shows_an_agent_live_restarts_a_component_and_quits_cleanly() -> Res
     .await?;
     // the next refreshes show the new count too
     top.wait_for("the new restart count on the screen", |s| {
-        let shown = row(s, &trigger)?.get(2)?.parse::<u64>().ok()?;
+        let shown = row(s, &trigger)?.get(column(s, "RESTARTS")?)?.parse::<u64>().ok()?;
         (shown > before).then_some(())
     })
     .await?;
