@@ -132,8 +132,7 @@ async fn supervised(items: u64) -> anyhow::Result<(Duration, u64, usize)> {
                 }
                 registry.sample();
                 for snapshot in registry.snapshots() {
-                    let state = crate::uplink::wire::component_state_with_events(&snapshot);
-                    std::hint::black_box(prost::Message::encoded_len(&state));
+                    std::hint::black_box(crate::uplink::wire::introspection_bytes(&snapshot));
                     seen += 1;
                 }
             }

@@ -268,6 +268,12 @@ pub fn logs_response(request_id: String, page: LogPage) -> pb::LogsResponse {
     }
 }
 
+/// The bytes a snapshot takes in an introspection answer (`bench introspection` encodes every
+/// snapshot as the uplink would, without knowing the wire types).
+pub fn introspection_bytes(s: &ComponentSnapshot) -> usize {
+    prost::Message::encoded_len(&component_state_with_events(s))
+}
+
 pub fn health(snapshots: &[ComponentSnapshot]) -> pb::Health {
     if snapshots.iter().any(|s| s.status == ComponentStatus::Failed) {
         pb::Health::Failing
