@@ -60,6 +60,13 @@ fn wait_for_log(proc: &mut Proc, needle: &str) -> Result<()> {
     }
 }
 
+/// The `sense` component as the agent reports it now, and its driver's detail.
+async fn sense(cp: &ControlPlane, agent_id: &str) -> Result<(Value, Value)> {
+    let c = cp.component(agent_id, "sense").await?;
+    let detail = serde_json::from_str(c["detailJson"].as_str().unwrap_or("null"))?;
+    Ok((c, detail))
+}
+
 async fn first_capture(cp: &ControlPlane, site: &str) -> Result<Value> {
     cp.wait_for("a capture from the site", || async {
         let captures = cp.all_captures().await?;
@@ -93,12 +100,25 @@ async fn an_agent_reads_a_sick_scanner_and_outlives_it() -> Result<()> {
         .start()?;
     let capture = first_capture(&cp, "site-sick").await?;
     assert!(capture["lane"].as_i64().is_some_and(|l| (0..2).contains(&l)), "{capture}");
-    assert!(agent.proc.stderr().contains(&format!("connected to sick scanner address={}", scanner.addr)));
+    // the driver's own state, read from the running agent
+    let (_, detail) = sense(&cp, &agent.id).await?;
+    assert_eq!(detail["state"], "connected", "{detail}");
+    assert_eq!(
+        (detail["source"].as_str(), detail["origin"].as_str()),
+        (Some("sick"), Some(scanner.addr.as_str())),
+        "{detail}"
+    );
 
-    // the scanner goes away: the agent keeps retrying instead of failing
+    // the scanner goes away: the agent keeps retrying instead of failing, several times over
     scanner.proc.terminate(Duration::from_secs(10))?;
-    wait_for_log(&mut agent.proc, "scanner connection lost")?;
-    std::thread::sleep(Duration::from_secs(2));
+    let (c, detail) = cp
+        .wait_for("the driver retrying the lost scanner", || async {
+            let (c, detail) = sense(&cp, &agent.id).await?;
+            Ok((detail["state"] == "connecting" && detail["connect_failures"].as_u64() >= Some(3))
+                .then_some((c, detail)))
+        })
+        .await?;
+    assert_eq!(c["status"], "RUNNING", "retrying is not failing: {c} {detail}");
     assert!(agent.proc.try_status().is_none(), "agent exited: {}", agent.proc.stderr());
     agent.proc.terminate(Duration::from_secs(20))?;
     Ok(())
