@@ -206,13 +206,14 @@ impl LogRing {
         let deadline = tokio::time::Instant::now() + wait;
         let mut query = query.clone();
         loop {
+            // marked seen before the query, so a line pushed after it wakes the wait below
+            newest.borrow_and_update();
             let page = self.query(&query);
             if !page.lines.is_empty() {
                 return page;
             }
             // later lines only: the ones seen so far did not match
             query.after_seq = Some(page.last_seq);
-            newest.borrow_and_update();
             if tokio::time::timeout_at(deadline, newest.changed()).await.is_err() {
                 return page;
             }
