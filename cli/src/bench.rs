@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::api::Api;
-use crate::demo::{control_config, create_admin_key, shutdown};
+use crate::demo::{ControlPlane, create_admin_key, shutdown, start_control_plane};
 use crate::process::{Managed, ready_file, sibling_binary};
 
 /// Runs the three parts and prints their figures (one JSON object with `--json`). `args`:
@@ -99,25 +99,11 @@ struct RoundTrips {
 async fn inspect_round_trips(inspects: usize) -> Result<RoundTrips> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let (data, logs) = (dir.path().to_owned(), dir.path().join("logs"));
-    std::fs::create_dir_all(data.join("control"))?;
     std::fs::create_dir_all(&logs)?;
-    let control_toml = data.join("control/control.toml");
-    std::fs::write(&control_toml, control_config(&data, 0, 0))?;
-    let control_ready = data.join("control/ready.json");
-    let mut control = Managed::spawn(
-        "control-plane",
-        Command::new(sibling_binary("lanewatch-control")?)
-            .arg("--config")
-            .arg(&control_toml)
-            .arg("--ready-file")
-            .arg(&control_ready),
-        &logs,
-    )?;
+    let ControlPlane { mut control, control_toml, http, grpc } =
+        start_control_plane(&data, &logs, 0, 0).await?;
     let mut agents = Vec::new();
     let result = async {
-        let ready = ready_file(&control_ready, &mut control).await?;
-        let http = ready["http_addr"].as_str().context("control plane ready file: http_addr")?.to_owned();
-        let grpc = ready["grpc_addr"].as_str().context("control plane ready file: grpc_addr")?.to_owned();
         let api = Api::new(&http, Some(create_admin_key(&control_toml)?))?;
         let agent_dir = data.join("agent");
         std::fs::create_dir_all(&agent_dir)?;

@@ -55,7 +55,55 @@ const SITES: &[DemoSite] = &[
     DemoSite { id: "i90-wb-mp7", lanes: 2, flow_veh_h_per_lane: 900, hov_min_occupants: 2 },
 ];
 
-pub(crate) fn control_config(dir: &Path, http_port: u16, grpc_port: u16) -> String {
+/// A control plane this command started, ready.
+pub(crate) struct ControlPlane {
+    pub control: Managed,
+    pub control_toml: PathBuf,
+    /// Its HTTP and gRPC addresses, as its ready file says.
+    pub http: String,
+    pub grpc: String,
+}
+
+/// Starts a control plane on embedded defaults under `data/control` (`0` ports: any free one),
+/// its log in `logs`, and waits until it is ready; stopped again if it never gets there.
+pub(crate) async fn start_control_plane(
+    data: &Path,
+    logs: &Path,
+    http_port: u16,
+    grpc_port: u16,
+) -> Result<ControlPlane> {
+    std::fs::create_dir_all(data.join("control"))?;
+    let control_toml = data.join("control/control.toml");
+    std::fs::write(&control_toml, control_config(data, http_port, grpc_port))?;
+    let control_ready = data.join("control/ready.json");
+    let _ = std::fs::remove_file(&control_ready);
+    let mut control = Managed::spawn(
+        "control-plane",
+        Command::new(sibling_binary("lanewatch-control")?)
+            .arg("--config")
+            .arg(&control_toml)
+            .arg("--ready-file")
+            .arg(&control_ready),
+        logs,
+    )?;
+    let addrs = async {
+        let ready = ready_file(&control_ready, &mut control).await?;
+        let addr = |key: &str| {
+            ready[key].as_str().map(str::to_owned).with_context(|| format!("control plane ready file: {key}"))
+        };
+        Ok::<_, anyhow::Error>((addr("http_addr")?, addr("grpc_addr")?))
+    }
+    .await;
+    match addrs {
+        Ok((http, grpc)) => Ok(ControlPlane { control, control_toml, http, grpc }),
+        Err(e) => {
+            control.stop(DRAIN).await;
+            Err(e)
+        }
+    }
+}
+
+fn control_config(dir: &Path, http_port: u16, grpc_port: u16) -> String {
     format!(
         "# Demo control plane: embedded defaults (SQLite + local image directory), loopback only.\n\
          version = 1\n\n[grpc]\nlisten = \"127.0.0.1:{grpc_port}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
@@ -137,24 +185,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let data = std::path::absolute(&args.data_dir)?;
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    std::fs::create_dir_all(data.join("control"))?;
 
-    let control_toml = data.join("control/control.toml");
-    std::fs::write(&control_toml, control_config(&data, args.http_port, args.grpc_port))?;
-    let control_ready = data.join("control/ready.json");
-    let _ = std::fs::remove_file(&control_ready);
-    let mut control = Managed::spawn(
-        "control-plane",
-        Command::new(sibling_binary("lanewatch-control")?)
-            .arg("--config")
-            .arg(&control_toml)
-            .arg("--ready-file")
-            .arg(&control_ready),
-        &logs,
-    )?;
-    let ready = ready_file(&control_ready, &mut control).await?;
-    let http = ready["http_addr"].as_str().context("control plane ready file: http_addr")?.to_owned();
-    let grpc = ready["grpc_addr"].as_str().context("control plane ready file: grpc_addr")?.to_owned();
+    let ControlPlane { mut control, control_toml, http, grpc } =
+        start_control_plane(&data, &logs, args.http_port, args.grpc_port).await?;
 
     // The control plane decides on violations with its own lane policies (admins set them): the
     // demo gets an admin key, and puts each site's HOV lane under its policy as soon as the

@@ -168,7 +168,7 @@ pub(crate) async fn restart_component(
 }
 
 /// A scalar as a table cell: strings without quotes, null as `-`.
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -185,7 +185,7 @@ fn time(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, each as wide as its widest cell.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::api::Api;
+use crate::fleet::{table, text};
 
 const HISTORY: &str = "query($agent: ID!, $component: String!, $from: DateTime!, $to: DateTime!) {
   componentHistory(agentId: $agent, component: $component, from: $from, to: $to) {
@@ -107,36 +108,10 @@ fn runs(points: &[Value]) -> Vec<Vec<&Value>> {
     out
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn time(v: &Value) -> String {
     v.as_str()
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map_or_else(|| "-".to_owned(), |t| t.with_timezone(&Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string())
-}
-
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(headers.to_vec());
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
 }
 
 #[cfg(test)]

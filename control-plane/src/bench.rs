@@ -87,9 +87,14 @@ impl std::fmt::Debug for ApiArgs {
 
 /// Runs `bench api` against `database_url`; prints the report to stdout.
 pub fn run_api(runtime: &tokio::runtime::Runtime, database_url: &str, args: &ApiArgs) -> ExitCode {
-    match runtime.block_on(api(database_url, args)) {
+    print_report(args.json, runtime.block_on(api(database_url, args)))
+}
+
+/// Prints a bench's report (one JSON line with `json`, else a table) or why it failed.
+fn print_report(json: bool, report: anyhow::Result<serde_json::Value>) -> ExitCode {
+    match report {
         Ok(report) => {
-            if args.json {
+            if json {
                 println!("{report}");
             } else {
                 print_table(&report);

@@ -23,7 +23,7 @@ use lanewatch_control_plane::db::writer::HistoryWriter;
 use lanewatch_control_plane::domain::{ComponentSample, ComponentStatus};
 use lanewatch_control_plane::metrics::Metrics;
 
-use super::{print_table, round};
+use super::{print_report, round};
 
 /// Component names of a typical agent (two cameras, vision); more are numbered.
 const NAMES: [&str; 8] =
@@ -51,20 +51,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, database_url: Option<&str>, args: 
     let dir = std::env::temp_dir().join(format!("lanewatch-bench-history-{}", uuid::Uuid::now_v7().simple()));
     let report = runtime.block_on(history(database_url, &dir, args));
     let _ = std::fs::remove_dir_all(&dir);
-    match report {
-        Ok(report) => {
-            if args.json {
-                println!("{report}");
-            } else {
-                print_table(&report);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: bench failed: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    print_report(args.json, report)
 }
 
 /// The bench; a SQLite database goes into `dir`, which the caller removes.

@@ -52,7 +52,7 @@ pub fn hello(h: &pb::Hello) -> Result<AgentHello, Error> {
 }
 
 /// A time as protobuf carries it.
-pub fn now_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
@@ -324,10 +324,7 @@ pub fn logs_request(request_id: String, q: &crate::domain::LogQuery) -> pb::Logs
         request_id,
         level: q.level.clone().unwrap_or_default(),
         target: q.target.clone().unwrap_or_default(),
-        since: q.since.map(|t| prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-        }),
+        since: q.since.map(to_timestamp),
         grep: q.grep.clone().unwrap_or_default(),
         limit: q.limit,
         max_bytes: q.max_bytes,

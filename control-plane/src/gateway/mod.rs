@@ -510,8 +510,8 @@ impl Gateway {
                     if wants_heartbeat_acks {
                         let ack = pb::HeartbeatAck {
                             heartbeat_sent_at: h.sent_at,
-                            received_at: Some(convert::now_timestamp(received_at)),
-                            replied_at: Some(convert::now_timestamp(Utc::now())),
+                            received_at: Some(convert::to_timestamp(received_at)),
+                            replied_at: Some(convert::to_timestamp(Utc::now())),
                         };
                         if tx
                             .send(Ok(pb::ControlMessage { body: Some(Out::HeartbeatAck(ack)) }))

@@ -244,6 +244,20 @@ pub enum ComponentStatus {
     Paused,
 }
 
+impl From<domain::ComponentStatus> for ComponentStatus {
+    fn from(s: domain::ComponentStatus) -> Self {
+        match s {
+            domain::ComponentStatus::Unknown => Self::Unknown,
+            domain::ComponentStatus::Starting => Self::Starting,
+            domain::ComponentStatus::Running => Self::Running,
+            domain::ComponentStatus::BackingOff => Self::BackingOff,
+            domain::ComponentStatus::Stopped => Self::Stopped,
+            domain::ComponentStatus::Failed => Self::Failed,
+            domain::ComponentStatus::Paused => Self::Paused,
+        }
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct Site {
     id: ID,
@@ -490,15 +504,7 @@ pub struct Inbox {
 
 impl Component {
     fn from_domain(c: domain::ComponentState) -> Self {
-        let status = match c.status {
-            domain::ComponentStatus::Unknown => ComponentStatus::Unknown,
-            domain::ComponentStatus::Starting => ComponentStatus::Starting,
-            domain::ComponentStatus::Running => ComponentStatus::Running,
-            domain::ComponentStatus::BackingOff => ComponentStatus::BackingOff,
-            domain::ComponentStatus::Stopped => ComponentStatus::Stopped,
-            domain::ComponentStatus::Failed => ComponentStatus::Failed,
-            domain::ComponentStatus::Paused => ComponentStatus::Paused,
-        };
+        let status = c.status.into();
         Self {
             name: c.name,
             status,

@@ -151,7 +151,7 @@ impl From<domain::HistoryPoint> for HistoryPoint {
             },
             period_secs: p.period_secs,
             samples: p.samples,
-            status: status(p.status),
+            status: p.status.into(),
             restarts: p.restarts,
             processed: p.processed,
             inbox_depth: p.inbox_depth,
@@ -186,8 +186,8 @@ impl From<domain::HistorySummary> for HistorySummary {
             not_running: s.not_running,
             left_running: s.left_running,
             restarts: s.restarts,
-            worst_status: s.worst.map(status),
-            last_status: s.last.map(status),
+            worst_status: s.worst.map(ComponentStatus::from),
+            last_status: s.last.map(ComponentStatus::from),
         }
     }
 }
@@ -255,23 +255,11 @@ impl FleetComponent {
             agent_online,
             component: l.component,
             at: l.at,
-            status: status(l.status),
+            status: l.status.into(),
             restarts: l.restarts,
             processed: l.processed,
             inbox_depth: l.inbox_depth,
             last_restart_at: l.last_restart_at,
         }
-    }
-}
-
-fn status(s: domain::ComponentStatus) -> ComponentStatus {
-    match s {
-        domain::ComponentStatus::Unknown => ComponentStatus::Unknown,
-        domain::ComponentStatus::Starting => ComponentStatus::Starting,
-        domain::ComponentStatus::Running => ComponentStatus::Running,
-        domain::ComponentStatus::BackingOff => ComponentStatus::BackingOff,
-        domain::ComponentStatus::Stopped => ComponentStatus::Stopped,
-        domain::ComponentStatus::Failed => ComponentStatus::Failed,
-        domain::ComponentStatus::Paused => ComponentStatus::Paused,
     }
 }
