@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// The decisions the API knows (`Decision`), in the order the CLI shows them.
-pub const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN"];
+pub const DECISIONS: &[&str] = &["COMPLIANT", "VIOLATION_CANDIDATE", "UNREADABLE", "UNKNOWN", "TEST"];
 
 /// A client of one control plane's `/graphql`.
 pub struct Api {

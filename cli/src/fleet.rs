@@ -22,7 +22,18 @@ pub(crate) const INSPECT: &str =
     rates { oneMinute { processedPerSec failedPerSec busyRatio } fiveMinutes { processedPerSec failedPerSec busyRatio }
       fifteenMinutes { processedPerSec failedPerSec busyRatio } }
     backoffMs lastFailure lastFailureAt inbox { depth capacity }
-    events(last: 10) { at kind message } detailJson } } }";
+    events(last: 10) { at kind message } state { __typename ...State } } } }
+fragment State on ComponentState {
+  ... on LidarState { source origin framing link degraded secsSinceLastScan lastError telegramsOk
+    telegramsMalformed garbageBytes outOfOrder scansMissed reconnects connectFailures sopasErrors }
+  ... on DetectorState { learnt degraded degradedScans entries exits speedsMeasured }
+  ... on TriggerState { triggersPerCamera { camera count } }
+  ... on CameraState { link frames pending stalls stallAfterMs lastFrameAt device droppedFrames testCaptures }
+  ... on VisionState { frames faces released quarantined quarantineHeld lastQuarantineReason counted
+    unreadable violationCandidates model sessions }
+  ... on BufferState { captures bytes maxBytes appended rejected evicted expired damaged receiptsPending }
+  ... on UplinkState { link refused sessionId acked
+    buffer { captures bytes maxBytes appended rejected evicted expired damaged receiptsPending } } }";
 
 const CAPTURES: &str = "query($first: Int!, $site: String, $decision: Decision) {
   captures(first: $first, site: $site, decision: $decision) { edges { node {
@@ -72,13 +83,17 @@ pub async fn inspect(api: &Api, agent_id: &str, component: Option<&str>, as_json
     if agent.is_null() {
         bail!("no agent with id {agent_id:?} (`lanewatch agents` lists them)");
     }
-    // the detail is JSON in a string: parse it, so both views show it as structure
+    // the state's GraphQL type names its kind: `CameraState` reads `kind: camera`
     let mut components = agent["components"].as_array().cloned().unwrap_or_default();
     for c in &mut components {
-        let detail =
-            c["detailJson"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
-        c.as_object_mut().map(|o| o.remove("detailJson"));
-        c["detail"] = detail;
+        if let Some(state) = c["state"].as_object_mut()
+            && let Some(Value::String(kind)) = state.remove("__typename")
+        {
+            let kind = kind.strip_suffix("State").unwrap_or(&kind).to_lowercase();
+            let mut typed = serde_json::Map::from_iter([("kind".to_owned(), Value::String(kind))]);
+            typed.extend(std::mem::take(state));
+            c["state"] = Value::Object(typed);
+        }
     }
     if let Some(name) = component {
         let names: Vec<String> = components.iter().map(|c| text(&c["name"])).collect();
@@ -259,10 +274,10 @@ mod tests {
 
     #[test]
     fn trees_nest_and_name_components() {
-        let v = json!({ "id": "a", "components": [{ "name": "uplink", "detail": { "acked": 3 }, "restarts": 0 }] });
+        let v = json!({ "id": "a", "components": [{ "name": "uplink", "state": { "acked": 3 }, "restarts": 0 }] });
         assert_eq!(
             tree(&v, 0),
-            "components:\n  - uplink\n    detail:\n      acked: 3\n    restarts: 0\nid: a\n"
+            "components:\n  - uplink\n    restarts: 0\n    state:\n      acked: 3\nid: a\n"
         );
     }
 }

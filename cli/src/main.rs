@@ -193,6 +193,15 @@ enum ExecCommand {
         #[arg(long = "for", value_parser = logs::parse_duration)]
         duration: std::time::Duration,
     },
+    /// Take a capture on a camera now, without a vehicle: through vision and the buffer, marked
+    /// as a test (never counted, never a violation); then wait for it to be stored.
+    TestCapture {
+        /// The camera's id (the component `acquire-<id>`).
+        camera: String,
+        /// How long to wait for the control plane to have it: `30s`, `2m`; `0s`: do not wait.
+        #[arg(long, default_value = "30s", value_parser = logs::parse_duration)]
+        wait: std::time::Duration,
+    },
 }
 
 /// Where the control plane is and the key to use.
@@ -264,6 +273,7 @@ fn main() -> ExitCode {
                 ExecCommand::LogFilter { filter, duration } => {
                     exec::Exec::LogFilter { filter, for_secs: duration.as_secs() }
                 }
+                ExecCommand::TestCapture { camera, wait } => exec::Exec::TestCapture { camera, wait: *wait },
             };
             rt.block_on(async { exec::run(&api.api()?, &agent, exec, command_id.as_deref(), json).await })
         }),

@@ -534,6 +534,7 @@ async fn open_session(url: &str, index: usize, images: &[Bytes]) -> anyhow::Resu
                 camera_id: "front".to_owned(),
                 detected_at: Some(now.into()),
                 config_version: 0,
+                test: false,
             };
             let start = In::CaptureStart(pb::CaptureStart {
                 meta: Some(meta),

@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::domain::{
-    AgentCommand, CLUSTER_LOG_BYTES, CommandOutcome, ComponentEvent, ComponentLoad, ComponentState,
-    ComponentStatus, DiagnosticCheck, Introspection, LogPage, LogQuery, ProcessState,
+    AgentCommand, CLUSTER_LOG_BYTES, CommandOutcome, ComponentDetail, ComponentEvent, ComponentLoad,
+    ComponentState, ComponentStatus, DiagnosticCheck, Introspection, LogPage, LogQuery, ProcessState,
 };
 use crate::error::{Error, ErrorKind};
 use crate::events::EventKind;
@@ -59,6 +59,9 @@ struct CommandReply {
     /// A diagnostics run's checks.
     #[serde(default)]
     checks: Vec<DiagnosticCheck>,
+    /// A test capture's id.
+    #[serde(default)]
+    capture_id: Option<Uuid>,
     /// The agent did not answer in time (else an error means it was unavailable).
     #[serde(default)]
     timed_out: bool,
@@ -136,6 +139,8 @@ struct WireComponent {
     waiting_on: Option<String>,
     #[serde(default)]
     memory_bytes: Option<u64>,
+    #[serde(default)]
+    detail: Option<ComponentDetail>,
 }
 
 impl WireComponent {
@@ -164,6 +169,7 @@ impl WireComponent {
             load: c.load,
             waiting_on: c.waiting_on,
             memory_bytes: c.memory_bytes,
+            detail: c.detail,
         }
     }
 
@@ -192,6 +198,7 @@ impl WireComponent {
             load: self.load,
             waiting_on: self.waiting_on,
             memory_bytes: self.memory_bytes,
+            detail: self.detail,
         }
     }
 }
@@ -280,8 +287,8 @@ impl Cluster {
             command,
         };
         match self.ask(agent_id, request_id, &message, "command").await? {
-            Answer::Command(CommandReply { outcome: Ok((ok, message)), checks, .. }) => {
-                Ok(CommandOutcome { ok, message, checks })
+            Answer::Command(CommandReply { outcome: Ok((ok, message)), checks, capture_id, .. }) => {
+                Ok(CommandOutcome { ok, message, checks, capture_id })
             }
             Answer::Command(CommandReply { outcome: Err(message), timed_out: true, .. }) => {
                 Err(Error::new(ErrorKind::DeadlineExceeded, message))
@@ -492,12 +499,14 @@ impl Cluster {
                         Ok(outcome) => CommandReply {
                             outcome: Ok((outcome.ok, outcome.message)),
                             checks: outcome.checks,
+                            capture_id: outcome.capture_id,
                             timed_out: false,
                         },
                         Err(e) => CommandReply {
                             timed_out: e.kind == ErrorKind::DeadlineExceeded,
                             outcome: Err(e.message),
                             checks: Vec::new(),
+                            capture_id: None,
                         },
                     };
                     let reply = Message::CommandReply { to: from, request_id, reply };

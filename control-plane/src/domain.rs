@@ -14,9 +14,10 @@ pub use history::{
     MAX_HISTORY_RANGE_DAYS, NameMatch, Resolution, StatusMatch, check_history_range,
 };
 pub use introspection::{
-    AgentCommand, CLUSTER_LOG_BYTES, ClockOffset, CommandOutcome, ComponentEvent, ComponentLoad,
-    ComponentState, ComponentStatus, DiagnosticCheck, Introspection, LogLine, LogPage, LogQuery,
-    ProcessState, RateWindow,
+    AgentCommand, BufferDetail, CLUSTER_LOG_BYTES, CameraDetail, ClockOffset, CommandOutcome,
+    ComponentDetail, ComponentEvent, ComponentLoad, ComponentState, ComponentStatus, DetectorDetail,
+    DiagnosticCheck, Introspection, LidarDetail, LinkState, LogLine, LogPage, LogQuery, ProcessState,
+    RateWindow, TriggerDetail, UplinkDetail, VisionDetail,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +203,9 @@ pub struct CaptureMeta {
     pub confidence: Option<f32>,
     /// The vision model that counted, when the agent reports it.
     pub model_version: Option<String>,
+    /// An operator's test capture (`triggerTestCapture`), not of a vehicle: its decision is
+    /// `Test`, so it is never counted in statistics nor becomes a violation.
+    pub test: bool,
 }
 
 /// Occupants in one seat section (driver, front passenger, rear row N).
@@ -274,6 +278,8 @@ pub enum Decision {
     ViolationCandidate,
     Unreadable,
     Unknown,
+    /// An operator's test capture: no vehicle, never judged nor counted.
+    Test,
 }
 
 impl Decision {
@@ -283,6 +289,7 @@ impl Decision {
             Self::ViolationCandidate => "violation_candidate",
             Self::Unreadable => "unreadable",
             Self::Unknown => "unknown",
+            Self::Test => "test",
         }
     }
 
@@ -291,6 +298,7 @@ impl Decision {
             "compliant" => Self::Compliant,
             "violation_candidate" => Self::ViolationCandidate,
             "unreadable" => Self::Unreadable,
+            "test" => Self::Test,
             _ => Self::Unknown,
         }
     }
@@ -330,6 +338,9 @@ impl HovPolicy {
 
 /// Applies a lane's policy to what vision saw. No policy, or none in force, is never a violation.
 pub fn decide(meta: &CaptureMeta, policy: Option<&HovPolicy>) -> Decision {
+    if meta.test {
+        return Decision::Test;
+    }
     match meta.occupancy_status {
         OccupancyStatus::Unknown => Decision::Unknown,
         OccupancyStatus::Unreadable => Decision::Unreadable,
@@ -601,6 +612,7 @@ mod tests {
             sections: vec![],
             confidence: None,
             model_version: None,
+            test: false,
         }
     }
 
@@ -627,6 +639,9 @@ mod tests {
             (meta(Counted, Some(1), 8), None, Decision::Unknown),
             (meta(Unreadable, None, 8), Some(&hov2), Decision::Unreadable),
             (meta(Unknown, None, 8), Some(&hov2), Decision::Unknown),
+            // an operator's test capture is never judged, whatever its count
+            (CaptureMeta { test: true, ..meta(Counted, Some(1), 8) }, Some(&hov2), Decision::Test),
+            (CaptureMeta { test: true, ..meta(Counted, Some(3), 8) }, Some(&hov2), Decision::Test),
         ];
         for (i, (m, policy, expected)) in cases.iter().enumerate() {
             assert_eq!(decide(m, *policy), *expected, "case {i}");
@@ -637,6 +652,10 @@ mod tests {
     fn unknown_texts_read_as_unknown() {
         assert_eq!(VehicleClass::from_db("hovercraft"), VehicleClass::Unknown);
         assert_eq!(OccupancyStatus::from_db("x"), OccupancyStatus::Unknown);
+        assert_eq!(Decision::from_db("maybe"), Decision::Unknown);
+        for d in [Decision::Compliant, Decision::ViolationCandidate, Decision::Test] {
+            assert_eq!(Decision::from_db(d.as_str()), d);
+        }
         for v in [VehicleClass::Car, VehicleClass::Bus, VehicleClass::Motorcycle] {
             assert_eq!(VehicleClass::from_db(v.as_str()), v);
         }

@@ -136,6 +136,7 @@ mod tests {
             sections: vec![],
             confidence: None,
             model_version: None,
+            test: false,
         }
     }
 

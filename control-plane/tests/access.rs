@@ -184,6 +184,7 @@ fn meta(
         sections: vec![domain::SectionCount { section: "driver".into(), occupants: 1, confidence: 0.875 }],
         confidence: Some(0.875),
         model_version: Some("occupancy-v3".into()),
+        test: false,
     }
 }
 

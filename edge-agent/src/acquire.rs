@@ -3,7 +3,7 @@
 //! capture.
 //!
 //! Each (re)start opens the camera's source afresh. A camera that delivers no frame for
-//! `stall_after_ms` is **stalled**: its detail says `"state": "stalled"`, the `stalls` counter
+//! `stall_after_ms` is **stalled**: its state (`CameraState`) says `stalled`, the `stalls` counter
 //! grows, and the component fails with an error naming the camera and the source, so the
 //! supervisor drops the source and reopens it after its backoff (and escalates, exit 3, when
 //! that keeps failing past `supervision.max_restarts`). Pending acquisitions of a restarted
@@ -23,11 +23,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, ValueClass, VehicleClass,
+    AcquireRequest, Capture, CaptureMeta, Frame, FramePayload, OccupancyStatus, TestReply, ValueClass,
+    VehicleClass,
 };
 use crate::load::WaitingOn;
-use crate::sources::OpenCamera;
+use crate::sources::{CameraSource, OpenCamera};
 use crate::stage::{Inlet, Outlet};
+use crate::state::{CameraLink, CameraState, ComponentState};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 /// How long to wait for a frame at or after the trigger time before taking the nearest one.
@@ -51,6 +53,8 @@ pub struct Acquirer {
     ring: VecDeque<Frame>,
     ring_frames: usize,
     pending: BTreeMap<u64, Pending>,
+    /// Operators' test captures waiting for a frame: (capture id, lane, answer).
+    tests: Vec<(Uuid, u32, TestReply)>,
 }
 
 /// A capture ready to encode: the frame and the vehicle facts.
@@ -63,11 +67,18 @@ pub struct Ready {
     pub width_m: f32,
     pub class: VehicleClass,
     pub speed_kmh: Option<f32>,
+    /// An operator's test capture: its id, and where to say it was made.
+    pub test: Option<(Uuid, TestReply)>,
 }
 
 impl Acquirer {
     pub fn new(ring_frames: usize) -> Self {
-        Self { ring: VecDeque::with_capacity(ring_frames), ring_frames, pending: BTreeMap::new() }
+        Self {
+            ring: VecDeque::with_capacity(ring_frames),
+            ring_frames,
+            pending: BTreeMap::new(),
+            tests: Vec::new(),
+        }
     }
 
     pub fn push_frame(&mut self, frame: Frame) {
@@ -90,6 +101,7 @@ impl Acquirer {
                     None => tracing::warn!(track, "finalize for unknown track ignored"),
                 }
             }
+            AcquireRequest::Test { capture_id, lane, reply } => self.tests.push((capture_id, lane, reply)),
         }
     }
 
@@ -100,6 +112,7 @@ impl Acquirer {
     /// Takes frames for due triggers and returns the acquisitions that are complete.
     /// `now` is the camera clock; `force` takes the nearest frame for every pending trigger.
     pub fn poll(&mut self, now: DateTime<Utc>, force: bool) -> Vec<Ready> {
+        let mut ready = self.poll_tests(force);
         let latest = self.ring.back().map(|f| f.t);
         let wait = chrono::Duration::from_std(FRAME_WAIT).expect("small duration");
         let due: Vec<u64> = self
@@ -117,7 +130,6 @@ impl Acquirer {
             }
         }
         let timeout = chrono::Duration::from_std(FINALIZE_TIMEOUT).expect("small duration");
-        let mut ready = Vec::new();
         let tracks: Vec<u64> = self.pending.keys().copied().collect();
         for track in tracks {
             let p = &self.pending[&track];
@@ -135,6 +147,7 @@ impl Acquirer {
                     width_m,
                     class,
                     speed_kmh: p.speed_kmh.map(|v| v as f32),
+                    test: None,
                 });
             } else if stale || (force && p.frame.is_none()) {
                 tracing::warn!(track, has_frame = p.frame.is_some(), "acquisition dropped incomplete");
@@ -144,8 +157,36 @@ impl Acquirer {
         ready
     }
 
+    /// Test captures of the newest frame; those whose asker gave up are dropped, and with
+    /// `force` (input ended) those without a frame are answered with an error.
+    fn poll_tests(&mut self, force: bool) -> Vec<Ready> {
+        self.tests.retain(|(_, _, reply)| !reply.abandoned());
+        let Some(frame) = self.ring.back().cloned() else {
+            if force {
+                for (_, _, reply) in self.tests.drain(..) {
+                    reply.send(Err("the camera stopped before it had a frame".into()));
+                }
+            }
+            return Vec::new();
+        };
+        self.tests
+            .drain(..)
+            .map(|(capture_id, lane, reply)| Ready {
+                track: 0,
+                lane,
+                detected_at: frame.t,
+                frame: frame.clone(),
+                height_m: 0.0,
+                width_m: 0.0,
+                class: VehicleClass::Unknown,
+                speed_kmh: None,
+                test: Some((capture_id, reply)),
+            })
+            .collect()
+    }
+
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.tests.len()
     }
 
     /// The bytes of pixels and encoded images its frame ring holds now.
@@ -185,11 +226,13 @@ pub struct AcquireComponent {
     pub stall_after: Duration,
     /// Stalls since the agent started (kept across restarts).
     pub stalls: Arc<AtomicU64>,
+    /// Test captures made since the agent started (kept across restarts).
+    pub tests: Arc<AtomicU64>,
     pub input: Inlet<AcquireRequest>,
     pub output: Outlet<Capture>,
 }
 
-/// How often the acquire component publishes its detail.
+/// How often the acquire component publishes its state.
 const DETAIL_EVERY: Duration = Duration::from_secs(1);
 /// Extra time a freshly opened source gets for its first frame.
 const OPEN_GRACE: Duration = Duration::from_secs(5);
@@ -203,7 +246,7 @@ impl Component for AcquireComponent {
         let (open, input, output) = (self.open.clone(), self.input.clone(), self.output.clone());
         let (camera_id, site_id, config_version, ring_frames) =
             (self.camera_id.clone(), self.site_id.clone(), self.config_version, self.ring_frames);
-        let (stall_after, stalls) = (self.stall_after, self.stalls.clone());
+        let (stall_after, stalls, tests) = (self.stall_after, self.stalls.clone(), self.tests.clone());
         Box::pin(async move {
             let mut input = input.lock().await;
             let mut source = open().with_context(|| format!("camera {camera_id}: opening its source"))?;
@@ -213,25 +256,26 @@ impl Component for AcquireComponent {
             let mut frames = 0u64;
             let mut last_frame_at: Option<DateTime<Utc>> = None;
             let mut last_frame = tokio::time::Instant::now();
-            let detail = |state: &str,
-                          frames: u64,
-                          pending: usize,
-                          last: Option<DateTime<Utc>>,
-                          source: Option<serde_json::Value>| {
-                serde_json::json!({
-                    "state": state,
-                    "frames": frames,
-                    "pending": pending,
-                    "stalls": stalls.load(Ordering::Relaxed),
-                    "stall_after_ms": stall_after.as_millis() as u64,
-                    "last_frame_at": last,
-                    "source": source,
+            let state = |link: CameraLink,
+                         frames: u64,
+                         pending: usize,
+                         last: Option<DateTime<Utc>>,
+                         source: &dyn CameraSource| {
+                ComponentState::Camera(CameraState {
+                    state: link,
+                    frames,
+                    pending: pending as u64,
+                    stalls: stalls.load(Ordering::Relaxed),
+                    stall_after_ms: stall_after.as_millis() as u64,
+                    last_frame_at: last,
+                    source: source.state(),
+                    test_captures: tests.load(Ordering::Relaxed),
                 })
             };
-            ctx.detail(detail("opening", 0, 0, None, source.detail()));
+            ctx.state(state(CameraLink::Opening, 0, 0, None, &*source));
             let mut tick = tokio::time::interval(DETAIL_EVERY.min(stall_after / 4));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut last_detail = tokio::time::Instant::now();
+            let (mut last_detail, mut publish_now) = (tokio::time::Instant::now(), false);
             let mut input_open = true;
             while input_open {
                 ctx.wait_on(WaitingOn::Device);
@@ -255,12 +299,12 @@ impl Component for AcquireComponent {
                         let limit = if frames == 0 { stall_after + OPEN_GRACE } else { stall_after };
                         if last_frame.elapsed() > limit {
                             let n = stalls.fetch_add(1, Ordering::Relaxed) + 1;
-                            ctx.detail(detail("stalled", frames, acquirer.pending(), last_frame_at, source.detail()));
+                            ctx.state(state(CameraLink::Stalled, frames, acquirer.pending(), last_frame_at, &*source));
                             tracing::warn!(camera = %camera_id, stalls = n, stall_after_ms = stall_after.as_millis() as u64, "camera stalled, reopening its source");
                             anyhow::bail!(
                                 "camera {camera_id} stalled: no frame for {} ms{}",
                                 stall_after.as_millis(),
-                                source.detail().and_then(|d| d.get("source").cloned()).map(|s| format!(" from {s}")).unwrap_or_default()
+                                source.state().map(|s| format!(" from {}", s.source)).unwrap_or_default()
                             );
                         }
                     }
@@ -270,20 +314,26 @@ impl Component for AcquireComponent {
                     camera_cpu = cpu;
                 }
                 for ready in acquirer.poll(Utc::now(), !input_open) {
+                    let test = ready.test.as_ref().map(|(_, reply)| reply.clone());
                     let capture = tokio::task::spawn_blocking({
                         let (camera_id, site_id, busy) = (camera_id.clone(), site_id.clone(), busy.clone());
                         move || busy.measure(|| build_capture(ready, &camera_id, &site_id, config_version))
                     })
                     .await
                     .context("capture encode task")??;
-                    tracing::info!(capture_id = %capture.meta.capture_id, camera = %camera_id, lane = capture.meta.lane, class = ?capture.meta.class, "capture made");
+                    tracing::info!(capture_id = %capture.meta.capture_id, camera = %camera_id, lane = capture.meta.lane, class = ?capture.meta.class, test = capture.meta.test, "capture made");
                     ctx.waiting(WaitingOn::Downstream, output.send(capture)).await?;
                     ctx.processed(1);
+                    if let Some(reply) = test {
+                        tests.fetch_add(1, Ordering::Relaxed);
+                        reply.send(Ok(()));
+                        publish_now = true;
+                    }
                 }
-                if last_detail.elapsed() >= DETAIL_EVERY || frames == 1 {
-                    last_detail = tokio::time::Instant::now();
-                    let state = if frames == 0 { "opening" } else { "streaming" };
-                    ctx.detail(detail(state, frames, acquirer.pending(), last_frame_at, source.detail()));
+                if publish_now || last_detail.elapsed() >= DETAIL_EVERY || frames == 1 {
+                    (last_detail, publish_now) = (tokio::time::Instant::now(), false);
+                    let link = if frames == 0 { CameraLink::Opening } else { CameraLink::Streaming };
+                    ctx.state(state(link, frames, acquirer.pending(), last_frame_at, &*source));
                     ctx.memory(acquirer.ring_bytes());
                 }
             }
@@ -302,7 +352,7 @@ fn build_capture(
     let (image, content_type) = encode_frame(&ready.frame)?;
     Ok(Capture {
         meta: CaptureMeta {
-            capture_id: Uuid::now_v7(),
+            capture_id: ready.test.as_ref().map_or_else(Uuid::now_v7, |(id, _)| *id),
             site_id: site_id.to_owned(),
             lane: ready.lane,
             captured_at: ready.frame.t,
@@ -317,6 +367,7 @@ fn build_capture(
             content_type,
             value_class: ValueClass::from_occupancy(OccupancyStatus::Unknown),
             speed_kmh: ready.speed_kmh,
+            test: ready.test.is_some(),
         },
         image,
     })
@@ -332,6 +383,52 @@ mod tests {
             t,
             payload: FramePayload::Encoded { bytes: Bytes::from(vec![tag]), content_type: "image/png" },
         }
+    }
+
+    #[test]
+    fn a_test_capture_takes_the_newest_frame_and_skips_abandoned_requests() {
+        let t0 = Utc::now();
+        let mut acq = Acquirer::new(4);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let (capture_id, reply) = (Uuid::now_v7(), TestReply::new(tx));
+        acq.request(AcquireRequest::Test { capture_id, lane: 1, reply: reply.clone() });
+        assert!(acq.poll(t0, false).is_empty(), "no frame yet: it waits");
+        assert_eq!(acq.pending(), 1);
+        // asked and given up on: dropped unanswered
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel();
+        drop(gone_rx);
+        acq.request(AcquireRequest::Test {
+            capture_id: Uuid::now_v7(),
+            lane: 1,
+            reply: TestReply::new(gone_tx),
+        });
+        acq.push_frame(frame(t0, 1));
+        acq.push_frame(frame(t0 + chrono::Duration::milliseconds(100), 2));
+        let ready = acq.poll(t0, false);
+        assert_eq!(ready.len(), 1, "only the request someone waits for");
+        let r = &ready[0];
+        assert_eq!(
+            (r.lane, r.class, r.test.as_ref().map(|(id, _)| *id)),
+            (1, VehicleClass::Unknown, Some(capture_id))
+        );
+        assert!(
+            matches!(&r.frame.payload, FramePayload::Encoded { bytes, .. } if bytes[..] == [2]),
+            "the newest"
+        );
+        let capture = build_capture(ready.into_iter().next().unwrap(), "front", "site-a", 3).unwrap();
+        assert!(capture.meta.test);
+        assert_eq!(capture.meta.capture_id, capture_id, "the id the answer names");
+        assert!(rx.try_recv().is_err(), "answered only once the capture is handed on");
+        assert_eq!(acq.pending(), 0);
+    }
+
+    #[test]
+    fn a_camera_that_ends_without_a_frame_answers_its_test_captures() {
+        let mut acq = Acquirer::new(4);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        acq.request(AcquireRequest::Test { capture_id: Uuid::now_v7(), lane: 0, reply: TestReply::new(tx) });
+        assert!(acq.poll(Utc::now(), true).is_empty());
+        assert_eq!(rx.try_recv().unwrap(), Err("the camera stopped before it had a frame".to_owned()));
     }
 
     #[test]
@@ -417,8 +514,8 @@ mod tests {
                 Ok(frame(Utc::now(), 0))
             })
         }
-        fn detail(&self) -> Option<serde_json::Value> {
-            Some(serde_json::json!({ "source": "dying test camera" }))
+        fn state(&self) -> Option<crate::state::CameraSourceState> {
+            Some(crate::state::CameraSourceState { source: "dying test camera".into(), dropped_frames: 0 })
         }
     }
 
@@ -434,6 +531,7 @@ mod tests {
             open: Arc::new(|| Ok(Box::new(Dying { frames: 3 }) as Box<dyn crate::sources::CameraSource>)),
             stall_after: Duration::from_millis(500),
             stalls: stalls.clone(),
+            tests: Default::default(),
             input: Arc::new(Mutex::new(rx)),
             output: Outlet::closed(),
         };
@@ -441,16 +539,18 @@ mod tests {
         let ctx = ComponentCtx::new("acquire-front", &registry, tokio::sync::watch::channel(false).1);
         let started = tokio::time::Instant::now();
         let err = component.run(ctx.clone()).await.unwrap_err();
-        assert_eq!(err.to_string(), "camera front stalled: no frame for 500 ms from \"dying test camera\"");
+        assert_eq!(err.to_string(), "camera front stalled: no frame for 500 ms from dying test camera");
         let elapsed = started.elapsed();
         assert!(
             elapsed >= Duration::from_millis(800) && elapsed < Duration::from_millis(1500),
             "{elapsed:?}"
         );
-        let detail = registry.get("acquire-front").unwrap().detail;
-        assert_eq!(detail["state"], "stalled");
-        assert_eq!(detail["stalls"], 1);
-        assert_eq!(detail["frames"], 3);
+        let ComponentState::Camera(state) = registry.get("acquire-front").unwrap().state else {
+            panic!("not a camera's state")
+        };
+        assert_eq!(state.state, CameraLink::Stalled);
+        assert_eq!(state.stalls, 1);
+        assert_eq!(state.frames, 3);
         // a restart opens the source afresh and counts on
         assert!(component.run(ctx).await.is_err());
         assert_eq!(stalls.load(Ordering::Relaxed), 2);

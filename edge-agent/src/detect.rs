@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{Detection, Scan, ScanGeometry, VehicleClass};
 use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
+use crate::state::{ComponentState, DetectorState};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 pub const OBJECT_MIN_HEIGHT_M: f64 = 0.4;
@@ -560,13 +561,13 @@ impl Component for DetectComponent {
                 if was_degraded != detector.degraded()
                     || ctx.registry.get(&ctx.name).is_some_and(|s| s.processed % 50 == 0)
                 {
-                    ctx.detail(serde_json::json!({
-                        "learnt": detector.learnt(),
-                        "degraded": detector.degraded(),
-                        "degraded_scans": detector.degraded_scans(),
-                        "entries": entries,
-                        "exits": exits,
-                        "speeds_measured": measured,
+                    ctx.state(ComponentState::Detector(DetectorState {
+                        learnt: detector.learnt(),
+                        degraded: detector.degraded(),
+                        degraded_scans: detector.degraded_scans(),
+                        entries,
+                        exits,
+                        speeds_measured: measured,
                     }));
                 }
             }

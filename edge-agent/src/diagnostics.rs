@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::domain::ClockOffset;
+use crate::state::{CameraLink, ComponentState};
 use crate::supervisor::{ComponentSnapshot, ComponentStatus};
 
 /// The largest clock offset that passes.
@@ -107,8 +108,10 @@ fn lidar(snapshots: &[ComponentSnapshot]) -> Check {
         return Check::new("lidar", false, problem);
     }
     let rate = sense.rates.m1.processed_per_sec;
-    let degraded = sense.detail.get("degraded").and_then(serde_json::Value::as_bool).unwrap_or(false);
-    let source = sense.detail.get("source").and_then(serde_json::Value::as_str).unwrap_or("the scan source");
+    let (source, degraded) = match &sense.state {
+        ComponentState::Lidar(l) => (format!("{} {}", l.source, l.origin), l.degraded),
+        _ => ("the scan source".to_owned(), false),
+    };
     if rate <= 0.0 {
         return Check::new("lidar", false, format!("{source}: no scan in the last minute"));
     }
@@ -127,18 +130,18 @@ fn camera(s: &ComponentSnapshot) -> Check {
     if let Some(problem) = not_running(s) {
         return Check::new(name, false, problem);
     }
-    let field = |k: &str| s.detail.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let state = s.detail.get("state").and_then(serde_json::Value::as_str).unwrap_or("unknown");
-    let dropped = s.detail.pointer("/source/dropped_frames").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let ComponentState::Camera(c) = &s.state else {
+        return Check::new(name, false, "it has not reported its state yet");
+    };
+    let dropped = c.source.as_ref().map_or(0, |s| s.dropped_frames);
     let figures = format!(
         "{} frames, {} stalls, {dropped} dropped, {:.2} captures/s over the last minute",
-        field("frames"),
-        field("stalls"),
-        s.rates.m1.processed_per_sec
+        c.frames, c.stalls, s.rates.m1.processed_per_sec
     );
-    match state {
-        "streaming" => Check::new(name, true, format!("streaming: {figures}")),
-        other => Check::new(name, false, format!("{other}: {figures}")),
+    match c.state {
+        CameraLink::Streaming => Check::new(name, true, format!("streaming: {figures}")),
+        CameraLink::Opening => Check::new(name, false, format!("opening: {figures}")),
+        CameraLink::Stalled => Check::new(name, false, format!("stalled: {figures}")),
     }
 }
 
@@ -169,7 +172,11 @@ fn model(snapshots: &[ComponentSnapshot]) -> Check {
     if let Some(problem) = not_running(vision) {
         return Check::new("model", false, problem);
     }
-    match vision.detail.get("model").and_then(serde_json::Value::as_str).filter(|m| !m.is_empty()) {
+    let model = match &vision.state {
+        ComponentState::Vision(v) => Some(v.model.as_str()).filter(|m| !m.is_empty()),
+        _ => None,
+    };
+    match model {
         Some(model) => Check::new("model", true, format!("{model} loaded")),
         None => Check::new("model", false, "vision runs without a model version"),
     }
@@ -184,13 +191,33 @@ mod tests {
         let registry = Registry::default();
         registry.update("sense", |s| {
             s.status = ComponentStatus::Running;
-            s.detail = serde_json::json!({ "source": "sick 10.0.0.5:2112", "degraded": false });
+            s.state = ComponentState::Lidar(crate::state::LidarState {
+                source: "sick".into(),
+                origin: "10.0.0.5:2112".into(),
+                framing: "cola-a".into(),
+                state: crate::state::LinkState::Connected,
+                degraded: false,
+                secs_since_last_scan: 0,
+                last_error: None,
+                counters: Default::default(),
+            });
             s.rates.m1.processed_per_sec = 25.0;
         });
         registry.update("acquire-front", |s| {
             s.status = ComponentStatus::Running;
-            s.detail = serde_json::json!({ "state": "streaming", "frames": 900, "stalls": 0,
-                "source": { "dropped_frames": 2 } });
+            s.state = ComponentState::Camera(crate::state::CameraState {
+                state: CameraLink::Streaming,
+                frames: 900,
+                pending: 0,
+                stalls: 0,
+                stall_after_ms: 2000,
+                last_frame_at: None,
+                source: Some(crate::state::CameraSourceState {
+                    source: "/dev/video0".into(),
+                    dropped_frames: 2,
+                }),
+                test_captures: 0,
+            });
         });
         registry.update("acquire-rear", |s| {
             s.status = ComponentStatus::BackingOff;
@@ -198,7 +225,10 @@ mod tests {
         });
         registry.update("vision", |s| {
             s.status = ComponentStatus::Running;
-            s.detail = serde_json::json!({ "model": "centerface-int8" });
+            s.state = ComponentState::Vision(crate::state::VisionState {
+                model: "centerface-int8".into(),
+                ..Default::default()
+            });
         });
         // (no load is sampled for them, so the rates set here stay as they are)
         registry.snapshots()

@@ -88,6 +88,44 @@ pub enum AcquireRequest {
         width_m: f32,
         class: VehicleClass,
     },
+    /// An operator's test capture (`test_capture`): the newest frame, now, as capture
+    /// `capture_id` in `lane`; answered once the capture was made.
+    Test {
+        capture_id: Uuid,
+        lane: u32,
+        reply: TestReply,
+    },
+}
+
+/// Where an acquire stage answers a test capture: once, with `Ok` when the capture was made.
+#[derive(Debug, Clone)]
+pub struct TestReply(Arc<std::sync::Mutex<Option<TestAnswer>>>);
+
+/// The sending side of a test capture's answer: `Ok` once made, else why not.
+type TestAnswer = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+impl TestReply {
+    pub fn new(tx: TestAnswer) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(tx))))
+    }
+
+    /// Answers; later answers are ignored.
+    pub fn send(&self, result: Result<(), String>) {
+        if let Some(tx) = self.0.lock().unwrap().take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The asker gave up (timed out) or was answered already.
+    pub fn abandoned(&self) -> bool {
+        self.0.lock().unwrap().as_ref().is_none_or(|tx| tx.is_closed())
+    }
+}
+
+impl PartialEq for TestReply {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Occupancy as vision saw it: `Unknown` when no vision ran (the site has no `[vision]`).
@@ -180,6 +218,10 @@ pub struct CaptureMeta {
     /// Speed measured on entry, km/h; absent without a second scan plane (and in older records).
     #[serde(default)]
     pub speed_kmh: Option<f32>,
+    /// Taken on an operator's request (a test capture), not of a vehicle: never counted in
+    /// statistics, never a violation candidate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// Why the agent deleted a capture the control plane never acknowledged.
@@ -232,6 +274,7 @@ impl Capture {
                 content_type: "image/jpeg".into(),
                 value_class: ValueClass::Compliant,
                 speed_kmh: None,
+                test: false,
             },
             image,
         }

@@ -15,6 +15,7 @@ use lanewatch_edge_agent::lidar::sick::Framing;
 use lanewatch_edge_agent::logs::Logs;
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
+use lanewatch_edge_agent::state::ComponentState;
 use lanewatch_edge_agent::supervisor::{ComponentStatus, Escalation, Registry, Supervisor, SupervisorHandle};
 use lanewatch_edge_agent::uplink::{UplinkComponent, write_atomically};
 use tokio::sync::{mpsc, watch};
@@ -547,7 +548,7 @@ async fn fall_back(
 
 /// Whether the uplink of this generation has a session open.
 fn uplink_connected(registry: &Registry) -> bool {
-    registry.get("uplink").is_some_and(|s| s.detail.get("connected") == Some(&serde_json::Value::Bool(true)))
+    registry.get("uplink").is_some_and(|s| matches!(&s.state, ComponentState::Uplink(u) if u.connected()))
 }
 
 /// Resolves once every pipeline stage (not the uplink) stopped, failed or is paused.
@@ -617,6 +618,7 @@ impl Generation {
             logs: logs.clone(),
             paused: Default::default(),
             clock: Default::default(),
+            test_cameras: pipeline.test_cameras,
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();

@@ -27,7 +27,9 @@ use crate::sim::sick_server::{SickServer, SickServerConfig};
 use crate::sim::{SharedWorld, TrafficParams, World};
 use crate::sources::ScanSource;
 use crate::stage::{CHANNEL_CAPACITY, InboxGauge, Inlet, Outlet, channel};
+use crate::state::ComponentState;
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
+use crate::test_capture::TestCameras;
 use crate::trigger::{CameraRoute, TriggerComponent};
 
 /// Everything main needs after building.
@@ -36,6 +38,8 @@ pub struct Pipeline {
     pub buffer: Buffer,
     /// Each stage's input channel by component name, for introspection (`Registry::set_inbox`).
     pub inboxes: Vec<(String, InboxGauge)>,
+    /// The cameras' acquire inboxes, for operators' test captures (the uplink's commands).
+    pub test_cameras: TestCameras,
 }
 
 /// Lab and test options that are not part of the device config.
@@ -149,12 +153,14 @@ pub fn build_on(
     }));
     let trigger_at = components.len();
     let mut routes = Vec::new();
+    let test_cameras = TestCameras::default();
     for cam in &config.cameras {
         let open = crate::camera::opener(cam, &config.site, config_dir, &world)?;
         // a simulated camera that vision counts through shows cabins with faces
         let open = crate::sim::camera::cabin_opener(config, cam, config_dir, &world)?.unwrap_or(open);
         let (req_out, req_in) = channel();
         inboxes.extend(req_out.gauge().map(|g| (format!("acquire-{}", cam.id), g)));
+        test_cameras.insert(&cam.id, cam.lanes.first().copied().unwrap_or(0), req_out.clone());
         routes.push(CameraRoute {
             camera_id: cam.id.clone(),
             lanes: cam.lanes.clone(),
@@ -170,6 +176,7 @@ pub fn build_on(
             open,
             stall_after: std::time::Duration::from_millis(cam.stall_after_ms()),
             stalls: Default::default(),
+            tests: Default::default(),
             input: req_in,
             output: Outlet::new(cap_tx.clone()),
         }));
@@ -204,7 +211,7 @@ pub fn build_on(
         accepted_log,
         sweep_every: std::time::Duration::from_secs(config.buffer.retention.sweep_interval_secs),
     }));
-    Ok(Pipeline { components, buffer, inboxes })
+    Ok(Pipeline { components, buffer, inboxes, test_cameras })
 }
 
 /// The scan source of `[lidar] source`. Every kind goes through the SICK codec: the simulator
@@ -309,14 +316,14 @@ impl Component for SenseComponent {
                         ctx.processed(1);
                     }
                     None => {
-                        if let Some(detail) = source.detail() {
-                            ctx.detail(detail);
+                        if let Some(state) = source.state() {
+                            ctx.state(ComponentState::Lidar(state));
                         }
                     }
                 }
             }
-            if let Some(detail) = source.detail() {
-                ctx.detail(detail);
+            if let Some(state) = source.state() {
+                ctx.state(ComponentState::Lidar(state));
             }
             tracing::info!("scan source stopped");
             output.close();
@@ -400,23 +407,24 @@ impl Component for BufferWriterComponent {
                 if batch.is_empty() {
                     ctx.wait_on(WaitingOn::Input);
                     tokio::select! {
-                        next = input.recv() => match next {
-                            Some(capture) => batch.push(capture),
-                            None => break,
-                        },
-                        _ = sweep.tick() => {
-                            let b = buffer.clone();
-                            let deleted = tokio::task::spawn_blocking(move || b.sweep_expired())
-                                .await
-                                .context("retention sweep task")?
-                                .context("sweeping expired captures")?;
-                            if deleted > 0 {
-                                tracing::info!(deleted, "expired captures deleted");
+                            next = input.recv() => match next {
+                                Some(capture) => batch.push(capture),
+                                None => break,
+                            },
+                            _ = sweep.tick() => {
+                                let b = buffer.clone();
+                                let deleted = tokio::task::spawn_blocking(move || b.sweep_expired())
+                                    .await
+                                    .context("retention sweep task")?
+                                    .context("sweeping expired captures")?;
+                                if deleted > 0 {
+                                    tracing::info!(deleted, "expired captures deleted");
+                                }
+                                ctx.state(ComponentState::Buffer(buffer.stats()));
+                    ctx.memory(buffer.index_bytes());
+                                continue;
                             }
-                            ctx.detail(serde_json::to_value(buffer.stats())?);
-                            continue;
                         }
-                    }
                 }
                 ctx.wait_on(WaitingOn::Nothing);
                 while batch.len() < GROUP_COMMIT_MAX {
@@ -464,7 +472,8 @@ impl Component for BufferWriterComponent {
                         return Err(err).context("appending captures");
                     }
                 }
-                ctx.detail(serde_json::to_value(buffer.stats())?);
+                ctx.state(ComponentState::Buffer(buffer.stats()));
+                ctx.memory(buffer.index_bytes());
             }
             Ok(())
         })

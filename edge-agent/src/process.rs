@@ -32,6 +32,12 @@ pub fn mark_started() {
     STARTED.get_or_init(Instant::now);
 }
 
+/// The process's resident memory now; `None` where `/proc` cannot tell.
+pub fn rss_bytes() -> Option<u64> {
+    let stat = procfs::process::Process::myself().and_then(|me| me.stat()).ok()?;
+    Some(stat.rss * procfs::page_size())
+}
+
 /// Reads the report now. A figure the host cannot give (no `/proc`, say) is 0 and logged once
 /// at debug level: introspection must answer even then.
 pub fn report(buffer_dir: &Path, config_version: u64, model_version: &str) -> ProcessReport {

@@ -15,13 +15,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::domain::{Frame, FramePayload, Scan, ScanGeometry};
+use crate::state::{CameraSourceState, LidarState};
 
 pub trait ScanSource: Send + 'static {
     fn geometry(&self) -> ScanGeometry;
     /// Waits for and returns the next scan. Cancel-safe: dropping the future loses no scan.
     fn next_scan(&mut self) -> BoxFuture<'_, anyhow::Result<Scan>>;
-    /// Health and counters for the sense component's snapshot detail.
-    fn detail(&self) -> Option<serde_json::Value> {
+    /// Health and counters: the sense component's typed state.
+    fn state(&self) -> Option<LidarState> {
         None
     }
 }
@@ -29,8 +30,8 @@ pub trait ScanSource: Send + 'static {
 pub trait CameraSource: Send + 'static {
     /// Waits for and returns the next frame.
     fn next_frame(&mut self) -> BoxFuture<'_, anyhow::Result<Frame>>;
-    /// Health and counters for the acquire component's snapshot detail.
-    fn detail(&self) -> Option<serde_json::Value> {
+    /// Health and counters, part of the acquire component's typed state.
+    fn state(&self) -> Option<CameraSourceState> {
         None
     }
     /// The CPU time the source's own thread has used (as of its last frame), for sources that

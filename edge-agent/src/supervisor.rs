@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::config::SupervisionConfig;
 use crate::load::{Busy, Load, Rates, WaitingOn};
 use crate::stage::InboxGauge;
+use crate::state::ComponentState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,6 +38,19 @@ pub enum ComponentStatus {
     Paused,
 }
 
+impl ComponentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::BackingOff => "backing_off",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Paused => "paused",
+        }
+    }
+}
+
 /// What the supervisor and the component itself say about one component.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComponentSnapshot {
@@ -49,7 +63,8 @@ pub struct ComponentSnapshot {
     pub processed: u64,
     /// Items it could not process (quarantined, skipped) since the agent started.
     pub failed: u64,
-    pub detail: serde_json::Value,
+    /// What the component says about itself, typed by its kind (`state`).
+    pub state: ComponentState,
     /// Processed and failed per second and busy time over 1, 5 and 15 minutes (`load`), as
     /// they are when the snapshot is read.
     pub rates: Rates,
@@ -101,7 +116,7 @@ impl ComponentSnapshot {
             backoff_ms: 0,
             processed: 0,
             failed: 0,
-            detail: serde_json::Value::Object(Default::default()),
+            state: ComponentState::Empty,
             rates: Rates::default(),
             waiting_on: WaitingOn::Nothing,
             memory_bytes: None,
@@ -267,8 +282,9 @@ impl ComponentCtx {
         let _ = self.shutdown.wait_for(|s| *s).await;
     }
 
-    pub fn detail(&self, detail: serde_json::Value) {
-        self.registry.update(&self.name, |s| s.detail = detail);
+    /// Publishes the component's typed state.
+    pub fn state(&self, state: ComponentState) {
+        self.registry.update(&self.name, |s| s.state = state);
     }
 }
 

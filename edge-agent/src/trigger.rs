@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use crate::domain::{AcquireRequest, Detection};
 use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
+use crate::state::{ComponentState, TriggerState};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 /// One camera as the trigger sees it.
@@ -107,7 +108,9 @@ impl Component for TriggerComponent {
                 }
                 ctx.processed(1);
                 if matches!(detection, Detection::Entry { .. }) {
-                    ctx.detail(serde_json::json!({ "triggers_per_camera": per_camera }));
+                    ctx.state(ComponentState::Trigger(TriggerState {
+                        triggers_per_camera: per_camera.clone(),
+                    }));
                 }
             }
             for r in &routes {

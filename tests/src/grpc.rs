@@ -166,6 +166,7 @@ pub fn meta(site: &str) -> CaptureMeta {
         camera_id: "front".into(),
         detected_at: Some(now.into()),
         config_version: 0,
+        test: false,
     }
 }
 

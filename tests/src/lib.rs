@@ -160,6 +160,19 @@ pub enum Blob {
     S3 { endpoint: String, bucket: String, access_key: String, secret_key: String },
 }
 
+/// Every field of every kind of `Component.state`, as a fragment to append to a query.
+pub const STATE_FRAGMENT: &str = "fragment State on ComponentState {
+  ... on LidarState { source origin framing link degraded secsSinceLastScan lastError telegramsOk
+    telegramsMalformed garbageBytes outOfOrder scansMissed reconnects connectFailures sopasErrors }
+  ... on DetectorState { learnt degraded degradedScans entries exits speedsMeasured }
+  ... on TriggerState { triggersPerCamera { camera count } }
+  ... on CameraState { link frames pending stalls stallAfterMs lastFrameAt device droppedFrames testCaptures }
+  ... on VisionState { frames faces released quarantined quarantineHeld lastQuarantineReason counted
+    unreadable violationCandidates model sessions }
+  ... on BufferState { captures bytes maxBytes appended rejected evicted expired damaged receiptsPending }
+  ... on UplinkState { link refused sessionId acked
+    buffer { captures bytes maxBytes appended rejected evicted expired damaged receiptsPending } } }";
+
 /// A running control plane.
 pub struct ControlPlane {
     pub proc: Proc,
@@ -266,14 +279,14 @@ impl ControlPlane {
     /// An agent's supervised components as it reports them now (name, status, restarts,
     /// processed, inbox, …), asked live through GraphQL: what a test reads of a running agent's
     /// internal state.
+    /// Each component's typed `state` comes with every field of its kind (and `__typename`:
+    /// `LidarState`, `CameraState`, `UplinkState`, ...).
     pub async fn components(&self, agent_id: &str) -> Result<Vec<Value>> {
-        let data = self
-            .graphql(
-                "query($id: ID!) { agent(id: $id) { components { name status restarts processed
-                    inbox { depth capacity } detailJson } } }",
-                json!({ "id": agent_id }),
-            )
-            .await?;
+        let query = format!(
+            "query($id: ID!) {{ agent(id: $id) {{ components {{ name status restarts processed lastFailure
+                inbox {{ depth capacity }} state {{ __typename ...State }} }} }} }} {STATE_FRAGMENT}"
+        );
+        let data = self.graphql(&query, json!({ "id": agent_id })).await?;
         data["agent"]["components"].as_array().cloned().context("the agent's components")
     }
 
@@ -281,6 +294,13 @@ impl ControlPlane {
     pub async fn component(&self, agent_id: &str, name: &str) -> Result<Value> {
         let components = self.components(agent_id).await?;
         components.into_iter().find(|c| c["name"] == name).with_context(|| format!("no component {name}"))
+    }
+
+    /// The typed state a running agent's component reports now (`Component.state`): e.g. a
+    /// camera's `{ "__typename": "CameraState", "link": "STREAMING", "frames": 42, ... }`; null
+    /// before the component first published.
+    pub async fn component_state(&self, agent_id: &str, name: &str) -> Result<Value> {
+        Ok(self.component(agent_id, name).await?["state"].clone())
     }
 
     /// Waits until a component whose name starts with `prefix` runs; its name.

@@ -174,7 +174,11 @@ impl Db {
                 "SUM(CASE WHEN occupancy_status = 'counted' AND occupants {cond} THEN 1 ELSE 0 END)"
             ))
         };
-        let mut cond = capture_scope(vis).add(C::CapturedAt.gte(from)).add(C::CapturedAt.lt(to));
+        // test captures show no vehicle: never in statistics
+        let mut cond = capture_scope(vis)
+            .add(C::CapturedAt.gte(from))
+            .add(C::CapturedAt.lt(to))
+            .add(C::Decision.ne(Decision::Test.as_str()));
         if let Some(site) = site_id {
             cond = cond.add(C::SiteId.eq(site));
         }
@@ -394,6 +398,7 @@ fn capture_from_row(r: captures::Model) -> Result<Capture, DbError> {
             sections,
             confidence: r.confidence.map(|v| v as f32),
             model_version: r.model_version,
+            test: r.decision == Decision::Test.as_str(),
         },
         decision: Decision::from_db(&r.decision),
         agent_id: r.agent_id,
@@ -582,7 +587,7 @@ mod tests {
         let (_dir, db) = temp_db().await;
         let base = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
         let at = |s: i64| base + chrono::Duration::seconds(s);
-        use Decision::{Compliant, Unreadable, ViolationCandidate};
+        use Decision::{Compliant, Test, Unreadable, ViolationCandidate};
         let rows = [
             ("a1-km12", 1, Compliant),
             ("a1-km12", 1, Compliant),
@@ -595,6 +600,7 @@ mod tests {
             ("b2-km3", 1, Compliant),
             ("b2-km3", 1, Compliant),
             ("b2-km3", 1, ViolationCandidate),
+            ("a1-km12", 1, Test),
         ];
         for (i, (site, lane, decision)) in rows.into_iter().enumerate() {
             let mut c = capture(Uuid::now_v7(), at(i64::try_from(i).unwrap()));
@@ -635,7 +641,7 @@ mod tests {
         let all = CaptureFilter::default;
         assert_eq!(
             counts(all(), Visibility::All).await,
-            [(Compliant, 6), (Unreadable, 1), (ViolationCandidate, 4)],
+            [(Compliant, 6), (Test, 1), (Unreadable, 1), (ViolationCandidate, 4)],
             "decisions without captures are left out"
         );
         let site = CaptureFilter { site_id: Some("b2-km3".into()), ..all() };
@@ -652,7 +658,7 @@ mod tests {
         assert_eq!(
             counts(all(), north(true)).await,
             [(Compliant, 4), (Unreadable, 1), (ViolationCandidate, 3)],
-            "only the jurisdiction's site"
+            "only the jurisdiction's site, and never an operator's test capture"
         );
         assert_eq!(counts(all(), north(false)).await, [(ViolationCandidate, 3)], "only flagged captures");
         let lane = CaptureFilter { lane: Some(2), ..all() };

@@ -29,7 +29,7 @@ pub use captures::{Inserted, Reviewed};
 pub use configs::NewSiteConfig;
 
 use crate::config::HistoryConfig;
-use crate::domain::{CaptureCursor, HovPolicy, Visibility};
+use crate::domain::{CaptureCursor, Decision, HovPolicy, Visibility};
 use entities::{sites, violations};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,8 +140,10 @@ fn capture_scope(vis: &Visibility) -> Condition {
     match vis {
         Visibility::All => Condition::all(),
         Visibility::Jurisdiction { jurisdiction, all_captures } => {
-            let cond =
-                Condition::all().add(entities::captures::Column::SiteId.in_subquery(sites_in(jurisdiction)));
+            // an agency never sees operators' test captures
+            let cond = Condition::all()
+                .add(entities::captures::Column::SiteId.in_subquery(sites_in(jurisdiction)))
+                .add(entities::captures::Column::Decision.ne(Decision::Test.as_str()));
             if *all_captures {
                 cond
             } else {
@@ -212,6 +214,7 @@ pub(crate) mod tests {
             sections: vec![SectionCount { section: "driver".into(), occupants: 1, confidence: 0.9 }],
             confidence: Some(0.9),
             model_version: Some("occ-1".into()),
+            test: false,
         };
         Capture {
             image_key: crate::domain::image_key(&meta, ImageContentType::Jpeg, &[7u8; 32]),

@@ -37,8 +37,135 @@ pub struct ComponentState {
     /// What it is waiting on now (`nothing`, `input`, `downstream`, `device`,
     /// `control_plane`); `None` from older agents.
     pub waiting_on: Option<String>,
-    /// The memory it holds, where the agent can measure it (a camera's frame ring).
+    /// The memory it holds, where the agent can measure it (a camera's frame ring, the buffer's
+    /// index, the face model's sessions).
     pub memory_bytes: Option<u64>,
+    /// What the component says about itself, typed by its kind; `None` in heartbeats, from older
+    /// agents, and before it first published.
+    pub detail: Option<ComponentDetail>,
+}
+
+/// A component's own state, one kind per kind of component (`lanewatch.v1.ComponentDetail`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ComponentDetail {
+    Lidar(LidarDetail),
+    Detector(DetectorDetail),
+    Trigger(TriggerDetail),
+    Camera(CameraDetail),
+    Vision(VisionDetail),
+    Buffer(BufferDetail),
+    Uplink(UplinkDetail),
+}
+
+/// Where a link (scanner, camera, session) stands; `Unknown` for a value this build predates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Unknown,
+    Connecting,
+    Connected,
+    /// A LIDAR replay reached the end of its recording.
+    Finished,
+    /// A camera opening its source.
+    Opening,
+    /// A camera delivering frames.
+    Streaming,
+    /// A camera without frames for longer than its stall threshold.
+    Stalled,
+    /// The uplink without a session.
+    Disconnected,
+    /// The uplink whose last session the control plane refused.
+    Refused,
+}
+
+/// A scan source: the SICK driver, or a recording replayed through it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LidarDetail {
+    pub source: String,
+    pub origin: String,
+    pub framing: String,
+    pub link: LinkState,
+    pub degraded: bool,
+    pub secs_since_last_scan: u64,
+    pub last_error: Option<String>,
+    pub telegrams_ok: u64,
+    pub telegrams_malformed: u64,
+    pub garbage_bytes: u64,
+    pub out_of_order: u64,
+    pub scans_missed: u64,
+    pub reconnects: u64,
+    pub connect_failures: u64,
+    pub sopas_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DetectorDetail {
+    pub learnt: bool,
+    pub degraded: bool,
+    pub degraded_scans: u64,
+    pub entries: u64,
+    pub exits: u64,
+    pub speeds_measured: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TriggerDetail {
+    /// Triggers since the agent started, by camera id, ordered by camera id.
+    pub triggers_per_camera: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CameraDetail {
+    pub link: LinkState,
+    pub frames: u64,
+    pub pending: u64,
+    pub stalls: u64,
+    pub stall_after_ms: u64,
+    pub last_frame_at: Option<DateTime<Utc>>,
+    /// What the source opened; `None` for simulated sources.
+    pub source: Option<String>,
+    pub dropped_frames: u64,
+    pub test_captures: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VisionDetail {
+    pub frames: u64,
+    pub faces: u64,
+    pub released: u64,
+    pub quarantined: u64,
+    pub quarantine_held: u64,
+    pub last_quarantine_reason: Option<String>,
+    pub counted: u64,
+    pub unreadable: u64,
+    pub violation_candidates: u64,
+    pub model: String,
+    pub sessions: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BufferDetail {
+    pub captures: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub appended: u64,
+    pub rejected: u64,
+    pub evicted: u64,
+    pub expired: u64,
+    pub damaged: u64,
+    pub receipts_pending: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UplinkDetail {
+    pub link: LinkState,
+    /// Why the control plane refused the last session, while it is refused.
+    pub refused: Option<String>,
+    /// Empty while disconnected.
+    pub session_id: String,
+    pub acked: u64,
+    pub buffer: BufferDetail,
 }
 
 /// What a component did lately, as its agent measured it.
@@ -128,6 +255,11 @@ pub enum AgentCommand {
     },
     /// Check the site: disk, LIDAR link, cameras, clock, model (the outcome carries the checks).
     RunDiagnostics,
+    /// Take a capture on `camera` now, without a vehicle, through vision and the buffer; it is
+    /// marked as a test, never counted nor a violation (the outcome names it).
+    TriggerTestCapture {
+        camera: String,
+    },
 }
 
 impl AgentCommand {
@@ -139,6 +271,7 @@ impl AgentCommand {
             | Self::ResumeComponent { component } => format!("agent/{agent_id}/component/{component}"),
             Self::SetLogFilter { .. } => format!("agent/{agent_id}/log-filter"),
             Self::RunDiagnostics => format!("agent/{agent_id}/diagnostics"),
+            Self::TriggerTestCapture { camera } => format!("agent/{agent_id}/camera/{camera}/test-capture"),
         }
     }
 }
@@ -195,6 +328,8 @@ pub struct CommandOutcome {
     pub message: String,
     /// The checks of a diagnostics run; empty for other commands.
     pub checks: Vec<DiagnosticCheck>,
+    /// The capture a test capture made; `None` for other commands.
+    pub capture_id: Option<uuid::Uuid>,
 }
 
 /// One check of an agent's diagnostics.

@@ -7,8 +7,10 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::domain::{
-    AgentHello, AgentPulse, CaptureMeta, ComponentState, ComponentStatus, DeletionReason, DeletionReceipt,
-    Health, ImageContentType, OccupancyStatus, SectionCount, ValueClass, VehicleClass,
+    AgentHello, AgentPulse, BufferDetail, CameraDetail, CaptureMeta, ComponentDetail, ComponentState,
+    ComponentStatus, DeletionReason, DeletionReceipt, DetectorDetail, Health, ImageContentType, LidarDetail,
+    LinkState, OccupancyStatus, SectionCount, TriggerDetail, UplinkDetail, ValueClass, VehicleClass,
+    VisionDetail,
 };
 use crate::error::Error;
 
@@ -187,6 +189,7 @@ pub fn capture_start(
             sections,
             confidence,
             model_version,
+            test: m.test,
         },
         content_type,
         size_bytes: s.image_size_bytes,
@@ -280,6 +283,7 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
         failed: c.failed,
         waiting_on: (!c.waiting_on.is_empty()).then_some(c.waiting_on),
         memory_bytes: c.has_memory_bytes.then_some(c.memory_bytes),
+        detail: c.detail.and_then(|d| d.kind).map(component_detail),
         load: c.rates_1m.map(|one_minute| {
             let window = |r: pb::ComponentRates| crate::domain::RateWindow {
                 processed_per_sec: r.processed_per_sec,
@@ -292,6 +296,101 @@ pub fn component(c: pb::ComponentState) -> ComponentState {
                 five_minutes: c.rates_5m.map(window).unwrap_or_default(),
                 fifteen_minutes: c.rates_15m.map(window).unwrap_or_default(),
             }
+        }),
+    }
+}
+
+fn component_detail(kind: pb::component_detail::Kind) -> ComponentDetail {
+    use pb::component_detail::Kind;
+    let text = |s: String| (!s.is_empty()).then_some(s);
+    let buffer = |b: pb::BufferDetail| BufferDetail {
+        captures: b.captures,
+        bytes: b.bytes,
+        max_bytes: b.max_bytes,
+        appended: b.appended,
+        rejected: b.rejected,
+        evicted: b.evicted,
+        expired: b.expired,
+        damaged: b.damaged,
+        receipts_pending: b.receipts_pending,
+    };
+    match kind {
+        Kind::Lidar(l) => ComponentDetail::Lidar(LidarDetail {
+            link: match pb::LidarLink::try_from(l.link) {
+                Ok(pb::LidarLink::Connecting) => LinkState::Connecting,
+                Ok(pb::LidarLink::Connected) => LinkState::Connected,
+                Ok(pb::LidarLink::Finished) => LinkState::Finished,
+                Ok(pb::LidarLink::Unspecified) | Err(_) => LinkState::Unknown,
+            },
+            source: l.source,
+            origin: l.origin,
+            framing: l.framing,
+            degraded: l.degraded,
+            secs_since_last_scan: l.secs_since_last_scan,
+            last_error: text(l.last_error),
+            telegrams_ok: l.telegrams_ok,
+            telegrams_malformed: l.telegrams_malformed,
+            garbage_bytes: l.garbage_bytes,
+            out_of_order: l.out_of_order,
+            scans_missed: l.scans_missed,
+            reconnects: l.reconnects,
+            connect_failures: l.connect_failures,
+            sopas_errors: l.sopas_errors,
+        }),
+        Kind::Detector(d) => ComponentDetail::Detector(DetectorDetail {
+            learnt: d.learnt,
+            degraded: d.degraded,
+            degraded_scans: d.degraded_scans,
+            entries: d.entries,
+            exits: d.exits,
+            speeds_measured: d.speeds_measured,
+        }),
+        Kind::Trigger(t) => {
+            let mut triggers_per_camera: Vec<(String, u64)> = t.triggers_per_camera.into_iter().collect();
+            triggers_per_camera.sort();
+            ComponentDetail::Trigger(TriggerDetail { triggers_per_camera })
+        }
+        Kind::Camera(c) => ComponentDetail::Camera(CameraDetail {
+            link: match pb::CameraLink::try_from(c.link) {
+                Ok(pb::CameraLink::Opening) => LinkState::Opening,
+                Ok(pb::CameraLink::Streaming) => LinkState::Streaming,
+                Ok(pb::CameraLink::Stalled) => LinkState::Stalled,
+                Ok(pb::CameraLink::Unspecified) | Err(_) => LinkState::Unknown,
+            },
+            frames: c.frames,
+            pending: c.pending,
+            stalls: c.stalls,
+            stall_after_ms: c.stall_after_ms,
+            last_frame_at: c.last_frame_at.as_ref().and_then(timestamp),
+            source: text(c.source),
+            dropped_frames: c.dropped_frames,
+            test_captures: c.test_captures,
+        }),
+        Kind::Vision(v) => ComponentDetail::Vision(VisionDetail {
+            frames: v.frames,
+            faces: v.faces,
+            released: v.released,
+            quarantined: v.quarantined,
+            quarantine_held: v.quarantine_held,
+            last_quarantine_reason: text(v.last_quarantine_reason),
+            counted: v.counted,
+            unreadable: v.unreadable,
+            violation_candidates: v.violation_candidates,
+            model: v.model,
+            sessions: v.sessions,
+        }),
+        Kind::Buffer(b) => ComponentDetail::Buffer(buffer(b)),
+        Kind::Uplink(u) => ComponentDetail::Uplink(UplinkDetail {
+            link: match pb::UplinkLink::try_from(u.link) {
+                Ok(pb::UplinkLink::Connected) => LinkState::Connected,
+                Ok(pb::UplinkLink::Disconnected) => LinkState::Disconnected,
+                Ok(pb::UplinkLink::Refused) => LinkState::Refused,
+                Ok(pb::UplinkLink::Unspecified) | Err(_) => LinkState::Unknown,
+            },
+            refused: text(u.refused),
+            session_id: u.session_id,
+            acked: u.acked,
+            buffer: u.buffer.map(buffer).unwrap_or_default(),
         }),
     }
 }
@@ -374,6 +473,7 @@ mod tests {
                 camera_id: "cam0".into(),
                 detected_at: None,
                 config_version: 4,
+                test: false,
             }),
             image_size_bytes: 3,
             image_sha256: sha2::Sha256::digest(b"abc").to_vec(),

@@ -595,6 +595,7 @@ impl Gateway {
                                     message: c.message,
                                 })
                                 .collect(),
+                            capture_id: Uuid::parse_str(&r.capture_id).ok(),
                         }),
                     );
                 }

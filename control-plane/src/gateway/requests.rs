@@ -99,6 +99,9 @@ impl Gateway {
                 pb::command::Kind::SetLogFilter(pb::SetLogFilter { filter, for_secs })
             }
             AgentCommand::RunDiagnostics => pb::command::Kind::RunDiagnostics(pb::RunDiagnostics {}),
+            AgentCommand::TriggerTestCapture { camera } => {
+                pb::command::Kind::TriggerTestCapture(pb::TriggerTestCapture { camera })
+            }
         };
         let command_id = command_id.to_string();
         let msg = Out::Command(pb::Command { command_id: command_id.clone(), kind: Some(kind) });

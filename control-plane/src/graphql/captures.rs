@@ -118,14 +118,19 @@ impl CapturesQuery {
         let (api, who) = guard(ctx, Action::ReadCaptures)?;
         let filter = domain::CaptureFilter { site_id: site, lane, from, to, ..Default::default() };
         let counts = api.db.capture_counts(&filter, &who.visibility()).await.map_err(storage_error)?;
-        let by_decision: Vec<DecisionCount> =
-            [Decision::Compliant, Decision::ViolationCandidate, Decision::Unreadable, Decision::Unknown]
-                .into_iter()
-                .map(|decision| DecisionCount {
-                    decision,
-                    count: counts.iter().filter(|(d, _)| *d == decision.to_domain()).map(|(_, n)| *n).sum(),
-                })
-                .collect();
+        let by_decision: Vec<DecisionCount> = [
+            Decision::Compliant,
+            Decision::ViolationCandidate,
+            Decision::Unreadable,
+            Decision::Unknown,
+            Decision::Test,
+        ]
+        .into_iter()
+        .map(|decision| DecisionCount {
+            decision,
+            count: counts.iter().filter(|(d, _)| *d == decision.to_domain()).map(|(_, n)| *n).sum(),
+        })
+        .collect();
         Ok(CaptureCounts { total: by_decision.iter().map(|d| d.count).sum(), by_decision })
     }
 
@@ -337,6 +342,9 @@ pub enum Decision {
     ViolationCandidate,
     Unreadable,
     Unknown,
+    /// An operator's test capture (`triggerTestCapture`): no vehicle, never judged, never in
+    /// statistics, never shown to agencies.
+    Test,
 }
 
 impl Decision {
@@ -346,6 +354,7 @@ impl Decision {
             domain::Decision::ViolationCandidate => Self::ViolationCandidate,
             domain::Decision::Unreadable => Self::Unreadable,
             domain::Decision::Unknown => Self::Unknown,
+            domain::Decision::Test => Self::Test,
         }
     }
 
@@ -355,6 +364,7 @@ impl Decision {
             Self::ViolationCandidate => domain::Decision::ViolationCandidate,
             Self::Unreadable => domain::Decision::Unreadable,
             Self::Unknown => domain::Decision::Unknown,
+            Self::Test => domain::Decision::Test,
         }
     }
 }

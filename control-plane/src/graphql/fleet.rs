@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use uuid::Uuid;
 
+use super::component_state::ComponentState;
 use super::{audited, guard, parse_uuid, parts, storage, storage_error};
 use crate::auth::Action;
 use crate::domain;
@@ -109,6 +110,24 @@ impl FleetMutation {
         send(ctx, "setAgentLogFilter", agent_id, command, command_id).await
     }
 
+    /// Takes a test capture on one of an agent's cameras now (operators and admins): its newest
+    /// frame goes through vision (faces masked, occupants counted) and the buffer like any
+    /// capture and is uploaded, with decision `TEST`: never counted in statistics, never a
+    /// violation, never shown to agencies. The result's `captureId` names it; query
+    /// `capture(id:)` once it is stored. A camera the agent does not have, or one paused,
+    /// stopped or without a frame within 4 s, is FAILED_PRECONDITION with the agent's reason;
+    /// other errors and idempotency as for `restartComponent`.
+    async fn trigger_test_capture(
+        &self,
+        ctx: &Context<'_>,
+        agent_id: ID,
+        camera: String,
+        command_id: Option<ID>,
+    ) -> async_graphql::Result<CommandResult> {
+        let command = domain::AgentCommand::TriggerTestCapture { camera: camera.trim().to_owned() };
+        send(ctx, "triggerTestCapture", agent_id, command, command_id).await
+    }
+
     /// Checks the site now (operators and admins): the buffer's disk (free space, a probe
     /// written and synced), the LIDAR link, every camera (streaming, frames, stalls, drops), the
     /// clock against the control plane's, the face model. Each check says what it saw; `ok` is
@@ -119,14 +138,15 @@ impl FleetMutation {
         agent_id: ID,
         command_id: Option<ID>,
     ) -> async_graphql::Result<Diagnostics> {
-        let (result, checks) =
+        let (command_id, outcome) =
             send_for(ctx, "runDiagnostics", agent_id, domain::AgentCommand::RunDiagnostics, command_id)
                 .await?;
         Ok(Diagnostics {
-            command_id: result.command_id,
-            message: result.message,
-            ok: checks.iter().all(|c| c.ok),
-            checks: checks
+            command_id,
+            message: outcome.message,
+            ok: outcome.checks.iter().all(|c| c.ok),
+            checks: outcome
+                .checks
                 .into_iter()
                 .map(|c| DiagnosticCheck { name: c.name, ok: c.ok, message: c.message })
                 .collect(),
@@ -163,17 +183,23 @@ async fn send(
     command: domain::AgentCommand,
     command_id: Option<ID>,
 ) -> async_graphql::Result<CommandResult> {
-    send_for(ctx, action, agent_id, command, command_id).await.map(|(result, _)| result)
+    let (command_id, outcome) = send_for(ctx, action, agent_id, command, command_id).await?;
+    Ok(CommandResult {
+        command_id,
+        message: outcome.message,
+        capture_id: outcome.capture_id.map(|id| ID(id.to_string())),
+    })
 }
 
-/// [`send`], with the checks a diagnostics run answered.
+/// [`send`], answering the command id and the agent's whole outcome (a diagnostics run's
+/// checks).
 async fn send_for(
     ctx: &Context<'_>,
     action: &str,
     agent_id: ID,
     command: domain::AgentCommand,
     command_id: Option<ID>,
-) -> async_graphql::Result<(CommandResult, Vec<domain::DiagnosticCheck>)> {
+) -> async_graphql::Result<(ID, domain::CommandOutcome)> {
     let (api, who) = parts(ctx)?;
     let result = async {
         who.authorize(Action::OperateAgents)?;
@@ -188,6 +214,9 @@ async fn send_for(
                 if component.is_empty() =>
             {
                 return Err(Error::invalid("component must not be empty"));
+            }
+            domain::AgentCommand::TriggerTestCapture { camera } if camera.is_empty() => {
+                return Err(Error::invalid("camera must not be empty"));
             }
             domain::AgentCommand::SetLogFilter { filter, .. } if filter.is_empty() => {
                 return Err(Error::invalid("filter must not be empty"));
@@ -207,10 +236,7 @@ async fn send_for(
                 format!("agent {} refused the command: {}", agent_id.as_str(), outcome.message),
             ));
         }
-        Ok((
-            CommandResult { command_id: ID(command_id.to_string()), message: outcome.message },
-            outcome.checks,
-        ))
+        Ok((ID(command_id.to_string()), outcome))
     }
     .await;
     audited(api, who, action, &command.target(&agent_id), result).await
@@ -222,6 +248,8 @@ pub struct CommandResult {
     command_id: ID,
     /// The agent's own words, e.g. `restarting uplink`.
     message: String,
+    /// The capture a `triggerTestCapture` made; null for other commands.
+    capture_id: Option<ID>,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -421,6 +449,11 @@ pub struct Component {
     processed: u64,
     /// Items it could not process (quarantined, skipped) since the agent started.
     failed: u64,
+    /// What the component says about itself, typed by its kind (`LidarState`, `CameraState`,
+    /// `UplinkState`, ...); null before it first published and from agents too old to send it.
+    state: Option<ComponentState>,
+    /// The same state as a JSON object, as older agents send it.
+    #[graphql(deprecation = "use `state`, which is typed")]
     detail_json: String,
     /// Its input channel; null for a source, which has none.
     inbox: Option<Inbox>,
@@ -436,8 +469,8 @@ pub struct Component {
     /// `downstream` (the next stage's inbox is full), `device` (the next scan or frame),
     /// `control_plane`. Null from older agents.
     waiting_on: Option<String>,
-    /// The memory it holds, where the agent can measure it (a camera's frame ring); null
-    /// elsewhere.
+    /// The memory it holds, where the agent can measure it (a camera's frame ring, the
+    /// buffer's index, the face model's sessions); null elsewhere.
     memory_bytes: Option<u64>,
     #[graphql(skip)]
     events: Vec<domain::ComponentEvent>,
@@ -514,6 +547,7 @@ impl Component {
             backoff_ms: c.backoff_ms,
             processed: c.processed,
             failed: c.failed,
+            state: c.detail.map(ComponentState::from),
             detail_json: c.detail_json,
             inbox: c.inbox.map(|(depth, capacity)| Inbox { depth, capacity }),
             waiting_on: c.waiting_on,

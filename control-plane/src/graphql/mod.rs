@@ -17,6 +17,7 @@
 
 mod admin;
 mod captures;
+mod component_state;
 mod configs;
 mod fleet;
 mod history;

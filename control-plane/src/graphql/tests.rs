@@ -54,6 +54,7 @@ async fn captures_page_through_opaque_cursors_newest_first() {
             sections: vec![],
             confidence: None,
             model_version: None,
+            test: false,
         };
         ids.push(meta.id.to_string());
         let capture = domain::Capture {

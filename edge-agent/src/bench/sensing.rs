@@ -359,7 +359,7 @@ fn run_scenario(sc: &Scenario, seed: u64) -> (ScenarioReport, Samples) {
                     .iter()
                     .find_map(|(_, r)| match r {
                         AcquireRequest::Take { trigger_at, .. } => Some(secs(*trigger_at)),
-                        AcquireRequest::Finalize { .. } => None,
+                        AcquireRequest::Finalize { .. } | AcquireRequest::Test { .. } => None,
                     })
                     .unwrap_or(f64::NAN);
                 dets.insert(

@@ -108,6 +108,20 @@ impl State {
         }
     }
 
+    /// The heap the index holds, estimated from its collections: every entry's key and value
+    /// plus the B-tree's and hash table's own overhead (about a third more for B-tree nodes, a
+    /// control byte per hash bucket and the table's spare capacity).
+    pub fn heap_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        let btree = |n: usize, item: usize| (n * item * 4).div_ceil(3);
+        let entries = btree(self.entries.len(), size_of::<(u64, Entry)>());
+        let by_value = btree(self.by_value.len(), size_of::<(ValueClass, u64)>());
+        let ids = self.ids.capacity() * (size_of::<(Uuid, u64)>() + 1);
+        let receipts = btree(self.receipts.len(), size_of::<(Uuid, ReceiptEntry)>());
+        let segments = btree(self.segments.len(), size_of::<(u64, SegmentInfo)>());
+        (entries + by_value + ids + receipts + segments) as u64
+    }
+
     fn add_live(&mut self, loc: Loc, add: bool) {
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
             if add {

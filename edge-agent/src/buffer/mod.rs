@@ -82,7 +82,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Serialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -105,26 +104,8 @@ pub enum BufferError {
     NotADirectory(PathBuf),
 }
 
-/// Counters of the buffer, published on every change.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct BufferStats {
-    pub captures: u64,
-    /// Stored record bytes (metadata, image and header); never above `max_bytes`.
-    pub bytes: u64,
-    pub max_bytes: u64,
-    /// Captures appended since start.
-    pub appended: u64,
-    /// New captures rejected because only more valuable captures could have made room.
-    pub rejected: u64,
-    /// Captures deleted since start to make room for more valuable or newer ones.
-    pub evicted: u64,
-    /// Captures deleted since start because their retention ran out.
-    pub expired: u64,
-    /// Damaged records (or unreadable regions) found and deleted since start.
-    pub damaged: u64,
-    /// Deletion receipts waiting for the control plane's ack.
-    pub receipts_pending: u64,
-}
+/// Counters of the buffer, published on every change (the buffer component's typed state).
+pub use crate::state::BufferStats;
 
 /// Legal retention per value class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +279,11 @@ impl Buffer {
     /// Current counters.
     pub fn stats(&self) -> BufferStats {
         self.store.lock().unwrap().state.stats
+    }
+
+    /// The heap its in-memory index holds now (an estimate from its collections' sizes).
+    pub fn index_bytes(&self) -> u64 {
+        self.store.lock().unwrap().state.heap_bytes()
     }
 
     /// Watches the counters; changes on every append, rejection, deletion and receipt.

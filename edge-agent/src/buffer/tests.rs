@@ -494,3 +494,21 @@ fn recovers_after_a_crash_without_close() {
     let next = buf.append(&capture(b"after")).unwrap();
     assert_eq!(next, 20, "sequence numbers continue after recovery");
 }
+
+#[test]
+fn the_index_memory_grows_with_its_captures_and_falls_back_when_they_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let buf = Buffer::open(&dir.path().join("b"), opts(1 << 24)).unwrap();
+    let empty = buf.index_bytes();
+    for i in 0..100u8 {
+        buf.append(&capture(&[i; 64])).unwrap();
+    }
+    let full = buf.index_bytes();
+    // every capture costs at least its index entry, its place in the eviction order and its id
+    let per_capture = std::mem::size_of::<(u64, index::Entry)>() + std::mem::size_of::<(Uuid, u64)>();
+    assert!(full >= empty + 100 * per_capture as u64, "{empty} -> {full}");
+    while let Some((_, c)) = buf.next_by_priority(&HashSet::new()).unwrap() {
+        assert!(buf.delete(c.meta.capture_id).unwrap());
+    }
+    assert!(buf.index_bytes() < full, "acked captures leave the index: {}", buf.index_bytes());
+}

@@ -218,8 +218,11 @@ impl CameraSource for ThreadedCamera {
         })
     }
 
-    fn detail(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "source": self.describe, "dropped_frames": self.dropped() }))
+    fn state(&self) -> Option<crate::state::CameraSourceState> {
+        Some(crate::state::CameraSourceState {
+            source: self.describe.clone(),
+            dropped_frames: self.dropped(),
+        })
     }
 
     fn thread_cpu(&self) -> Option<std::time::Duration> {

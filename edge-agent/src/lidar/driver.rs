@@ -23,7 +23,6 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use rand::Rng;
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -32,6 +31,7 @@ use tokio::time::Instant;
 use super::sick::{self, DeframeError, Deframer, Framing, Request, Telegram};
 use crate::domain::{Scan, ScanGeometry};
 use crate::sources::ScanSource;
+use crate::state::LidarState;
 
 /// A connection that delivers no byte for this long is dropped and re-established.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -120,36 +120,7 @@ pub fn to_domain_scan(
     Ok(Scan { t, ranges_m })
 }
 
-/// Counters of one scan source, published in the sense component's snapshot detail.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DriverCounters {
-    /// `LMDscandata` telegrams parsed, checked and passed on.
-    pub telegrams_ok: u64,
-    /// Telegrams that failed to parse or convert, oversize and bad-checksum frames.
-    pub telegrams_malformed: u64,
-    /// Bytes that belonged to no telegram (noise, half telegrams, dropped frames).
-    pub garbage_bytes: u64,
-    /// Scans dropped because their counter repeated or went backwards.
-    pub out_of_order: u64,
-    /// Scans the counter says were never received.
-    pub scans_missed: u64,
-    /// Connections re-established after a loss.
-    pub reconnects: u64,
-    /// Connection attempts that failed.
-    pub connect_failures: u64,
-    /// `sFA` answers of the device.
-    pub sopas_errors: u64,
-}
-
-/// Where a source stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    Connecting,
-    Connected,
-    /// A replay reached the end of its recording.
-    Finished,
-}
+pub use crate::state::{DriverCounters, LinkState};
 
 #[derive(Debug)]
 struct StatusInner {
@@ -207,25 +178,20 @@ impl DriverStatus {
         self.update(|s| f(&mut s.counters));
     }
 
-    /// The snapshot detail: source, state, `degraded`, last error and the counters.
-    pub fn detail(&self) -> serde_json::Value {
+    /// The sense component's state: source, link, `degraded`, last error and the counters.
+    pub fn lidar_state(&self) -> LidarState {
         let degraded = self.degraded();
         let inner = self.inner.lock().unwrap();
-        let mut detail = serde_json::json!({
-            "source": self.source,
-            "origin": self.origin,
-            "framing": self.framing.to_string(),
-            "state": inner.state,
-            "degraded": degraded,
-            "secs_since_last_scan": inner.last_progress.elapsed().as_secs(),
-            "last_error": inner.last_error,
-        });
-        if let (Some(map), Ok(serde_json::Value::Object(counters))) =
-            (detail.as_object_mut(), serde_json::to_value(&inner.counters))
-        {
-            map.extend(counters);
+        LidarState {
+            source: self.source.to_owned(),
+            origin: self.origin.clone(),
+            framing: self.framing.to_string(),
+            state: inner.state,
+            degraded,
+            secs_since_last_scan: inner.last_progress.elapsed().as_secs(),
+            last_error: inner.last_error.clone(),
+            counters: inner.counters.clone(),
         }
-        detail
     }
 }
 
@@ -529,8 +495,8 @@ impl ScanSource for SickScanSource {
         })
     }
 
-    fn detail(&self) -> Option<serde_json::Value> {
-        Some(self.status.detail())
+    fn state(&self) -> Option<LidarState> {
+        Some(self.status.lidar_state())
     }
 }
 

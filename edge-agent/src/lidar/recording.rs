@@ -481,8 +481,8 @@ impl ScanSource for ReplayScanSource {
         })
     }
 
-    fn detail(&self) -> Option<serde_json::Value> {
-        Some(self.status.detail())
+    fn state(&self) -> Option<crate::state::LidarState> {
+        Some(self.status.lidar_state())
     }
 }
 

@@ -23,11 +23,11 @@
 //! With `client_cert_path`/`client_key_path` the agent shows its certificate (mutual TLS). A
 //! session the control plane refuses (PERMISSION_DENIED: revoked; UNAUTHENTICATED: wrong or
 //! missing certificate) is logged as an error and retried after the longest backoff only, and
-//! the component's detail says `refused: <message>` until a session opens again.
+//! the component's state says `refused` with the message until a session opens again.
 //!
-//! The component's detail (`state`, `connected`, `session_id`, `acked`, `buffer`) is published
+//! The component's state (`UplinkState`: link, session id, acked, buffer) is published
 //! beside the sessions whenever the session state, the acked count or the buffer changes, each
-//! time from the live values ([`publish_detail`]), not only when a session opens or ends.
+//! time from the live values ([`publish_state`]), not only when a session opens or ends.
 
 pub mod throttle;
 pub mod wire;
@@ -51,7 +51,9 @@ use uuid::Uuid;
 use crate::buffer::Buffer;
 use crate::config::ControlPlaneConfig;
 use crate::logs::Logs;
+use crate::state::{ComponentState, UplinkLink, UplinkState};
 use crate::supervisor::{ComponentCtx, ComponentStatus, Registry, RunFuture, SupervisorHandle};
+use crate::test_capture::TestCameras;
 
 const DEFAULT_MAX_CHUNK_BYTES: usize = 64 * 1024;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,6 +61,8 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const ACK_BEFORE_RELOAD: Duration = Duration::from_millis(200);
 /// Most deletion receipts sent and not yet acknowledged.
 const MAX_RECEIPTS_IN_FLIGHT: usize = 256;
+/// How long a test capture may take its camera; the control plane gives a command 5 s.
+const TEST_CAPTURE_WAIT: Duration = Duration::from_secs(4);
 
 /// Everything the uplink needs; shared by restarts.
 pub struct UplinkComponent {
@@ -79,7 +83,7 @@ pub struct UplinkComponent {
     /// A staged config version this agent could not run (and why): reported to the control
     /// plane as a REJECTED `ConfigAck` after each Welcome.
     pub apply_failure: Option<(u64, String)>,
-    /// Captures the control plane acknowledged, counted across restarts (the detail's `acked`).
+    /// Captures the control plane acknowledged, counted across restarts (the state's `acked`).
     pub acked: Arc<AtomicU64>,
     /// The results of the last commands run, by command id, kept across restarts: a command
     /// sent again (a retry after a lost answer) gets its first result and is not run twice.
@@ -91,6 +95,8 @@ pub struct UplinkComponent {
     pub paused: Arc<AtomicBool>,
     /// This agent's clock against the control plane's, from the last heartbeat round trip.
     pub clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
+    /// The cameras of this generation, for `TriggerTestCapture` commands.
+    pub test_cameras: TestCameras,
 }
 
 /// The results of the last [`RecentCommands::CAPACITY`] commands, oldest first.
@@ -124,7 +130,7 @@ impl crate::supervisor::Component for UplinkComponent {
             ctx.registry.update(&ctx.name, |s| s.status = ComponentStatus::Paused);
         }
         let (link, link_rx) = watch::channel(Link::default());
-        let detail = publish_detail(ctx.clone(), self.buffer.clone(), self.acked.clone(), link_rx);
+        let published = publish_state(ctx.clone(), self.buffer.clone(), self.acked.clone(), link_rx);
         let me = Uplink {
             cp: self.control_plane.clone(),
             config_dir: self.config_dir.clone(),
@@ -143,19 +149,20 @@ impl crate::supervisor::Component for UplinkComponent {
             logs: self.logs.clone(),
             paused: self.paused.clone(),
             clock: self.clock.clone(),
+            test_cameras: self.test_cameras.clone(),
             link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
         Box::pin(async move {
             tokio::select! {
                 result = me.run() => result,
-                never = detail => match never {},
+                never = published => match never {},
             }
         })
     }
 }
 
-/// The session's side of the uplink's detail; [`publish_detail`] adds the live counts.
+/// The session's side of the uplink's state; [`publish_state`] adds the live counts.
 #[derive(Debug, Clone, Default)]
 struct Link {
     /// The open session's id; `None` while disconnected.
@@ -164,10 +171,10 @@ struct Link {
     refused: Option<String>,
 }
 
-/// Publishes the uplink's detail now and again whenever the session state (`link`, also
+/// Publishes the uplink's state now and again whenever the session state (`link`, also
 /// touched after each ack) or the buffer changes, reading the acked count and the buffer's
 /// counters as they are at that moment. Runs until dropped with the component's run.
-async fn publish_detail(
+async fn publish_state(
     ctx: ComponentCtx,
     buffer: Buffer,
     acked: Arc<AtomicU64>,
@@ -177,17 +184,17 @@ async fn publish_detail(
     loop {
         let Link { session_id, refused } = link.borrow_and_update().clone();
         stats.borrow_and_update();
-        let state = match (&session_id, &refused) {
-            (Some(_), _) => "connected".to_owned(),
-            (None, Some(message)) => format!("refused: {message}"),
-            (None, None) => "disconnected".to_owned(),
+        let (state, refused) = match (&session_id, refused) {
+            (Some(_), _) => (UplinkLink::Connected, None),
+            (None, Some(message)) => (UplinkLink::Refused, Some(message)),
+            (None, None) => (UplinkLink::Disconnected, None),
         };
-        ctx.detail(serde_json::json!({
-            "state": state,
-            "connected": session_id.is_some(),
-            "session_id": session_id.unwrap_or_default(),
-            "acked": acked.load(Ordering::SeqCst),
-            "buffer": buffer.stats(),
+        ctx.state(ComponentState::Uplink(UplinkState {
+            state,
+            refused,
+            session_id: session_id.unwrap_or_default(),
+            acked: acked.load(Ordering::SeqCst),
+            buffer: buffer.stats(),
         }));
         // neither sender goes away while this runs (the uplink and the buffer hold them)
         tokio::select! {
@@ -215,7 +222,8 @@ struct Uplink {
     logs: Logs,
     paused: Arc<AtomicBool>,
     clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
-    /// What the detail says about the session ([`publish_detail`]).
+    test_cameras: TestCameras,
+    /// What the state says about the session ([`publish_state`]).
     link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
     bucket: throttle::TokenBucket,
@@ -520,8 +528,11 @@ impl Uplink {
             }
             Some(control_message::Body::IntrospectionRequest(req)) => {
                 let snapshots = self.registry.snapshots();
-                // vision names its model in its detail (`VisionStats::model`)
-                let model = snapshots.iter().find_map(|s| s.detail.get("model")?.as_str().map(str::to_owned));
+                // vision names its model in its state
+                let model = snapshots.iter().find_map(|s| match &s.state {
+                    ComponentState::Vision(v) => Some(v.model.clone()),
+                    _ => None,
+                });
                 let (dir, version) = (self.buffer.dir().to_owned(), self.config_version);
                 let process = tokio::task::spawn_blocking(move || {
                     crate::process::report(&dir, version, model.as_deref().unwrap_or_default())
@@ -604,8 +615,13 @@ impl Uplink {
             return session.send(agent_message::Body::CommandResult(earlier)).await;
         }
         let answer = |ok: bool, message: String| {
-            let result =
-                pb::CommandResult { command_id: cmd.command_id.clone(), ok, message, checks: Vec::new() };
+            let result = pb::CommandResult {
+                command_id: cmd.command_id.clone(),
+                ok,
+                message,
+                checks: Vec::new(),
+                capture_id: String::new(),
+            };
             self.commands.record(&result);
             agent_message::Body::CommandResult(result)
         };
@@ -682,10 +698,42 @@ impl Uplink {
                     command_id: cmd.command_id.clone(),
                     ok: true,
                     message,
+                    capture_id: String::new(),
                     checks: checks
                         .into_iter()
                         .map(|c| pb::DiagnosticCheck { name: c.name, ok: c.ok, message: c.message })
                         .collect(),
+                };
+                self.commands.record(&result);
+                session.send(agent_message::Body::CommandResult(result)).await
+            }
+            Some(command::Kind::TriggerTestCapture(test)) => {
+                tracing::info!(command_id = %cmd.command_id, camera = %test.camera, "test capture requested");
+                let component = format!("acquire-{}", test.camera);
+                let status = self.registry.get(&component).map(|s| s.status);
+                let taken = match status {
+                    Some(
+                        status @ (ComponentStatus::Paused
+                        | ComponentStatus::Stopped
+                        | ComponentStatus::Failed),
+                    ) => Err(format!("camera {} is {}", test.camera, status.as_str())),
+                    _ => self.test_cameras.take(&test.camera, TEST_CAPTURE_WAIT).await,
+                };
+                let result = match taken {
+                    Ok(capture_id) => pb::CommandResult {
+                        command_id: cmd.command_id.clone(),
+                        ok: true,
+                        message: format!("test capture {capture_id} taken on camera {}", test.camera),
+                        checks: Vec::new(),
+                        capture_id: capture_id.to_string(),
+                    },
+                    Err(message) => pb::CommandResult {
+                        command_id: cmd.command_id.clone(),
+                        ok: false,
+                        message,
+                        checks: Vec::new(),
+                        capture_id: String::new(),
+                    },
                 };
                 self.commands.record(&result);
                 session.send(agent_message::Body::CommandResult(result)).await

@@ -1,5 +1,5 @@
 //! Tests of the uplink against a fake control plane on 127.0.0.1:0 that welcomes, checks
-//! each upload and acks it: uploads by value then age, deletion receipts, the detail it
+//! each upload and acks it: uploads by value then age, deletion receipts, the state it
 //! publishes, and the identity check on pushed configs.
 
 use super::*;
@@ -133,6 +133,7 @@ fn start_uplink_in(
         logs: crate::logs::Logs::detached(),
         paused: Default::default(),
         clock: Default::default(),
+        test_cameras: Default::default(),
     };
     let ctx = ComponentCtx::new("uplink", &registry, shutdown);
     tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))
@@ -176,29 +177,33 @@ async fn sends_receipts_and_deletes_them_only_on_ack() {
     assert_eq!(first.value_class, pb::CaptureValueClass::Compliant as i32);
 }
 
-/// Waits (bounded) until the uplink's detail satisfies `f`; `what` names the wait in a failure.
-async fn wait_for_detail(
+/// Waits (bounded) until the uplink's state satisfies `f`; `what` names the wait in a failure.
+async fn wait_for_state(
     registry: &Registry,
     what: &str,
-    f: impl Fn(&serde_json::Value) -> bool,
-) -> crate::supervisor::ComponentSnapshot {
+    f: impl Fn(&UplinkState) -> bool,
+) -> (crate::supervisor::ComponentSnapshot, UplinkState) {
     let mut changes = registry.subscribe();
     let reached = async {
         loop {
-            if let Some(s) = registry.get("uplink").filter(|s| f(&s.detail)) {
-                return s;
+            if let Some(s) = registry.get("uplink")
+                && let ComponentState::Uplink(state) = &s.state
+                && f(state)
+            {
+                let state = state.clone();
+                return (s, state);
             }
             changes.changed().await.unwrap();
         }
     };
     match tokio::time::timeout(Duration::from_secs(20), reached).await {
-        Ok(snapshot) => snapshot,
+        Ok(reached) => reached,
         Err(_) => panic!("timed out: {what}; uplink is {:?}", registry.get("uplink")),
     }
 }
 
 #[tokio::test]
-async fn detail_reports_what_was_acked_and_what_the_buffer_holds() {
+async fn state_reports_what_was_acked_and_what_the_buffer_holds() {
     // a control plane that acks captures but takes no receipts: those stay in the buffer
     let gateway = FakeGateway::default();
     let addr = serve(gateway.clone()).await;
@@ -206,22 +211,21 @@ async fn detail_reports_what_was_acked_and_what_the_buffer_holds() {
     let buffer = buffer_with_receipts(dir.path());
     let registry = Registry::default();
     let task = start_uplink_in(addr, &buffer, dir.path(), &registry);
-    wait_for_detail(&registry, "first capture acked", |d| d["connected"] == true && d["acked"] == 1).await;
+    wait_for_state(&registry, "first capture acked", |s| s.connected() && s.acked == 1).await;
     // captures made while the session is open are acked and counted too (one at a time: the
     // buffer has room for one)
     for acked in 2..=3 {
         buffer.append(&crate::buffer::tests::capture(&[acked; 100])).unwrap();
-        wait_for_detail(&registry, "next capture acked", |d| d["acked"] == u64::from(acked)).await;
+        wait_for_state(&registry, "next capture acked", |s| s.acked == u64::from(acked)).await;
     }
-    let snapshot = registry.get("uplink").unwrap();
+    let (snapshot, state) = wait_for_state(&registry, "the state read", |_| true).await;
     task.abort();
-    let detail = &snapshot.detail;
-    assert_eq!(detail["state"], "connected");
-    assert_eq!(detail["session_id"], "s1");
-    assert_eq!(detail["acked"], gateway.stored.lock().unwrap().len(), "what the control plane acked");
-    assert_eq!(detail["acked"], snapshot.processed);
+    assert_eq!(state.state, UplinkLink::Connected);
+    assert_eq!(state.session_id, "s1");
+    assert_eq!(state.acked, gateway.stored.lock().unwrap().len() as u64, "what the control plane acked");
+    assert_eq!(state.acked, snapshot.processed);
     let stats = buffer.stats();
-    assert_eq!(detail["buffer"], serde_json::to_value(stats).unwrap(), "what the buffer holds");
+    assert_eq!(state.buffer, stats, "what the buffer holds");
     assert_eq!(
         (stats.captures, stats.appended, stats.evicted, stats.receipts_pending),
         (0, 5, 2, 2),
@@ -322,7 +326,7 @@ fn recent_commands_keep_the_newest_results_within_their_capacity() {
         command_id: format!("c{i}"),
         ok: true,
         message: format!("m{i}"),
-        checks: Vec::new(),
+        ..Default::default()
     };
     for i in 0..=RecentCommands::CAPACITY {
         recent.record(&result(i));

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 pub use crate::domain::ClockOffset;
 use crate::domain::{Capture, DeletionReason, DeletionReceipt, OccupancyStatus, ValueClass, VehicleClass};
 use crate::logs::{LogPage, LogQuery};
+use crate::state::{BufferStats, CameraLink, ComponentState, LinkState, UplinkLink};
 use crate::supervisor::{ComponentSnapshot, ComponentStatus};
 
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -73,6 +74,7 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
             camera_id: m.camera_id.clone(),
             detected_at: Some(timestamp(m.detected_at)),
             config_version: m.config_version,
+            test: m.test,
         }),
         image_size_bytes: capture.image.len() as u64,
         image_sha256: Sha256::digest(&capture.image).to_vec(),
@@ -161,7 +163,7 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         last_failure_at: s.last_failure_at.map(timestamp),
         backoff_ms: s.backoff_ms,
         processed: s.processed,
-        detail_json: s.detail.to_string(),
+        detail_json: serde_json::to_string(&s.state).unwrap_or_default(),
         inbox_depth: s.inbox.map_or(0, |i| u32::try_from(i.depth).unwrap_or(u32::MAX)),
         inbox_capacity: s.inbox.map_or(0, |i| u32::try_from(i.capacity).unwrap_or(u32::MAX)),
         events: Vec::new(),
@@ -173,6 +175,7 @@ pub fn component_state(s: &ComponentSnapshot) -> pb::ComponentState {
         waiting_on: s.waiting_on.as_str().to_owned(),
         memory_bytes: s.memory_bytes.unwrap_or(0),
         has_memory_bytes: s.memory_bytes.is_some(),
+        detail: None,
     }
 }
 
@@ -196,7 +199,102 @@ pub fn component_state_with_events(s: &ComponentSnapshot) -> pb::ComponentState 
             message: e.message.clone(),
         })
         .collect();
-    pb::ComponentState { events, ..component_state(s) }
+    pb::ComponentState { events, detail: detail(&s.state), ..component_state(s) }
+}
+
+/// A component's typed state on the wire; `None` before it published one.
+pub fn detail(state: &ComponentState) -> Option<pb::ComponentDetail> {
+    use pb::component_detail::Kind;
+    let kind = match state {
+        ComponentState::Empty => return None,
+        ComponentState::Lidar(l) => Kind::Lidar(pb::LidarDetail {
+            source: l.source.clone(),
+            origin: l.origin.clone(),
+            framing: l.framing.clone(),
+            link: match l.state {
+                LinkState::Connecting => pb::LidarLink::Connecting,
+                LinkState::Connected => pb::LidarLink::Connected,
+                LinkState::Finished => pb::LidarLink::Finished,
+            } as i32,
+            degraded: l.degraded,
+            secs_since_last_scan: l.secs_since_last_scan,
+            last_error: l.last_error.clone().unwrap_or_default(),
+            telegrams_ok: l.counters.telegrams_ok,
+            telegrams_malformed: l.counters.telegrams_malformed,
+            garbage_bytes: l.counters.garbage_bytes,
+            out_of_order: l.counters.out_of_order,
+            scans_missed: l.counters.scans_missed,
+            reconnects: l.counters.reconnects,
+            connect_failures: l.counters.connect_failures,
+            sopas_errors: l.counters.sopas_errors,
+        }),
+        ComponentState::Detector(d) => Kind::Detector(pb::DetectorDetail {
+            learnt: d.learnt,
+            degraded: d.degraded,
+            degraded_scans: d.degraded_scans,
+            entries: d.entries,
+            exits: d.exits,
+            speeds_measured: d.speeds_measured,
+        }),
+        ComponentState::Trigger(t) => Kind::Trigger(pb::TriggerDetail {
+            triggers_per_camera: t.triggers_per_camera.clone().into_iter().collect(),
+        }),
+        ComponentState::Camera(c) => Kind::Camera(pb::CameraDetail {
+            link: match c.state {
+                CameraLink::Opening => pb::CameraLink::Opening,
+                CameraLink::Streaming => pb::CameraLink::Streaming,
+                CameraLink::Stalled => pb::CameraLink::Stalled,
+            } as i32,
+            frames: c.frames,
+            pending: c.pending,
+            stalls: c.stalls,
+            stall_after_ms: c.stall_after_ms,
+            last_frame_at: c.last_frame_at.map(timestamp),
+            source: c.source.as_ref().map(|s| s.source.clone()).unwrap_or_default(),
+            dropped_frames: c.source.as_ref().map_or(0, |s| s.dropped_frames),
+            test_captures: c.test_captures,
+        }),
+        ComponentState::Vision(v) => Kind::Vision(pb::VisionDetail {
+            frames: v.frames,
+            faces: v.faces,
+            released: v.released,
+            quarantined: v.quarantined,
+            quarantine_held: v.quarantine_held,
+            last_quarantine_reason: v.last_quarantine_reason.clone().unwrap_or_default(),
+            counted: v.counted,
+            unreadable: v.unreadable,
+            violation_candidates: v.violation_candidates,
+            model: v.model.clone(),
+            sessions: v.sessions,
+        }),
+        ComponentState::Buffer(b) => Kind::Buffer(buffer_detail(b)),
+        ComponentState::Uplink(u) => Kind::Uplink(pb::UplinkDetail {
+            link: match u.state {
+                UplinkLink::Connected => pb::UplinkLink::Connected,
+                UplinkLink::Disconnected => pb::UplinkLink::Disconnected,
+                UplinkLink::Refused => pb::UplinkLink::Refused,
+            } as i32,
+            refused: u.refused.clone().unwrap_or_default(),
+            session_id: u.session_id.clone(),
+            acked: u.acked,
+            buffer: Some(buffer_detail(&u.buffer)),
+        }),
+    };
+    Some(pb::ComponentDetail { kind: Some(kind) })
+}
+
+fn buffer_detail(b: &BufferStats) -> pb::BufferDetail {
+    pb::BufferDetail {
+        captures: b.captures,
+        bytes: b.bytes,
+        max_bytes: b.max_bytes,
+        appended: b.appended,
+        rejected: b.rejected,
+        evicted: b.evicted,
+        expired: b.expired,
+        damaged: b.damaged,
+        receipts_pending: b.receipts_pending,
+    }
 }
 
 /// The offset an ack received at `now` (agent clock) shows, as NTP computes it; `None` for an

@@ -55,6 +55,7 @@ use self::quarantine::Quarantine;
 use crate::domain::{Capture, OccupancyStatus};
 use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
+use crate::state::ComponentState;
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
 
 const JPEG_QUALITY: i32 = 85;
@@ -341,20 +342,8 @@ struct Group {
     received: usize,
 }
 
-/// Counters the component publishes (introspection and metrics).
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct VisionStats {
-    pub frames: u64,
-    pub faces: u64,
-    pub released: u64,
-    pub quarantined: u64,
-    pub quarantine_held: usize,
-    pub last_quarantine_reason: Option<String>,
-    pub counted: u64,
-    pub unreadable: u64,
-    pub violation_candidates: u64,
-    pub model: String,
-}
+/// Counters the component publishes (its typed state for introspection).
+pub use crate::state::VisionState as VisionStats;
 
 /// The `vision` component: acquire's captures in, anonymized and counted captures out.
 pub struct VisionComponent {
@@ -377,7 +366,11 @@ impl VisionComponent {
     ) -> Self {
         let lane_cameras =
             config.cameras_by_lane().into_iter().map(|(lane, cams)| (lane, cams.len())).collect();
-        let stats = VisionStats { model: vision.detector.model_version.clone(), ..Default::default() };
+        let stats = VisionStats {
+            model: vision.detector.model_version.clone(),
+            sessions: vision.detector.sessions() as u64,
+            ..Default::default()
+        };
         Self {
             vision: Arc::new(vision),
             quarantine: Arc::new(quarantine),
@@ -404,8 +397,11 @@ impl Component for VisionComponent {
             let mut groups: BTreeMap<(u32, DateTime<Utc>), Group> = BTreeMap::new();
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            stats.lock().unwrap().quarantine_held = quarantine.len();
-            ctx.detail(serde_json::to_value(stats.lock().unwrap().clone())?);
+            stats.lock().unwrap().quarantine_held = quarantine.len() as u64;
+            if let Some(bytes) = vision.detector.session_bytes {
+                ctx.memory(bytes);
+            }
+            ctx.state(ComponentState::Vision(stats.lock().unwrap().clone()));
             // up to `workers` captures are processed at once; results are taken in arrival order
             let workers = vision.detector.sessions().max(1);
             let mut processing = futures::stream::FuturesOrdered::new();
@@ -436,8 +432,10 @@ impl Component for VisionComponent {
                         }
                     };
                     let key = (meta.lane, meta.detected_at);
+                    // a test capture is one camera's alone: its group is complete at once
+                    let cameras = if meta.test { 1 } else { lane_cameras.get(&key.0).copied().unwrap_or(1) };
                     let group = groups.entry(key).or_insert_with(|| Group {
-                        expected: lane_cameras.get(&key.0).copied().unwrap_or(1).max(1),
+                        expected: cameras.max(1),
                         deadline: tokio::time::Instant::now() + wait,
                         released: Vec::new(),
                         counts: Vec::new(),
@@ -474,7 +472,7 @@ impl Component for VisionComponent {
                             .context("quarantine task")?
                             .context("writing quarantine")?;
                         let mut s = stats.lock().unwrap();
-                        s.quarantine_held = quarantine.len();
+                        s.quarantine_held = quarantine.len() as u64;
                         s.last_quarantine_reason = Some(reason);
                     }
                 }
@@ -488,12 +486,12 @@ impl Component for VisionComponent {
                     let group = groups.remove(&key).expect("present");
                     release(&vision, group, &output, &stats, &ctx).await?;
                 }
-                ctx.detail(serde_json::to_value(stats.lock().unwrap().clone())?);
+                ctx.state(ComponentState::Vision(stats.lock().unwrap().clone()));
             }
             for (_, group) in std::mem::take(&mut groups) {
                 release(&vision, group, &output, &stats, &ctx).await?;
             }
-            ctx.detail(serde_json::to_value(stats.lock().unwrap().clone())?);
+            ctx.state(ComponentState::Vision(stats.lock().unwrap().clone()));
             output.close();
             Ok(())
         })
@@ -515,7 +513,12 @@ async fn release(
         fuse(&group.counts, &vision.detector.model_version, vision.config.min_confidence)
     };
     for mut capture in group.released {
-        let decision = decide(&occupancy, capture.meta.lane, capture.meta.captured_at, &vision.config.policy);
+        // a test capture shows no vehicle: its count is reported, never judged
+        let decision = if capture.meta.test {
+            occupancy::Decision::Statistics
+        } else {
+            decide(&occupancy, capture.meta.lane, capture.meta.captured_at, &vision.config.policy)
+        };
         capture.meta.occupancy = occupancy.clone();
         capture.meta.value_class = decision.value_class();
         {

@@ -92,6 +92,11 @@ pub struct FaceDetector {
     lut: [[f32; 256]; 3],
     /// `<file name>@<first 12 hex of its SHA-256>`.
     pub model_version: String,
+    /// What building the sessions added to the process's resident memory (weights, optimized
+    /// graphs, the runtime's first arenas): the memory the vision component reports. `None`
+    /// where `/proc` cannot tell. Loading happens while the pipeline is built, before its
+    /// components run, so their allocations stay out of the measurement.
+    pub session_bytes: Option<u64>,
 }
 
 /// The session and the input tensors it was fed, kept per input shape so that a frame costs
@@ -168,6 +173,7 @@ impl FaceDetector {
                 .commit_from_memory(&bytes)
                 .map_err(|err| model_err(format!("not a loadable onnx model: {err}")))
         };
+        let rss_before = crate::process::rss_bytes();
         let first = new_session()?;
         check_shapes(spec, &first)
             .map_err(|reason| VisionError::ModelShape { path: path.clone(), reason })?;
@@ -175,6 +181,8 @@ impl FaceDetector {
         for _ in 1..sessions.max(1) {
             states.push(Mutex::new(State { session: new_session()?, inputs: HashMap::new() }));
         }
+        let session_bytes =
+            crate::process::rss_bytes().zip(rss_before).map(|(after, before)| after.saturating_sub(before));
         use sha2::Digest;
         let digest = hex::encode(sha2::Sha256::digest(&bytes));
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -184,6 +192,7 @@ impl FaceDetector {
             lut: lut(spec),
             spec: spec.clone(),
             model_version: format!("{name}@{}", &digest[..12]),
+            session_bytes,
         })
     }
 

@@ -34,6 +34,10 @@ pub struct CaptureMeta {
     /// Agent configuration version the capture was made under.
     #[prost(uint64, tag = "12")]
     pub config_version: u64,
+    /// Taken on an operator's request (TriggerTestCapture), not of a vehicle: never counted in
+    /// statistics, never a violation.
+    #[prost(bool, tag = "13")]
+    pub test: bool,
 }
 /// Occupants of the vehicle as the agent's vision saw them.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -243,6 +247,194 @@ pub struct ComponentState {
     pub memory_bytes: u64,
     #[prost(bool, tag = "19")]
     pub has_memory_bytes: bool,
+    /// The component's own state, typed by its kind. Sent in introspection answers, not in
+    /// heartbeats; absent from older agents, which send only detail_json.
+    #[prost(message, optional, tag = "20")]
+    pub detail: ::core::option::Option<ComponentDetail>,
+}
+/// What a component says about itself: one message per kind of component.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ComponentDetail {
+    #[prost(oneof = "component_detail::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub kind: ::core::option::Option<component_detail::Kind>,
+}
+/// Nested message and enum types in `ComponentDetail`.
+pub mod component_detail {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Kind {
+        #[prost(message, tag = "1")]
+        Lidar(super::LidarDetail),
+        #[prost(message, tag = "2")]
+        Detector(super::DetectorDetail),
+        #[prost(message, tag = "3")]
+        Trigger(super::TriggerDetail),
+        #[prost(message, tag = "4")]
+        Camera(super::CameraDetail),
+        #[prost(message, tag = "5")]
+        Vision(super::VisionDetail),
+        #[prost(message, tag = "6")]
+        Buffer(super::BufferDetail),
+        #[prost(message, tag = "7")]
+        Uplink(super::UplinkDetail),
+    }
+}
+/// A scan source: the SICK driver, or a recording replayed through it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LidarDetail {
+    /// tcp, replay
+    #[prost(string, tag = "1")]
+    pub source: ::prost::alloc::string::String,
+    /// The scanner's address or the recording's path.
+    #[prost(string, tag = "2")]
+    pub origin: ::prost::alloc::string::String,
+    /// cola-a, cola-b
+    #[prost(string, tag = "3")]
+    pub framing: ::prost::alloc::string::String,
+    #[prost(enumeration = "LidarLink", tag = "4")]
+    pub link: i32,
+    /// No scan for longer than the driver's threshold.
+    #[prost(bool, tag = "5")]
+    pub degraded: bool,
+    #[prost(uint64, tag = "6")]
+    pub secs_since_last_scan: u64,
+    /// Empty when none.
+    #[prost(string, tag = "7")]
+    pub last_error: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "8")]
+    pub telegrams_ok: u64,
+    #[prost(uint64, tag = "9")]
+    pub telegrams_malformed: u64,
+    #[prost(uint64, tag = "10")]
+    pub garbage_bytes: u64,
+    #[prost(uint64, tag = "11")]
+    pub out_of_order: u64,
+    #[prost(uint64, tag = "12")]
+    pub scans_missed: u64,
+    #[prost(uint64, tag = "13")]
+    pub reconnects: u64,
+    #[prost(uint64, tag = "14")]
+    pub connect_failures: u64,
+    #[prost(uint64, tag = "15")]
+    pub sopas_errors: u64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DetectorDetail {
+    /// The empty road has been learnt; nothing is detected before.
+    #[prost(bool, tag = "1")]
+    pub learnt: bool,
+    /// Most beams lack an echo (sensor dropout).
+    #[prost(bool, tag = "2")]
+    pub degraded: bool,
+    #[prost(uint64, tag = "3")]
+    pub degraded_scans: u64,
+    #[prost(uint64, tag = "4")]
+    pub entries: u64,
+    #[prost(uint64, tag = "5")]
+    pub exits: u64,
+    /// Entries whose speed a second scan plane measured.
+    #[prost(uint64, tag = "6")]
+    pub speeds_measured: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TriggerDetail {
+    /// Camera triggers since the agent started, by camera id.
+    #[prost(map = "string, uint64", tag = "1")]
+    pub triggers_per_camera: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        u64,
+    >,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CameraDetail {
+    #[prost(enumeration = "CameraLink", tag = "1")]
+    pub link: i32,
+    /// Frames since the component's last (re)start.
+    #[prost(uint64, tag = "2")]
+    pub frames: u64,
+    /// Triggers waiting for their frame or their vehicle's exit.
+    #[prost(uint64, tag = "3")]
+    pub pending: u64,
+    /// Stalls since the agent started.
+    #[prost(uint64, tag = "4")]
+    pub stalls: u64,
+    #[prost(uint64, tag = "5")]
+    pub stall_after_ms: u64,
+    #[prost(message, optional, tag = "6")]
+    pub last_frame_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// What the source opened (device, file, pipeline, camera); empty for simulated sources.
+    #[prost(string, tag = "7")]
+    pub source: ::prost::alloc::string::String,
+    /// Frames its grabbing thread dropped because the component was busy.
+    #[prost(uint64, tag = "8")]
+    pub dropped_frames: u64,
+    /// Test captures taken on operators' request since the agent started.
+    #[prost(uint64, tag = "9")]
+    pub test_captures: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VisionDetail {
+    #[prost(uint64, tag = "1")]
+    pub frames: u64,
+    #[prost(uint64, tag = "2")]
+    pub faces: u64,
+    #[prost(uint64, tag = "3")]
+    pub released: u64,
+    #[prost(uint64, tag = "4")]
+    pub quarantined: u64,
+    /// Captures the quarantine holds now.
+    #[prost(uint64, tag = "5")]
+    pub quarantine_held: u64,
+    #[prost(string, tag = "6")]
+    pub last_quarantine_reason: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "7")]
+    pub counted: u64,
+    #[prost(uint64, tag = "8")]
+    pub unreadable: u64,
+    #[prost(uint64, tag = "9")]
+    pub violation_candidates: u64,
+    /// <file>@<sha256 prefix>
+    #[prost(string, tag = "10")]
+    pub model: ::prost::alloc::string::String,
+    /// ONNX Runtime sessions: frames processed at once.
+    #[prost(uint64, tag = "11")]
+    pub sessions: u64,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BufferDetail {
+    #[prost(uint64, tag = "1")]
+    pub captures: u64,
+    /// Stored record bytes; never above max_bytes.
+    #[prost(uint64, tag = "2")]
+    pub bytes: u64,
+    #[prost(uint64, tag = "3")]
+    pub max_bytes: u64,
+    #[prost(uint64, tag = "4")]
+    pub appended: u64,
+    #[prost(uint64, tag = "5")]
+    pub rejected: u64,
+    #[prost(uint64, tag = "6")]
+    pub evicted: u64,
+    #[prost(uint64, tag = "7")]
+    pub expired: u64,
+    #[prost(uint64, tag = "8")]
+    pub damaged: u64,
+    #[prost(uint64, tag = "9")]
+    pub receipts_pending: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UplinkDetail {
+    #[prost(enumeration = "UplinkLink", tag = "1")]
+    pub link: i32,
+    #[prost(string, tag = "2")]
+    pub refused: ::prost::alloc::string::String,
+    /// Empty while disconnected.
+    #[prost(string, tag = "3")]
+    pub session_id: ::prost::alloc::string::String,
+    /// Captures acknowledged since the agent started.
+    #[prost(uint64, tag = "4")]
+    pub acked: u64,
+    #[prost(message, optional, tag = "5")]
+    pub buffer: ::core::option::Option<BufferDetail>,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct ComponentRates {
@@ -375,6 +567,104 @@ impl ComponentStatus {
             "COMPONENT_STATUS_STOPPED" => Some(Self::Stopped),
             "COMPONENT_STATUS_FAILED" => Some(Self::Failed),
             "COMPONENT_STATUS_PAUSED" => Some(Self::Paused),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum LidarLink {
+    Unspecified = 0,
+    Connecting = 1,
+    Connected = 2,
+    /// A replay reached the end of its recording.
+    Finished = 3,
+}
+impl LidarLink {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "LIDAR_LINK_UNSPECIFIED",
+            Self::Connecting => "LIDAR_LINK_CONNECTING",
+            Self::Connected => "LIDAR_LINK_CONNECTED",
+            Self::Finished => "LIDAR_LINK_FINISHED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "LIDAR_LINK_UNSPECIFIED" => Some(Self::Unspecified),
+            "LIDAR_LINK_CONNECTING" => Some(Self::Connecting),
+            "LIDAR_LINK_CONNECTED" => Some(Self::Connected),
+            "LIDAR_LINK_FINISHED" => Some(Self::Finished),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum CameraLink {
+    Unspecified = 0,
+    Opening = 1,
+    Streaming = 2,
+    Stalled = 3,
+}
+impl CameraLink {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CAMERA_LINK_UNSPECIFIED",
+            Self::Opening => "CAMERA_LINK_OPENING",
+            Self::Streaming => "CAMERA_LINK_STREAMING",
+            Self::Stalled => "CAMERA_LINK_STALLED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CAMERA_LINK_UNSPECIFIED" => Some(Self::Unspecified),
+            "CAMERA_LINK_OPENING" => Some(Self::Opening),
+            "CAMERA_LINK_STREAMING" => Some(Self::Streaming),
+            "CAMERA_LINK_STALLED" => Some(Self::Stalled),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum UplinkLink {
+    Unspecified = 0,
+    Connected = 1,
+    Disconnected = 2,
+    /// The control plane refused the last session (see refused).
+    Refused = 3,
+}
+impl UplinkLink {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "UPLINK_LINK_UNSPECIFIED",
+            Self::Connected => "UPLINK_LINK_CONNECTED",
+            Self::Disconnected => "UPLINK_LINK_DISCONNECTED",
+            Self::Refused => "UPLINK_LINK_REFUSED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "UPLINK_LINK_UNSPECIFIED" => Some(Self::Unspecified),
+            "UPLINK_LINK_CONNECTED" => Some(Self::Connected),
+            "UPLINK_LINK_DISCONNECTED" => Some(Self::Disconnected),
+            "UPLINK_LINK_REFUSED" => Some(Self::Refused),
             _ => None,
         }
     }
@@ -573,7 +863,7 @@ pub struct ConfigAck {
 pub struct Command {
     #[prost(string, tag = "1")]
     pub command_id: ::prost::alloc::string::String,
-    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -592,7 +882,18 @@ pub mod command {
         ResumeComponent(super::ResumeComponent),
         #[prost(message, tag = "15")]
         RunDiagnostics(super::RunDiagnostics),
+        #[prost(message, tag = "16")]
+        TriggerTestCapture(super::TriggerTestCapture),
     }
+}
+/// Takes a capture on one camera now, without a vehicle: the camera's newest frame goes through
+/// vision (faces masked, occupants counted) and the buffer like any capture, marked as a test
+/// (CaptureMeta.test), so it never counts in statistics nor becomes a violation. The result's
+/// capture_id names it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TriggerTestCapture {
+    #[prost(string, tag = "1")]
+    pub camera: ::prost::alloc::string::String,
 }
 /// Checks the site (disk, LIDAR link, cameras, clock, model); the result carries the checks.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -649,6 +950,9 @@ pub struct CommandResult {
     /// The checks of a RunDiagnostics; empty for other commands.
     #[prost(message, repeated, tag = "4")]
     pub checks: ::prost::alloc::vec::Vec<DiagnosticCheck>,
+    /// The capture a TriggerTestCapture made; empty for other commands.
+    #[prost(string, tag = "5")]
+    pub capture_id: ::prost::alloc::string::String,
 }
 /// Proof that an agent deleted a capture without upload. Durable on the agent until acked.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -68,19 +68,10 @@ fn mean_rgb(img: &image::RgbImage) -> [f64; 3] {
     sum.map(|s| s / n)
 }
 
-/// The agent's component `name` as introspection shows it.
+/// The agent's component `name` as introspection shows it, with its typed state.
 async fn component(cp: &ControlPlane, agent_id: &str, name: &str) -> Result<Option<Value>> {
-    let data = cp
-        .graphql(
-            "query($id: ID!) { agent(id: $id) { components { name status restarts lastFailure detailJson } } }",
-            json!({ "id": agent_id }),
-        )
-        .await?;
-    Ok(data["agent"]["components"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name).cloned()))
-}
-
-fn detail(component: &Value) -> Value {
-    component["detailJson"].as_str().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null)
+    let components = cp.components(agent_id).await?;
+    Ok(components.into_iter().find(|c| c["name"] == name))
 }
 
 fn write_sequence(dir: &Path, frames: u32, rgb: [u8; 3]) -> Result<()> {
@@ -160,7 +151,7 @@ async fn a_speed_plane_measures_speeds_and_captures_still_flow() -> Result<()> {
     let detect = cp
         .wait_for("speeds measured at entry", || async {
             let c = component(&cp, &agent.id, "detect").await?;
-            Ok(c.filter(|c| detail(c)["speeds_measured"].as_u64().unwrap_or(0) >= 3))
+            Ok(c.filter(|c| c["state"]["speedsMeasured"].as_u64().unwrap_or(0) >= 3))
         })
         .await?;
     assert_eq!(detect["status"], "RUNNING", "{detect}");
@@ -319,7 +310,7 @@ async fn gige_fake_camera_delivers_captures_and_a_killed_camera_is_survived() ->
     let stalled = cp
         .wait_for("the camera reported stalled", || async {
             let c = component(&cp, &agent.id, "acquire-front").await?;
-            Ok(c.filter(|c| detail(c)["stalls"].as_u64().unwrap_or(0) >= 1))
+            Ok(c.filter(|c| c["state"]["stalls"].as_u64().unwrap_or(0) >= 1))
         })
         .await
         .with_context(|| agent.proc.stderr())?;

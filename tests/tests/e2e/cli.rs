@@ -59,16 +59,25 @@ async fn the_cli_reads_the_fleet_inspects_an_agent_and_lists_captures() -> Resul
     assert_eq!(agents[0]["id"], agent.id.as_str(), "{agents}");
     assert_eq!(agents[0]["online"], true, "{agents}");
 
-    // inspect: the live state as a tree, one component as JSON with its parsed detail
+    // inspect: the live state as a tree, one component as JSON with its typed state
     let tree = ok(&cp, &admin, &["inspect", &agent.id])?;
-    for expected in
-        ["components:", "- uplink", "status: RUNNING", "acked: ", "site: site-cli", "process:", "rssBytes: "]
-    {
+    for expected in [
+        "components:",
+        "- uplink",
+        "status: RUNNING",
+        "kind: uplink",
+        "acked: ",
+        "site: site-cli",
+        "process:",
+        "rssBytes: ",
+    ] {
         assert!(tree.contains(expected), "`{expected}` in:\n{tree}");
     }
     let uplink: Value = serde_json::from_str(&ok(&cp, &admin, &["inspect", &agent.id, "uplink", "--json"])?)?;
     assert_eq!(uplink["name"], "uplink", "{uplink}");
-    assert!(uplink["detail"]["acked"].as_u64().is_some_and(|n| n >= 1), "{uplink}");
+    assert_eq!(uplink["state"]["kind"], "uplink", "{uplink}");
+    assert_eq!(uplink["state"]["link"], "CONNECTED", "{uplink}");
+    assert!(uplink["state"]["acked"].as_u64().is_some_and(|n| n >= 1), "{uplink}");
     let stderr = refused(&cp, Some(&admin), &["inspect", &agent.id, "nope"], "has no component \"nope\"")?;
     assert!(stderr.contains("uplink"), "the error lists the components: {stderr}");
     refused(&cp, Some(&admin), &["inspect", "agent-nobody"], "no agent with id \"agent-nobody\"")?;

@@ -1,5 +1,5 @@
 //! Commands to agents through GraphQL (`restartComponent`, `pauseComponent`, `resumeComponent`,
-//! `setAgentLogFilter`) and `lanewatch exec`, on real binaries: who may send them (admins and
+//! `setAgentLogFilter`; `triggerTestCapture` in `test_capture.rs`) and `lanewatch exec`, on real binaries: who may send them (admins and
 //! operators, never agencies), the audit row of every attempt, an unknown agent or component,
 //! an offline agent, an agent that does not answer (a bare session that never replies), and a
 //! command id sent twice (run once).
@@ -183,14 +183,15 @@ async fn a_command_the_agent_never_answers_times_out() -> Result<()> {
             mute(LOG_FILTER, json!({ "agent": "agent-mute", "filter": "debug", "for": 60 })),
             mute("query { agentLogs(agentId: \"agent-mute\") { lastSeq } }", json!({})),
             mute(DIAGNOSE, json!({ "agent": "agent-mute" })),
+            mute(TEST_CAPTURE, json!({ "agent": "agent-mute", "camera": "front" })),
         )
     };
     let answers = tokio::select! {
         answers = asked => answers?,
         () = heartbeats => anyhow::bail!("the session ended"),
     };
-    let (restarted, paused, resumed, filtered, logs, diagnosed) = answers;
-    for answer in [restarted, paused, resumed, filtered, diagnosed] {
+    let (restarted, paused, resumed, filtered, logs, diagnosed, tested) = answers;
+    for answer in [restarted, paused, resumed, filtered, diagnosed, tested] {
         assert_eq!(code(&answer), "DEADLINE_EXCEEDED", "{answer}");
         let message = answer["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains("did not answer the command within 5s"), "{answer}");
@@ -209,6 +210,8 @@ const RESUME: &str = "mutation($agent: ID!, $component: String!, $id: ID) {
   resumeComponent(agentId: $agent, component: $component, commandId: $id) { commandId message } }";
 const DIAGNOSE: &str = "mutation($agent: ID!, $id: ID) {
   runDiagnostics(agentId: $agent, commandId: $id) { commandId message ok checks { name ok message } } }";
+const TEST_CAPTURE: &str = "mutation($agent: ID!, $camera: String!) {
+  triggerTestCapture(agentId: $agent, camera: $camera) { commandId captureId } }";
 const LOG_FILTER: &str = "mutation($agent: ID!, $filter: String!, $for: Int!, $id: ID) {
   setAgentLogFilter(agentId: $agent, filter: $filter, forSecs: $for, commandId: $id) { commandId message } }";
 
@@ -353,8 +356,7 @@ async fn diagnostics_check_the_site_and_are_authorized_audited_and_explain_their
     // what the checks need to pass: a camera streaming, scans arriving, the clock measured
     let camera = cp.wait_running(&agent.id, "acquire-").await?;
     cp.wait_for("the camera streaming, scans and the clock measured", || async {
-        let c = cp.component(&agent.id, &camera).await?;
-        let detail: Value = serde_json::from_str(c["detailJson"].as_str().unwrap_or("null"))?;
+        let state = cp.component_state(&agent.id, &camera).await?;
         let data = cp
             .graphql(
                 "query($id: ID!) { agent(id: $id) { process { clockOffsetMs } } }",
@@ -363,7 +365,7 @@ async fn diagnostics_check_the_site_and_are_authorized_audited_and_explain_their
             .await?;
         let clock = !data["agent"]["process"]["clockOffsetMs"].is_null();
         let scans = cp.component(&agent.id, "sense").await?["processed"].as_u64().unwrap_or(0) > 0;
-        Ok((detail["state"] == "streaming" && clock && scans).then_some(()))
+        Ok((state["link"] == "STREAMING" && clock && scans).then_some(()))
     })
     .await?;
 

@@ -17,6 +17,7 @@ mod lifecycle;
 mod protocol;
 mod replicas;
 mod sensing;
+mod test_capture;
 mod tidy;
 mod top;
 mod vision;

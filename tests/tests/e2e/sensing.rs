@@ -60,11 +60,11 @@ fn wait_for_log(proc: &mut Proc, needle: &str) -> Result<()> {
     }
 }
 
-/// The `sense` component as the agent reports it now, and its driver's detail.
+/// The `sense` component as the agent reports it now, and its driver's typed state.
 async fn sense(cp: &ControlPlane, agent_id: &str) -> Result<(Value, Value)> {
     let c = cp.component(agent_id, "sense").await?;
-    let detail = serde_json::from_str(c["detailJson"].as_str().unwrap_or("null"))?;
-    Ok((c, detail))
+    let state = c["state"].clone();
+    Ok((c, state))
 }
 
 async fn first_capture(cp: &ControlPlane, site: &str) -> Result<Value> {
@@ -102,7 +102,8 @@ async fn an_agent_reads_a_sick_scanner_and_outlives_it() -> Result<()> {
     assert!(capture["lane"].as_i64().is_some_and(|l| (0..2).contains(&l)), "{capture}");
     // the driver's own state, read from the running agent
     let (_, detail) = sense(&cp, &agent.id).await?;
-    assert_eq!(detail["state"], "connected", "{detail}");
+    assert_eq!(detail["__typename"], "LidarState", "{detail}");
+    assert_eq!(detail["link"], "CONNECTED", "{detail}");
     assert_eq!(
         (detail["source"].as_str(), detail["origin"].as_str()),
         (Some("sick"), Some(scanner.addr.as_str())),
@@ -114,7 +115,7 @@ async fn an_agent_reads_a_sick_scanner_and_outlives_it() -> Result<()> {
     let (c, detail) = cp
         .wait_for("the driver retrying the lost scanner", || async {
             let (c, detail) = sense(&cp, &agent.id).await?;
-            Ok((detail["state"] == "connecting" && detail["connect_failures"].as_u64() >= Some(3))
+            Ok((detail["link"] == "CONNECTING" && detail["connectFailures"].as_u64() >= Some(3))
                 .then_some((c, detail)))
         })
         .await?;

@@ -339,10 +339,10 @@ async fn driver_yields_the_simulated_scanners_scans_over_tcp() {
         assert!(c.telegrams_ok >= 30, "{framing}: {c:?}");
         assert_eq!((c.telegrams_malformed, c.garbage_bytes, c.out_of_order, c.reconnects), (0, 0, 0, 0));
         assert_eq!(source.status().state(), LinkState::Connected);
-        let detail = source.detail().unwrap();
-        assert_eq!(detail["degraded"], false, "{detail}");
-        assert_eq!(detail["state"], "connected", "{detail}");
-        assert!(detail["telegrams_ok"].as_u64().unwrap() >= 30, "{detail}");
+        let state = source.state().unwrap();
+        assert!(!state.degraded, "{state:?}");
+        assert_eq!(state.state, LinkState::Connected, "{state:?}");
+        assert!(state.counters.telegrams_ok >= 30, "{state:?}");
     }
 }
 
@@ -379,7 +379,7 @@ async fn driver_survives_garbage_corruption_duplicates_and_dropped_connections()
         assert_eq!(c.reconnects, 1, "{framing}: {c:?}");
         assert_eq!(status.state(), LinkState::Connected);
         assert!(!status.degraded());
-        assert!(status.detail()["last_error"].is_string());
+        assert!(status.lidar_state().last_error.is_some());
     }
 }
 
@@ -398,9 +398,9 @@ async fn a_long_outage_is_reported_as_degraded() {
     assert!(waited.is_err(), "no scan and no error from an unreachable scanner");
     assert!(status.degraded());
     assert_eq!(status.state(), LinkState::Connecting);
-    let detail = status.detail();
-    assert_eq!(detail["degraded"], true, "{detail}");
-    assert!(detail["secs_since_last_scan"].as_u64().unwrap() >= 30, "{detail}");
+    let state = status.lidar_state();
+    assert!(state.degraded, "{state:?}");
+    assert!(state.secs_since_last_scan >= 30, "{state:?}");
     drop(reserved);
 }
 

@@ -162,7 +162,7 @@ async fn record_then_replay_yields_the_scanners_scans() {
         }
         let c = source.status().counters();
         assert_eq!((c.telegrams_ok, c.telegrams_malformed, c.out_of_order), (scans.len() as u64, 0, 0));
-        assert_eq!(source.detail().unwrap()["state"], "finished");
+        assert_eq!(source.state().unwrap().state, LinkState::Finished);
     }
 }
 
