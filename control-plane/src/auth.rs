@@ -31,6 +31,11 @@ pub enum Action {
     /// Agencies, site jurisdictions, lane policies and API keys.
     Administer,
     ReadAudit,
+    /// The job queue: read jobs and queues, retry, cancel and delete jobs, pause and resize
+    /// queues.
+    OperateJobs,
+    /// Records of captures deleted by legal retention (scoped by `Visibility`).
+    ReadDeletions,
 }
 
 /// Who a request acts as.
@@ -74,7 +79,9 @@ impl Principal {
         let allowed = match self.role {
             Role::Admin => true,
             Role::Operator => !matches!(action, Action::Administer | Action::ReadAudit),
-            Role::Agency => matches!(action, Action::ReadCaptures | Action::ReadViolations),
+            Role::Agency => {
+                matches!(action, Action::ReadCaptures | Action::ReadViolations | Action::ReadDeletions)
+            }
         };
         if allowed {
             Ok(())
@@ -98,6 +105,8 @@ impl Action {
             Self::OperateAgents => "send commands to agents",
             Self::Administer => "administer keys, agencies and sites",
             Self::ReadAudit => "read the audit log",
+            Self::OperateJobs => "operate the job queue",
+            Self::ReadDeletions => "read deletion records",
         }
     }
 }
@@ -280,13 +289,16 @@ mod tests {
             OperateAgents,
             Administer,
             ReadAudit,
+            OperateJobs,
+            ReadDeletions,
         ];
         let allowed = |p: &Principal| all.iter().filter(|a| p.authorize(**a).is_ok()).count();
-        assert_eq!(allowed(&admin), 8);
-        assert_eq!(allowed(&operator), 6);
+        assert_eq!(allowed(&admin), 10);
+        assert_eq!(allowed(&operator), 8);
+        assert!(agency.authorize(OperateJobs).unwrap_err().message.contains("operate the job queue"));
         assert!(operator.authorize(OperateAgents).is_ok());
         assert!(agency.authorize(OperateAgents).unwrap_err().message.contains("send commands to agents"));
-        assert_eq!(allowed(&agency), 2);
+        assert_eq!(allowed(&agency), 3);
         assert!(operator.authorize(ConfigureSites).is_ok());
         assert!(agency.authorize(ConfigureSites).unwrap_err().message.contains("configure sites"));
         assert!(agency.authorize(ReadFleet).unwrap_err().message.contains("role agency"));

@@ -27,6 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 pub mod history;
+pub mod jobs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -35,6 +36,9 @@ pub enum BenchCommand {
     /// Component history's sustained write rate and bytes per agent for 10,000 agents
     /// (`bench/history.rs`).
     History(history::HistoryArgs),
+    /// The job queue against a bare SKIP LOCKED loop, webhook deliveries and rate caps, and
+    /// the job list over 1,000,000 jobs (`bench/jobs.rs`).
+    Jobs(jobs::JobsArgs),
 }
 
 #[derive(clap::Args)]

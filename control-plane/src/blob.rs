@@ -67,6 +67,15 @@ impl BlobStore {
         }
     }
 
+    /// Deletes the object at `key`; one that is already gone is no error (retention repeats a
+    /// step that was interrupted after the delete).
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self {
+            Self::Local(l) => l.delete(key).await,
+            Self::S3(s) => s.delete(key).await,
+        }
+    }
+
     /// Whether the store can be reached now.
     pub async fn check_ready(&self) -> Result<(), BlobError> {
         match self {
@@ -117,6 +126,15 @@ impl LocalDir {
             .await
             .map_err(|e| BlobError::Io { what: key.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| BlobError::Io { what: key, source })
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        check_key(key)?;
+        match tokio::fs::remove_file(self.dir.join(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(BlobError::Io { what: key.to_owned(), source }),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, BlobError> {
@@ -268,6 +286,19 @@ impl S3Store {
         };
         let body = out.body.collect().await.map_err(|e| self.s3_error("get_object body", key, e))?;
         Ok(body.into_bytes().to_vec())
+    }
+
+    /// `DeleteObject` (S3 answers success for a key that does not exist).
+    pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        check_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.s3_error("delete_object", key, e))?;
+        Ok(())
     }
 
     /// A presigned `GetObject` URL for `key`, valid for `ttl` (signing only: no request is made).

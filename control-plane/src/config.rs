@@ -1,6 +1,6 @@
 //! Control-plane configuration: the typed TOML file, command-line overrides, and validation
 //! that runs once at start-up and names the offending field. The `[history]` section is in
-//! `config/history.rs`.
+//! `config/history.rs`, `[jobs]` and `[retention]` in `config/jobs.rs`, `[webhooks]` in `config/webhooks.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,9 +9,15 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod history;
+mod jobs;
+mod webhooks;
 
 pub use history::HistoryConfig;
 use history::{FileHistory, validate_history};
+use jobs::{FileJobs, FileRetention, validate_jobs, validate_retention};
+pub use jobs::{JobsConfig, QueueLimits, RetentionConfig, RetentionDays};
+pub use webhooks::WebhooksConfig;
+use webhooks::{FileWebhooks, validate_webhooks};
 
 /// The only configuration file version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -68,6 +74,9 @@ pub struct Config {
     pub image_links: ImageLinksConfig,
     pub cluster: ClusterConfig,
     pub history: HistoryConfig,
+    pub jobs: JobsConfig,
+    pub retention: RetentionConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
@@ -232,6 +241,12 @@ struct FileConfig {
     cluster: FileCluster,
     #[serde(default)]
     history: FileHistory,
+    #[serde(default)]
+    jobs: FileJobs,
+    #[serde(default)]
+    retention: FileRetention,
+    #[serde(default)]
+    webhooks: FileWebhooks,
 }
 
 #[derive(Deserialize, Default)]
@@ -483,6 +498,9 @@ impl FileConfig {
         }
         let limits = validate_limits(&self.limits)?;
         let history = validate_history(&self.history)?;
+        let jobs = validate_jobs(&self.jobs)?;
+        let retention = validate_retention(&self.retention)?;
+        let webhooks = validate_webhooks(&self.webhooks)?;
         let loopback = http_listen.ip().is_loopback();
         let allow_anonymous_local = match self.auth.allow_anonymous_local {
             None => loopback,
@@ -506,6 +524,9 @@ impl FileConfig {
             image_links: ImageLinksConfig { ttl_secs, signing_key },
             cluster: ClusterConfig { enabled: self.cluster.enabled },
             history,
+            jobs,
+            retention,
+            webhooks,
         })
     }
 }

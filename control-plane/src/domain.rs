@@ -1,13 +1,16 @@
 //! Domain types of the control plane: agents, captures, sites and their HOV policy, violations,
 //! API-key principals and the audit trail, free of protobuf, SQL and GraphQL; the edges convert
 //! to and from these by hand. Component history's types are in `domain/history.rs`, what agents
-//! report and are asked live (introspection, commands, logs) in `domain/introspection.rs`.
+//! report and are asked live (introspection, commands, logs) in `domain/introspection.rs`, the
+//! job queue's and retention's in `domain/jobs.rs`.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 mod history;
 mod introspection;
+mod jobs;
+mod webhooks;
 
 pub use history::{
     ComponentHistory, ComponentSample, FleetComponentFilter, HistoryPoint, HistorySummary, LatestComponent,
@@ -19,6 +22,8 @@ pub use introspection::{
     DiagnosticCheck, Introspection, LidarDetail, LinkState, LogLine, LogPage, LogQuery, ProcessState,
     RateWindow, TriggerDetail, UplinkDetail, VisionDetail,
 };
+pub use jobs::{AttemptError, CaptureDeletion, Job, JobAction, JobFilter, JobState, NewJob, QueueSettings};
+pub use webhooks::{EventType, WebhookAttempt, WebhookEndpoint, WebhookMessage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VehicleClass {

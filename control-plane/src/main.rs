@@ -20,13 +20,18 @@ use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::db::history::run_history_maintenance;
 use lanewatch_control_plane::db::writer::HistoryWriter;
+use lanewatch_control_plane::domain::NewJob;
 use lanewatch_control_plane::domain::{AuditEntry, Role};
 use lanewatch_control_plane::error::ErrorKind;
 use lanewatch_control_plane::gateway::Gateway;
 use lanewatch_control_plane::graphql::{self, ApiContext};
 use lanewatch_control_plane::http::{self, AppState};
+use lanewatch_control_plane::jobs::deliver::Deliver;
+use lanewatch_control_plane::jobs::retention::{self, PruneJobs, RetentionSweep};
+use lanewatch_control_plane::jobs::{Cron, JobsRuntime, Worker};
 use lanewatch_control_plane::links::ImageLinks;
 use lanewatch_control_plane::metrics::Metrics;
+use lanewatch_control_plane::webhooks::client::{Cidr, ClientOptions, DeliveryClient};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -120,6 +125,9 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Bench(bench::BenchCommand::History(history))) = &args.command {
         return bench::history::run(&runtime, args.database_url.as_deref(), history);
+    }
+    if let Some(Command::Bench(bench::BenchCommand::Jobs(jobs))) = &args.command {
+        return bench::jobs::run(&runtime, args.database_url.as_deref(), jobs);
     }
     if let Some(Command::CreateApiKey { name, role, agency, all_captures }) = args.command {
         let role = match role {
@@ -284,6 +292,11 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         tracing::warn!("http.url_signing_key is not set: image links are signed with a per-process key");
     }
     let links = ImageLinks::new(public_url, &config.image_links, blobs.clone());
+    // the job queue: webhook deliveries, and retention and pruning as cron jobs
+    let replica = format!("replica-{}", uuid::Uuid::now_v7());
+    let jobs = start_jobs(&config, &db, &blobs, &links, &metrics, replica, shutdown_rx.clone())
+        .await
+        .context("cannot start the job queue")?;
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
     if config.auth.allow_anonymous_local {
@@ -317,6 +330,8 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
             writer.finish().await;
             let _ = maintenance.await;
         }
+        // running jobs finish; what is cut off by the grace period is rescued later
+        jobs.finish().await;
     })
     .await;
     match drained {
@@ -324,6 +339,49 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; stopping the rest"),
     }
     Ok(())
+}
+
+/// The job queue's runtime with this control plane's workers and cron jobs.
+async fn start_jobs(
+    config: &Config,
+    db: &Db,
+    blobs: &BlobStore,
+    links: &ImageLinks,
+    metrics: &Metrics,
+    replica: String,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JobsRuntime> {
+    let keep = Duration::from_secs(config.jobs.history_retention_secs);
+    let w = &config.webhooks;
+    let client = DeliveryClient::new(ClientOptions {
+        connect_timeout: Duration::from_millis(w.connect_timeout_ms),
+        timeout: Duration::from_millis(w.timeout_ms),
+        max_body_bytes: w.max_body_bytes,
+        allow: w.allow_cidrs.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
+    })
+    .map_err(|e| anyhow::anyhow!("cannot build the webhook client: {e}"))?;
+    let deliver = Deliver::new(db.clone(), client, links.clone(), w.clone());
+    let mut workers: Vec<Arc<dyn Worker>> =
+        vec![Arc::new(PruneJobs { db: db.clone(), keep }), Arc::new(deliver)];
+    let cron = |name: &str, every: Duration, worker: &str| Cron {
+        name: name.to_owned(),
+        every,
+        job: NewJob { max_attempts: 3, ..NewJob::new("maintenance", worker, serde_json::json!({})) },
+    };
+    let mut crons = vec![cron("jobs.prune", Duration::from_secs(600), retention::PRUNE)];
+    if config.retention.enabled {
+        workers.push(Arc::new(RetentionSweep {
+            db: db.clone(),
+            blobs: blobs.clone(),
+            config: config.retention.clone(),
+            metrics: metrics.clone(),
+        }));
+        let every = Duration::from_secs(config.retention.sweep_interval_secs);
+        crons.push(cron("retention.sweep", every, retention::SWEEP));
+    }
+    tracing::info!(%replica, queues = ?config.jobs.queues.keys().collect::<Vec<_>>(), enabled = config.jobs.enabled, "job queue");
+    Ok(JobsRuntime::start(db.clone(), replica, &config.jobs, workers, crons, metrics.clone(), shutdown)
+        .await?)
 }
 
 fn server_tls(

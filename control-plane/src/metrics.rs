@@ -24,6 +24,19 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueStateLabels {
+    pub queue: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobOutcomeLabels {
+    pub queue: String,
+    pub worker: String,
+    pub outcome: String,
+}
+
 /// Every metric the control plane exports; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -38,6 +51,13 @@ pub struct Metrics {
     /// Component history samples lost: `queue_full` (the writer was behind) or `write_failed`.
     pub history_samples_dropped: Family<ReasonLabels, Counter>,
     pub history_backlog: Gauge,
+    /// Jobs per queue and state, as last counted (every 10 s).
+    pub jobs: Family<QueueStateLabels, Gauge>,
+    /// Job attempts finished here, by queue, worker and outcome (completed, retried, discarded).
+    pub job_attempts: Family<JobOutcomeLabels, Counter>,
+    pub job_duration_seconds: Histogram,
+    /// Captures and images retention deleted.
+    pub retention_deleted: Counter,
 }
 
 impl Default for Metrics {
@@ -58,6 +78,22 @@ impl Metrics {
         let history_samples_written = Counter::default();
         let history_samples_dropped = Family::<ReasonLabels, Counter>::default();
         let history_backlog = Gauge::default();
+        let jobs = Family::<QueueStateLabels, Gauge>::default();
+        let job_attempts = Family::<JobOutcomeLabels, Counter>::default();
+        let job_duration_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
+        let retention_deleted = Counter::default();
+        registry.register("jobs", "Jobs in the queue, by queue and state", jobs.clone());
+        registry.register(
+            "job_attempts",
+            "Job attempts finished by this replica, by queue, worker and outcome",
+            job_attempts.clone(),
+        );
+        registry.register("job_duration_seconds", "Time one job attempt ran", job_duration_seconds.clone());
+        registry.register(
+            "retention_deleted_captures",
+            "Captures (rows and images) deleted by legal retention",
+            retention_deleted.clone(),
+        );
         registry.register("sessions_active", "Live agent sessions", sessions_active.clone());
         registry.register(
             "captures_ingested",
@@ -110,7 +146,20 @@ impl Metrics {
             history_samples_written,
             history_samples_dropped,
             history_backlog,
+            jobs,
+            job_attempts,
+            job_duration_seconds,
+            retention_deleted,
         }
+    }
+
+    pub fn job_attempt(&self, queue: &str, worker: &str, outcome: &str) {
+        let labels = JobOutcomeLabels {
+            queue: queue.to_owned(),
+            worker: worker.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.job_attempts.get_or_create(&labels).inc();
     }
 
     pub fn history_dropped(&self, reason: &str, samples: u64) {

@@ -61,12 +61,31 @@ impl Db {
                 .map(|c| if new.remove(&c.meta.id.to_string()) { Inserted::New } else { Inserted::Duplicate })
                 .collect())
         };
-        if batch.iter().all(|c| c.decision != Decision::ViolationCandidate) {
+        let endpoints = self.endpoints_for_ingest().await?;
+        if endpoints.is_empty() && batch.iter().all(|c| c.decision != Decision::ViolationCandidate) {
             // one statement is atomic on its own: one round trip, no transaction around it
             return outcomes(self.conn.query_all(statement).await?);
         }
         let txn = self.conn.begin().await?;
         let outcomes = outcomes(txn.query_all(statement).await?)?;
+        // the push jobs of the new captures commit with them, or not at all
+        let new: Vec<&Capture> =
+            batch.iter().zip(&outcomes).filter(|(_, o)| **o == Inserted::New).map(|(c, _)| c).collect();
+        let mut pushed = false;
+        if !endpoints.is_empty() && !new.is_empty() {
+            let needs_sites = endpoints.iter().any(|e| e.agency_id.is_some());
+            let mut sites: Vec<&str> = new.iter().map(|c| c.meta.site_id.as_str()).collect();
+            sites.sort_unstable();
+            sites.dedup();
+            let jurisdictions = if needs_sites {
+                super::webhooks::site_jurisdictions(&txn, &sites).await?
+            } else {
+                Default::default()
+            };
+            let jobs = super::webhooks::push_jobs(&endpoints, &new, &jurisdictions);
+            pushed = !jobs.is_empty();
+            super::jobs::insert_jobs(&txn, &jobs, Utc::now()).await?;
+        }
         let violations: Vec<_> = batch
             .iter()
             .zip(&outcomes)
@@ -80,6 +99,9 @@ impl Db {
                 .await?;
         }
         txn.commit().await?;
+        if pushed {
+            self.jobs_inserted.notify_waiters();
+        }
         Ok(outcomes)
     }
 
@@ -303,6 +325,8 @@ impl Db {
             ReviewDecision::Confirm => ViolationState::Confirmed,
             ReviewDecision::Reject => ViolationState::Rejected,
         };
+        let endpoints = self.endpoints_for_ingest().await?;
+        let txn = self.conn.begin().await?;
         let done = violations::Entity::update_many()
             .col_expr(V::State, state.as_str().into())
             .col_expr(V::Reviewer, Some(reviewer.to_owned()).into())
@@ -311,8 +335,35 @@ impl Db {
             .filter(V::Id.eq(id.to_string()))
             .filter(V::State.eq(ViolationState::Pending.as_str()))
             .filter(violation_scope(vis))
-            .exec(&self.conn)
+            .exec(&txn)
             .await?;
+        // the review's push jobs commit with it
+        let event = match decision {
+            ReviewDecision::Confirm => crate::domain::EventType::ViolationConfirmed,
+            ReviewDecision::Reject => crate::domain::EventType::ViolationRejected,
+        };
+        let mut pushed = false;
+        if done.rows_affected == 1
+            && endpoints.iter().any(|e| e.enabled && e.event_types.contains(&event))
+            && let Some(v) = violations::Entity::find_by_id(id.to_string()).one(&txn).await?
+            && let Ok(capture_id) = Uuid::parse_str(&v.capture_id)
+        {
+            let sites = super::webhooks::site_jurisdictions(&txn, &[v.site_id.as_str()]).await?;
+            let jurisdiction = sites.get(&v.site_id).cloned().flatten();
+            let jobs = super::webhooks::review_jobs(
+                &endpoints,
+                event,
+                &v.site_id,
+                jurisdiction.as_deref(),
+                capture_id,
+            );
+            pushed = !jobs.is_empty();
+            super::jobs::insert_jobs(&txn, &jobs, now).await?;
+        }
+        txn.commit().await?;
+        if pushed {
+            self.jobs_inserted.notify_waiters();
+        }
         let current = self.violation(id, vis).await?;
         Ok(match current {
             None => Reviewed::NotFound,

@@ -2,6 +2,9 @@
 
 use sea_orm_migration::prelude::*;
 
+mod jobs;
+mod webhooks;
+
 pub struct Migrator;
 
 #[sea_orm_migration::async_trait::async_trait]
@@ -15,6 +18,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0005DecisionIndex),
             Box::new(M0006SiteConfigs),
             Box::new(M0007ComponentHistory),
+            Box::new(jobs::M0008Jobs),
+            Box::new(webhooks::M0009Webhooks),
         ]
     }
 }

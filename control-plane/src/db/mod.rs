@@ -17,8 +17,11 @@ mod configs;
 mod entities;
 mod fleet;
 pub mod history;
+pub mod jobs;
 mod migration;
 mod receipts;
+pub mod retention;
+pub mod webhooks;
 pub mod writer;
 
 use sea_orm::sea_query::{Query, SelectStatement};
@@ -53,6 +56,11 @@ pub struct Db {
     policies: std::sync::Arc<std::sync::Mutex<PolicyCache>>,
     /// How component history is kept (`[history]`); the defaults until [`Db::with_history`].
     history: HistoryConfig,
+    /// Webhook endpoints as ingest read them (`webhooks::ENDPOINT_CACHE_TTL`).
+    endpoints: std::sync::Arc<std::sync::Mutex<webhooks::EndpointCache>>,
+    /// Told whenever jobs were inserted through this process, so that the queue's producers here
+    /// claim them at once rather than at their next poll.
+    jobs_inserted: std::sync::Arc<tokio::sync::Notify>,
 }
 
 type PolicyCache = std::collections::HashMap<(String, u32), (std::time::Instant, Option<HovPolicy>)>;
@@ -84,7 +92,19 @@ impl Db {
         }
         migration::Migrator::up(&conn, None).await?;
         let history = HistoryConfig::default();
-        Ok(Self { conn, known_cameras: Default::default(), policies: Default::default(), history })
+        Ok(Self {
+            conn,
+            known_cameras: Default::default(),
+            policies: Default::default(),
+            history,
+            endpoints: Default::default(),
+            jobs_inserted: Default::default(),
+        })
+    }
+
+    /// Resolves the next time jobs are inserted through this process.
+    pub fn jobs_inserted(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.jobs_inserted.clone()
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {

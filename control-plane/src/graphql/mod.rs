@@ -21,10 +21,12 @@ mod component_state;
 mod configs;
 mod fleet;
 mod history;
+mod jobs;
 mod logs;
 mod subscriptions;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use async_graphql::connection::{Connection, CursorType, Edge};
 use async_graphql::{Context, ErrorExtensions, MergedObject, Schema, SchemaBuilder};
@@ -77,6 +79,8 @@ pub struct Query(
     configs::ConfigsQuery,
     logs::LogsQuery,
     history::HistoryQuery,
+    jobs::JobsQuery,
+    webhooks::WebhooksQuery,
 );
 
 // The mutation root, every field audited (`audited`). No doc comment, as for `Query`.
@@ -86,6 +90,8 @@ pub struct Mutation(
     admin::AdminMutation,
     configs::ConfigsMutation,
     fleet::FleetMutation,
+    jobs::JobsMutation,
+    webhooks::WebhooksMutation,
 );
 
 /// The schema without runtime data (enough for the SDL).

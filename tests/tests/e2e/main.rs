@@ -13,6 +13,7 @@ mod config_rollout;
 mod demo;
 mod faults;
 mod history;
+mod jobs;
 mod lifecycle;
 mod protocol;
 mod replicas;
