@@ -18,8 +18,8 @@ use lanewatch_control_plane::config::{
 };
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::domain::{
-    AgentHello, Capture, CaptureMeta, Decision, ImageContentType, JobFilter, JobState, OccupancyStatus, Role,
-    VehicleClass, Visibility,
+    AgentConfigState, AgentHello, Capture, CaptureMeta, Decision, ImageContentType, JobFilter, JobState,
+    OccupancyStatus, Role, RolloutState, VehicleClass, Visibility,
 };
 use lanewatch_control_plane::gateway::Gateway;
 use lanewatch_control_plane::graphql::{self, ApiContext};
@@ -229,6 +229,7 @@ both!(
     a_stored_capture_is_pushed_signed_and_retried_under_one_id,
     an_agency_endpoint_gets_only_what_its_key_could_read,
     a_failing_endpoint_is_disabled_and_others_are_told,
+    fleet_events_reach_operators_endpoints_only,
 );
 
 async fn a_stored_capture_is_pushed_signed_and_retried_under_one_id(backend: Backend) {
@@ -416,4 +417,54 @@ async fn a_failing_endpoint_is_disabled_and_others_are_told(backend: Backend) {
     .await;
     assert_eq!(recovered["data"]["recoverWebhookMessages"], 1, "{recovered}");
     wait_for("the recovered delivery", async || (good.0.lock().unwrap().len() == 1).then_some(())).await;
+}
+
+async fn fleet_events_reach_operators_endpoints_only(backend: Backend) {
+    let p = plane(backend, fast()).await;
+    let (url, received) = receiver(vec![200]).await;
+    let (agency_url, agency_received) = receiver(vec![200]).await;
+    create(&p, Role::Operator, &url, &["AGENT_ONLINE", "AGENT_OFFLINE", "CONFIG_REJECTED"]).await;
+    create(&p, Role::Agency, &agency_url, &["AGENT_ONLINE", "AGENT_OFFLINE", "CONFIG_REJECTED"]).await;
+    let hello = AgentHello {
+        agent_id: "agent-north-1".into(),
+        site_id: "north-1".into(),
+        software_version: "t".into(),
+        config_version: 3,
+        wants_heartbeat_acks: false,
+    };
+    p.db.upsert_agent(&hello, Utc::now()).await.unwrap();
+    p.db.mark_offline("agent-north-1").await.unwrap();
+    p.db.mark_offline("agent-north-1").await.unwrap(); // already offline: no second event
+    let rejected = AgentConfigState {
+        agent_id: "agent-north-1".into(),
+        site_id: "north-1".into(),
+        version: 4,
+        state: RolloutState::Rejected,
+        error: Some("cameras[0].source.path: no such file".into()),
+        updated_at: Utc::now(),
+    };
+    assert!(p.db.set_config_state(&rejected, &[RolloutState::Pending]).await.unwrap());
+    let got = wait_for("three fleet events", async || {
+        let got = received.0.lock().unwrap().clone();
+        (got.len() >= 3).then_some(got)
+    })
+    .await;
+    let mut types: Vec<String> = got
+        .iter()
+        .map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["agent.offline", "agent.online", "config.rejected"]);
+    let rejected: Value =
+        serde_json::from_str(&got.iter().find(|(_, b)| b.contains("config.rejected")).unwrap().1).unwrap();
+    assert_eq!(rejected["data"]["config"]["error"], "cameras[0].source.path: no such file", "{rejected}");
+    let completed = JobFilter { state: Some(JobState::Completed), ..Default::default() };
+    wait_for("every job done", async || (p.db.jobs_count(&completed).await.unwrap() == 3).then_some(()))
+        .await;
+    assert!(agency_received.0.lock().unwrap().is_empty(), "an agency does not read the fleet");
+    assert_eq!(
+        p.db.jobs_count(&JobFilter::default()).await.unwrap(),
+        3,
+        "no job for the agency, no second offline"
+    );
 }

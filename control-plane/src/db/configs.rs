@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::entities::{agent_config_states, agents, site_configs};
 use super::{Db, DbError, to_i64, to_u64};
-use crate::domain::{AgentConfigState, RolloutState, SiteConfigVersion};
+use crate::domain::{AgentConfigState, EventType, RolloutState, SiteConfigVersion};
 
 /// What a new site config version is made of; the version number is chosen on insert.
 #[derive(Debug, Clone)]
@@ -173,6 +173,8 @@ impl Db {
         from: &[RolloutState],
     ) -> Result<bool, DbError> {
         use agent_config_states::Column as C;
+        let endpoints = self.endpoints_for_ingest().await?;
+        let txn = self.conn.begin().await?;
         let inserted = agent_config_states::Entity::insert(state_row(
             &new.agent_id,
             &new.site_id,
@@ -182,21 +184,34 @@ impl Db {
             new.updated_at,
         ))
         .on_conflict(OnConflict::columns([C::AgentId, C::Version]).do_nothing().to_owned())
-        .exec_without_returning(&self.conn)
+        .exec_without_returning(&txn)
         .await?;
-        if inserted > 0 {
-            return Ok(true);
+        let changed = inserted > 0 || {
+            let updated = agent_config_states::Entity::update_many()
+                .col_expr(C::State, new.state.as_str().into())
+                .col_expr(C::Error, new.error.clone().into())
+                .col_expr(C::UpdatedAt, new.updated_at.into())
+                .filter(C::AgentId.eq(new.agent_id.as_str()))
+                .filter(C::Version.eq(to_i64(new.version)))
+                .filter(C::State.is_in(from.iter().map(|s| s.as_str())))
+                .exec(&txn)
+                .await?;
+            updated.rows_affected > 0
+        };
+        // an agent that refused a config is pushed as `config.rejected`, with the rejection
+        let mut pushed = false;
+        if changed && new.state == RolloutState::Rejected {
+            let data = serde_json::json!({ "config": { "agent_id": new.agent_id, "site": new.site_id,
+                "version": new.version, "error": new.error, "at": new.updated_at } });
+            pushed = self
+                .push_fleet_event(&txn, &endpoints, EventType::ConfigRejected, &new.site_id, data)
+                .await?;
         }
-        let updated = agent_config_states::Entity::update_many()
-            .col_expr(C::State, new.state.as_str().into())
-            .col_expr(C::Error, new.error.clone().into())
-            .col_expr(C::UpdatedAt, new.updated_at.into())
-            .filter(C::AgentId.eq(new.agent_id.as_str()))
-            .filter(C::Version.eq(to_i64(new.version)))
-            .filter(C::State.is_in(from.iter().map(|s| s.as_str())))
-            .exec(&self.conn)
-            .await?;
-        Ok(updated.rows_affected > 0)
+        txn.commit().await?;
+        if pushed {
+            self.wake_jobs();
+        }
+        Ok(changed)
     }
 }
 

@@ -4,11 +4,13 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 
 use super::entities::{agents, cameras, revoked_agents, sites};
 use super::{Db, DbError, site_scope, to_i64, to_u64};
-use crate::domain::{Agent, AgentHello, AgentPulse, AgentRevocation, Capture, Health, Site, Visibility};
+use crate::domain::{
+    Agent, AgentHello, AgentPulse, AgentRevocation, Capture, EventType, Health, Site, Visibility,
+};
 
 impl Db {
     /// At start-up no session is live, so no agent is online.
@@ -29,6 +31,8 @@ impl Db {
             last_seen: Set(now),
             first_seen: Set(now),
         };
+        let endpoints = self.endpoints_for_ingest().await?;
+        let txn = self.conn.begin().await?;
         agents::Entity::insert(row)
             .on_conflict(
                 OnConflict::column(agents::Column::Id)
@@ -41,7 +45,7 @@ impl Db {
                     ])
                     .to_owned(),
             )
-            .exec_without_returning(&self.conn)
+            .exec_without_returning(&txn)
             .await?;
         // a site is created the first time an agent names it; an admin sets its jurisdiction
         let site = sites::ActiveModel {
@@ -52,8 +56,16 @@ impl Db {
         };
         sites::Entity::insert(site)
             .on_conflict(OnConflict::column(sites::Column::Id).do_nothing().to_owned())
-            .exec_without_returning(&self.conn)
+            .exec_without_returning(&txn)
             .await?;
+        let data = serde_json::json!({ "agent": { "id": hello.agent_id, "site": hello.site_id,
+            "software_version": hello.software_version, "config_version": hello.config_version, "at": now } });
+        let pushed =
+            self.push_fleet_event(&txn, &endpoints, EventType::AgentOnline, &hello.site_id, data).await?;
+        txn.commit().await?;
+        if pushed {
+            self.wake_jobs();
+        }
         Ok(())
     }
 
@@ -83,12 +95,30 @@ impl Db {
         Ok(())
     }
 
+    /// Marks an online agent offline, with its `agent.offline` push jobs in the same transaction.
     pub async fn mark_offline(&self, agent_id: &str) -> Result<(), DbError> {
-        agents::Entity::update_many()
+        let endpoints = self.endpoints_for_ingest().await?;
+        let txn = self.conn.begin().await?;
+        let changed = agents::Entity::update_many()
             .col_expr(agents::Column::Online, false.into())
             .filter(agents::Column::Id.eq(agent_id))
-            .exec(&self.conn)
+            .filter(agents::Column::Online.eq(true))
+            .exec(&txn)
             .await?;
+        let mut pushed = false;
+        if changed.rows_affected == 1
+            && let Some(agent) = agents::Entity::find_by_id(agent_id.to_owned()).one(&txn).await?
+        {
+            let data = serde_json::json!({ "agent": { "id": agent.id, "site": agent.site_id,
+                "last_seen": agent.last_seen, "at": Utc::now() } });
+            pushed = self
+                .push_fleet_event(&txn, &endpoints, EventType::AgentOffline, &agent.site_id, data)
+                .await?;
+        }
+        txn.commit().await?;
+        if pushed {
+            self.wake_jobs();
+        }
         Ok(())
     }
 

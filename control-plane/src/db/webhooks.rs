@@ -146,6 +146,33 @@ pub fn review_jobs(
 }
 
 impl Db {
+    /// Inserts, on `conn` (the transaction of the change that causes it), the delivery jobs of
+    /// a fleet event (`agent.online`, `agent.offline`, `config.rejected`) at `site_id`: to the
+    /// endpoints that want it, not agencies' (an agency does not read the fleet). Whether any.
+    /// `endpoints` are read (`endpoints_for_ingest`) before the transaction begins: on SQLite a
+    /// read through the pool while a transaction holds its connection could wait for it.
+    pub(super) async fn push_fleet_event<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        endpoints: &[WebhookEndpoint],
+        event: EventType,
+        site_id: &str,
+        data: serde_json::Value,
+    ) -> Result<bool, DbError> {
+        let jobs: Vec<NewJob> = endpoints
+            .iter()
+            .filter(|e| e.agency_id.is_none() && e.wants(event, Some(site_id)))
+            .map(|e| delivery_job(e.id, event, None, data.clone()))
+            .collect();
+        super::jobs::insert_jobs(conn, &jobs, Utc::now()).await?;
+        Ok(!jobs.is_empty())
+    }
+
+    /// Wakes this process's job producers (after a transaction with jobs committed).
+    pub(super) fn wake_jobs(&self) {
+        self.jobs_inserted.notify_waiters();
+    }
+
     fn endpoint_cache(&self) -> std::sync::MutexGuard<'_, EndpointCache> {
         self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
