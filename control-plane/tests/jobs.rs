@@ -31,6 +31,7 @@ use lanewatch_control_plane::metrics::Metrics;
 use serde_json::json;
 use uuid::Uuid;
 
+#[macro_use]
 mod support;
 use support::{Backend, PgDatabase};
 
@@ -62,20 +63,6 @@ fn at(secs: i64) -> DateTime<Utc> {
 
 fn job(queue: &str, n: u32) -> NewJob {
     NewJob::new(queue, "test.work", json!({ "n": n }))
-}
-
-/// Runs `$test(backend)` once per backend.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
 }
 
 both!(

@@ -31,6 +31,7 @@ use lanewatch_control_plane::webhooks::{Cidr, ClientOptions, DeliveryClient, Sec
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+#[macro_use]
 mod support;
 use support::{Backend, PgDatabase};
 
@@ -210,19 +211,6 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 fn verifies(secret: &Secret, h: &HeaderMap, body: &str) -> bool {
     let ts: i64 = header(h, "webhook-timestamp").parse().unwrap_or(0);
     verify(secret, header(h, "webhook-signature"), header(h, "webhook-id"), ts, body.as_bytes())
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backend::Postgres).await } )*
-        }
-    };
 }
 
 both!(

@@ -26,7 +26,9 @@ use lanewatch_control_plane::config::{
 };
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::db::webhooks::delivery_job;
-use lanewatch_control_plane::domain::{EventType, Job, JobFilter, JobState, NewJob, WebhookEndpoint};
+use lanewatch_control_plane::domain::{
+    EventType, Job, JobFilter, JobState, NewJob, QueueSettings, WebhookEndpoint,
+};
 use lanewatch_control_plane::jobs::deliver::Deliver;
 use lanewatch_control_plane::jobs::{JobError, JobsRuntime, Worker};
 use lanewatch_control_plane::links::ImageLinks;
@@ -159,6 +161,18 @@ async fn jobs(
         ..ClientOptions::default()
     })?;
     let deliver = Deliver::new(db.clone(), client, links, WebhooksConfig::default());
+    // the jobs are inserted while the queue is paused, so that both figures time the work
+    // through the queue only (the raw loop's rows were there before its clock started too)
+    let settings = |paused| QueueSettings {
+        name: "bench".into(),
+        paused,
+        local_limit: args.workers,
+        global_limit: None,
+    };
+    db.put_queue_settings(&settings(true), false, Utc::now()).await?;
+    for chunk in batch.chunks(500) {
+        db.insert_jobs(chunk, Utc::now()).await?;
+    }
     let runtime = JobsRuntime::start(
         db.clone(),
         "bench".into(),
@@ -169,10 +183,8 @@ async fn jobs(
         shutdown,
     )
     .await?;
+    db.put_queue_settings(&settings(false), false, Utc::now()).await?;
     let started = Instant::now();
-    for chunk in batch.chunks(500) {
-        db.insert_jobs(chunk, Utc::now()).await?;
-    }
     let done =
         JobFilter { queue: Some("bench".into()), state: Some(JobState::Completed), ..Default::default() };
     wait_count(&db, &done, args.jobs as u64).await?;

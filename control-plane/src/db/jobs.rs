@@ -127,50 +127,56 @@ impl Db {
             return Ok(Vec::new());
         }
         let backend = self.jobs_backend();
-        let txn = self.conn.begin().await?;
-        let mut limit = i64::from(limit);
-        if let Some(global) = global_limit {
-            if backend == DatabaseBackend::Postgres {
-                txn.execute(Statement::from_sql_and_values(
-                    backend,
-                    "SELECT pg_advisory_xact_lock($1)",
-                    [queue_lock_key(queue).into()],
-                ))
-                .await?;
-            }
-            let running = txn
-                .query_one(Statement::from_sql_and_values(
-                    backend,
-                    "SELECT COUNT(*) AS n FROM jobs WHERE state = 'executing' AND queue = $1",
-                    [queue.into()],
-                ))
-                .await?
-                .map(|r| r.try_get::<i64>("", "n"))
-                .transpose()?
-                .unwrap_or(0);
-            limit = limit.min(i64::from(global) - running);
-            if limit <= 0 {
-                txn.commit().await?;
-                return Ok(Vec::new());
-            }
-        }
         let lock = if backend == DatabaseBackend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE jobs SET state = 'executing', attempt = attempt + 1, attempted_at_ms = $1, attempted_by = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE queue = $3 AND state IN ('available', 'scheduled', 'retryable') \
              AND scheduled_at_ms <= $1 ORDER BY priority, scheduled_at_ms, id LIMIT $4 {lock}) RETURNING {COLUMNS}"
         );
-        let rows = txn
-            .query_all(Statement::from_sql_and_values(
+        let claim = |limit: i64| {
+            Statement::from_sql_and_values(
                 backend,
-                sql,
+                sql.clone(),
                 [ms(now).into(), replica.into(), queue.into(), limit.into()],
+            )
+        };
+        let sorted = |rows: Vec<QueryResult>| -> Result<Vec<Job>, DbError> {
+            let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+            jobs.sort_by_key(|j| (j.priority, j.scheduled_at, j.id));
+            Ok(jobs)
+        };
+        let Some(global) = global_limit else {
+            // one statement, atomic on its own: one round trip per claim
+            return sorted(self.conn.query_all(claim(i64::from(limit))).await?);
+        };
+        // a global limit: count what all replicas run of the queue, under the queue's lock
+        let txn = self.conn.begin().await?;
+        if backend == DatabaseBackend::Postgres {
+            txn.execute(Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_advisory_xact_lock($1)",
+                [queue_lock_key(queue).into()],
             ))
             .await?;
+        }
+        let running = txn
+            .query_one(Statement::from_sql_and_values(
+                backend,
+                "SELECT COUNT(*) AS n FROM jobs WHERE state = 'executing' AND queue = $1",
+                [queue.into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        let limit = i64::from(limit).min(i64::from(global) - running);
+        if limit <= 0 {
+            txn.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = txn.query_all(claim(limit)).await?;
         txn.commit().await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| (j.priority, j.scheduled_at, j.id));
-        Ok(jobs)
+        sorted(rows)
     }
 
     /// Marks attempt `attempt` of job `id` completed; false when the job is no longer that

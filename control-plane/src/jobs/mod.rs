@@ -210,6 +210,9 @@ async fn produce(ctx: Arc<Shared>, queue: String, mut shutdown: watch::Receiver<
             Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = shutdown.changed() => {}
         }
+        // every attempt that has finished meanwhile frees its slot: the next claim takes them
+        // all in one statement
+        while running.try_join_next().is_some() {}
     }
     // stop claiming; the running attempts finish (the caller bounds this by its grace period)
     while running.join_next().await.is_some() {}

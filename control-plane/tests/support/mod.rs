@@ -1,6 +1,21 @@
 //! What the control plane's integration tests share: a fresh PostgreSQL database per test,
 //! dropped when its guard goes, and the choice of backend a test runs on.
 
+/// Runs `$test(backend)` once per backend: `mod sqlite` and `mod postgres` of `#[tokio::test]`s.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backend::Postgres).await } )*
+        }
+    };
+}
+
 use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
