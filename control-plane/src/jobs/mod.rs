@@ -97,10 +97,6 @@ impl Jobs {
     pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Option<i64>>, DbError> {
         self.db.insert_jobs(jobs, Utc::now()).await
     }
-
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
 }
 
 /// The running queue: its producers and maintenance task.
