@@ -72,6 +72,8 @@ impl Db {
         let mut groups: Vec<Option<String>> = configured.iter().cloned().map(Some).collect();
         groups.push(None);
         let mut due = Vec::new();
+        // the jurisdiction of each site of the default group, read once per call
+        let mut sites_seen: std::collections::HashMap<String, Option<String>> = Default::default();
         for group in groups {
             let sites_of = |cond: Condition| {
                 Query::select().column(sites::Column::Id).from(sites::Entity).cond_where(cond).to_owned()
@@ -117,7 +119,14 @@ impl Db {
                         capture_id,
                         jurisdiction: match &group {
                             Some(j) => Some(j.clone()),
-                            None => self.site_jurisdiction(&r.site_id).await?,
+                            None => match sites_seen.get(&r.site_id) {
+                                Some(j) => j.clone(),
+                                None => {
+                                    let j = self.site_jurisdiction(&r.site_id).await?;
+                                    sites_seen.insert(r.site_id.clone(), j.clone());
+                                    j
+                                }
+                            },
                         },
                         site_id: r.site_id,
                         decision: r.decision,
