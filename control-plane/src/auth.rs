@@ -180,6 +180,22 @@ pub async fn authenticate(
     if !verify(&key, secret) {
         return Err(invalid());
     }
+    principal_of_key(db, key).await
+}
+
+/// The principal of a key that was verified before (a console session's key): refused once the
+/// key is revoked.
+pub async fn principal_of_key_id(db: &Db, key_id: &str) -> Result<Principal, Error> {
+    let invalid = || Error::unauthenticated("the session's api key is revoked or gone: log in again");
+    let key = db.api_key(key_id).await.map_err(storage)?.ok_or_else(invalid)?;
+    if key.revoked_at.is_some() {
+        return Err(invalid());
+    }
+    principal_of_key(db, key).await
+}
+
+async fn principal_of_key(db: &Db, key: ApiKey) -> Result<Principal, Error> {
+    let invalid = || Error::unauthenticated("invalid or revoked api key");
     let jurisdiction = match (&key.role, &key.agency_id) {
         (Role::Agency, Some(agency_id)) => {
             Some(db.agency(agency_id).await.map_err(storage)?.ok_or_else(invalid)?.jurisdiction)

@@ -1,6 +1,7 @@
 //! Control-plane configuration: the typed TOML file, command-line overrides, and validation
 //! that runs once at start-up and names the offending field. The `[history]` section is in
-//! `config/history.rs`, `[jobs]` and `[retention]` in `config/jobs.rs`, `[webhooks]` in `config/webhooks.rs`.
+//! `config/history.rs`, `[jobs]` and `[retention]` in `config/jobs.rs`, `[webhooks]` in `config/webhooks.rs`,
+//! `[console]` in `config/console.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -8,10 +9,13 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+mod console;
 mod history;
 mod jobs;
 mod webhooks;
 
+pub use console::ConsoleConfig;
+use console::{FileConsole, validate_console};
 pub use history::HistoryConfig;
 use history::{FileHistory, validate_history};
 use jobs::{FileJobs, FileRetention, validate_jobs, validate_retention};
@@ -77,6 +81,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
+    pub console: ConsoleConfig,
 }
 
 /// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
@@ -247,6 +252,8 @@ struct FileConfig {
     retention: FileRetention,
     #[serde(default)]
     webhooks: FileWebhooks,
+    #[serde(default)]
+    console: FileConsole,
 }
 
 #[derive(Deserialize, Default)]
@@ -501,6 +508,7 @@ impl FileConfig {
         let jobs = validate_jobs(&self.jobs)?;
         let retention = validate_retention(&self.retention)?;
         let webhooks = validate_webhooks(&self.webhooks)?;
+        let console = validate_console(&self.console)?;
         let loopback = http_listen.ip().is_loopback();
         let allow_anonymous_local = match self.auth.allow_anonymous_local {
             None => loopback,
@@ -527,6 +535,7 @@ impl FileConfig {
             jobs,
             retention,
             webhooks,
+            console,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP surface (axum): GraphQL and GraphiQL, capture images, health and readiness probes,
-//! Prometheus metrics and the operator console. `/graphql` (POST) and `/images/{id}` resolve the
+//! Prometheus metrics, and the fleet console (`console`, merged in at `/`). `/graphql` (POST) and `/images/{id}` resolve the
 //! `Authorization: Bearer <key>` header into a `Principal` first; without one they answer 401
 //! unless anonymous local access is allowed. `/images/{id}` also accepts, without a key, an
 //! unexpired signed link from `links.rs` (403 when expired or tampered with). `/graphql/ws`
@@ -25,8 +25,6 @@ use crate::graphql::LanewatchSchema;
 use crate::links::ImageLinks;
 use crate::metrics::Metrics;
 
-const CONSOLE_HTML: &str = include_str!("../../console/index.html");
-
 #[derive(Clone)]
 pub struct AppState {
     pub schema: LanewatchSchema,
@@ -39,20 +37,20 @@ pub struct AppState {
     pub links: ImageLinks,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(console))
+/// The API routes, and the console's when it is given (tests of the API alone leave it out).
+pub fn router(state: AppState, console: Option<crate::console::Console>) -> Router {
+    let api = Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/images/{id}", get(image))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-async fn console() -> Html<&'static str> {
-    Html(CONSOLE_HTML)
+        .with_state(state);
+    match console {
+        Some(console) => api.merge(crate::console::router(console)),
+        None => api,
+    }
 }
 
 async fn graphiql() -> Html<String> {

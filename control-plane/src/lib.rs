@@ -1,10 +1,11 @@
 //! The Lanewatch control plane: agent gateway (gRPC), capture storage (database and blobs) and
-//! the operator API (GraphQL over HTTP). `main.rs` composes these modules.
+//! the operator API (GraphQL over HTTP) and the fleet console. `main.rs` composes these modules.
 
 pub mod auth;
 pub mod blob;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod domain;
 pub mod error;

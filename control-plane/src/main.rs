@@ -17,6 +17,7 @@ use lanewatch_control_plane::auth::{self, KeyRequest};
 use lanewatch_control_plane::blob::BlobStore;
 use lanewatch_control_plane::cluster::Cluster;
 use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
+use lanewatch_control_plane::console::{Console, ConsoleSettings};
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::db::history::run_history_maintenance;
 use lanewatch_control_plane::db::writer::HistoryWriter;
@@ -291,21 +292,33 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
     if config.image_links.signing_key.is_none() && matches!(blobs, BlobStore::Local(_)) {
         tracing::warn!("http.url_signing_key is not set: image links are signed with a per-process key");
     }
+    let secure_cookies = public_url.starts_with("https://");
     let links = ImageLinks::new(public_url, &config.image_links, blobs.clone());
     // the job queue: webhook deliveries, and retention and pruning as cron jobs
     let replica = format!("replica-{}", uuid::Uuid::now_v7());
     let jobs = start_jobs(&config, &db, &blobs, &links, &metrics, replica, shutdown_rx.clone())
         .await
         .context("cannot start the job queue")?;
+    let events = gateway.events().clone();
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
     if config.auth.allow_anonymous_local {
         tracing::warn!(%http_addr, "requests without an api key act as an operator (auth.allow_anonymous_local)");
     }
     let allow_anonymous = config.auth.allow_anonymous_local;
-    let app = http::router(AppState { schema, db, blobs, metrics, allow_anonymous, links });
+    // the fleet console at `/`: pages over the same schema, live over server-sent events
+    let console_settings = ConsoleSettings {
+        allow_anonymous,
+        secure_cookies,
+        session_ttl: Duration::from_secs(config.console.session_ttl_secs),
+        login_attempts_per_minute: config.console.login_attempts_per_minute,
+    };
+    let console = Console::new(schema.clone(), db.clone(), events, &console_settings, shutdown_rx.clone());
+    let app = http::router(AppState { schema, db, blobs, metrics, allow_anonymous, links }, Some(console));
     let http_task = tokio::spawn(
-        axum::serve(http_listener, app).with_graceful_shutdown(stopped(shutdown_rx.clone())).into_future(),
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stopped(shutdown_rx.clone()))
+            .into_future(),
     );
 
     tracing::info!(%grpc_addr, %http_addr, "control plane listening");

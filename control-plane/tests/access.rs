@@ -61,14 +61,10 @@ async fn app(backend: Backend, allow_anonymous: bool) -> App {
     let links = ImageLinks::new("http://cp.test".into(), &config, blobs.clone());
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
-    let router = http::router(AppState {
-        schema,
-        db: db.clone(),
-        blobs,
-        metrics: Metrics::new(),
-        allow_anonymous,
-        links,
-    });
+    let router = http::router(
+        AppState { schema, db: db.clone(), blobs, metrics: Metrics::new(), allow_anonymous, links },
+        None,
+    );
     App { router, db, url, _shutdown: shutdown, _dir: dir, _pg: pg }
 }
 

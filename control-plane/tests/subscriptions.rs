@@ -55,14 +55,10 @@ async fn servers() -> Servers {
     let events = gateway.events().clone();
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
-    let router = http::router(AppState {
-        schema,
-        db: db.clone(),
-        blobs,
-        metrics: Metrics::new(),
-        allow_anonymous: false,
-        links,
-    });
+    let router = http::router(
+        AppState { schema, db: db.clone(), blobs, metrics: Metrics::new(), allow_anonymous: false, links },
+        None,
+    );
     tokio::spawn(axum::serve(http_listener, router).into_future());
     Servers { db, grpc, http, events, _shutdown: shutdown, _dir: dir }
 }

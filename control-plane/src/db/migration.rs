@@ -3,6 +3,7 @@
 
 use sea_orm_migration::prelude::*;
 
+mod console;
 mod history;
 mod jobs;
 mod webhooks;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(history::M0007ComponentHistory),
             Box::new(jobs::M0008Jobs),
             Box::new(webhooks::M0009Webhooks),
+            Box::new(console::M0010ConsoleSessions),
         ]
     }
 }

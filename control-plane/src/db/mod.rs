@@ -21,6 +21,7 @@ pub mod jobs;
 mod migration;
 mod receipts;
 pub mod retention;
+pub mod sessions;
 pub mod webhooks;
 pub mod writer;
 

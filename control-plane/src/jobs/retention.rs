@@ -123,6 +123,15 @@ impl Worker for PruneJobs {
             if pruned > 0 {
                 tracing::info!(pruned, "finished jobs pruned");
             }
+            // expired console logins go with the job history
+            let sessions = self
+                .db
+                .prune_console_sessions(Utc::now())
+                .await
+                .map_err(|e| JobError::Retry(format!("cannot prune console sessions: {e}")))?;
+            if sessions > 0 {
+                tracing::info!(sessions, "expired console sessions pruned");
+            }
             Ok(())
         })
     }

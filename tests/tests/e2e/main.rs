@@ -4,6 +4,7 @@
 mod agent_logs;
 mod auth;
 mod bench;
+mod browser;
 mod cameras;
 mod capture_flow;
 mod cli;
