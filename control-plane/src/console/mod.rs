@@ -154,7 +154,7 @@ impl FromRequestParts<Console> for Viewer {
     async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Self::Rejection> {
         match session::viewer(console, &parts.headers).await {
             Ok(Some(viewer)) => Ok(viewer),
-            Ok(None) => Err(session::unauthenticated(&parts.uri, &parts.headers)),
+            Ok(None) => Err(session::unauthenticated(parts)),
             Err(e) => Err(failure(&e)),
         }
     }

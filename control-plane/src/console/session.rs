@@ -212,10 +212,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// What a page request without a viewer gets: the login page (a fragment request or an event
-/// stream: 401, so that htmx does not swap a login form into a table).
-pub fn unauthenticated(parts_uri: &axum::http::Uri, headers: &HeaderMap) -> Response {
+/// What a request without a viewer gets: a page load is sent to the login page; a fragment
+/// request, an event stream or a form post gets 401 (htmx must not swap a login form into a
+/// table).
+pub fn unauthenticated(parts: &Parts) -> Response {
+    let (parts_uri, headers) = (&parts.uri, &parts.headers);
     let is_fragment = headers.contains_key("hx-request")
+        || parts.method != axum::http::Method::GET
+        || parts_uri.path().starts_with("/live/")
         || headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())

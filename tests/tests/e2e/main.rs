@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod config;
 mod config_rollout;
+mod console;
 mod demo;
 mod faults;
 mod history;
