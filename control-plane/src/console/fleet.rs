@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::charts;
 use super::layout::{self, ago, badge, encode, error_box};
 use super::live::{self, Wake};
 use super::{Console, Mutating, Viewer, render};
@@ -336,6 +337,33 @@ pub struct AgentQuery {
     /// The lowest log level shown.
     #[serde(default)]
     level: String,
+    /// The component whose last hour is charted (the first one when empty).
+    #[serde(default)]
+    history: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HistoryData {
+    component_history: ComponentHistory,
+}
+
+#[derive(Deserialize)]
+struct ComponentHistory {
+    points: Vec<charts::HistoryPoint>,
+}
+
+/// A component's last hour as a chart.
+async fn history_chart(console: &Console, viewer: &Viewer, id: &str, component: &str) -> Markup {
+    let to = Utc::now();
+    let from = to - chrono::Duration::hours(1);
+    let query = "query($id: ID!, $c: String!, $from: DateTime!, $to: DateTime!) { componentHistory(agentId: $id, \
+        component: $c, from: $from, to: $to) { points { at status processed restartsAdded } } }";
+    let vars = json!({ "id": id, "c": component, "from": from.to_rfc3339(), "to": to.to_rfc3339() });
+    match console.api::<HistoryData>(viewer, query, vars).await {
+        Ok(d) => charts::history(component, &d.component_history.points, from, to),
+        Err(e) => error_box(&e.message),
+    }
 }
 
 const AGENT_QUERY: &str = "query($id: ID!) { agent(id: $id) { id site online lastSeen version configVersion health \
@@ -420,6 +448,12 @@ pub async fn agent(
         Ok(Some(a)) => {
             let log_lines = logs(&console, &viewer, &id, &q.level).await;
             let names: Vec<&str> = a.components.iter().map(|c| c.name.as_str()).collect();
+            let charted = if q.history.is_empty() {
+                names.first().copied().unwrap_or_default()
+            } else {
+                q.history.as_str()
+            };
+            let chart = history_chart(&console, &viewer, &id, charted).await;
             html! {
                 div hx-ext="sse" sse-connect={ "/live/agents/" (encode(&id)) "?level=" (encode(&q.level)) } {
                     div #agent-header sse-swap="agent-header" { (agent_header(&a, now)) }
@@ -444,6 +478,18 @@ pub async fn agent(
                             } }
                             tbody sse-swap="components" { (components_table(&a)) }
                         }
+                    }
+                    section aria-labelledby="history-h" {
+                        h2 #history-h { "History, last hour" }
+                        form.filters method="get" {
+                            input type="hidden" name="level" value=(q.level);
+                            label for="history" { "Component" }
+                            select #history name="history" {
+                                @for n in &names { option value=(n) selected[*n == charted] { (n) } }
+                            }
+                            button type="submit" { "Show" }
+                        }
+                        (chart)
                     }
                     section aria-labelledby="logs-h" {
                         h2 #logs-h { "Recent logs" }

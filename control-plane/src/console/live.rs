@@ -90,9 +90,12 @@ pub fn capture_event(kind: &EventKind) -> bool {
     matches!(kind, EventKind::CaptureStored { .. })
 }
 
-/// Events that change a site's config page.
-pub fn config_event(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::SiteConfigChanged { .. } | EventKind::AgentStatus { .. })
+/// Events that change a site's page (its rollout and its chart of the day).
+pub fn site_event(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::SiteConfigChanged { .. } | EventKind::AgentStatus { .. } | EventKind::CaptureStored { .. }
+    )
 }
 
 /// No bus event: the period alone.

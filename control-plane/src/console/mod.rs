@@ -6,13 +6,14 @@
 //! - `session`: login with an API key → session cookie, anonymous loopback viewers, CSRF, login
 //!   throttling.
 //! - `live`: the SSE streams that push changed fragments.
-//! - `layout`: the page shell and shared pieces.
+//! - `layout`: the page shell and shared pieces; `charts`: inline SVG charts.
 //! - pages: `fleet` (overview and agent detail), `captures` (browser, detail, review queue,
 //!   evidence), `sites` (config editor, diff, push, rollback), `jobs` (what Oban Web offers),
 //!   `admin` (keys, agencies, audit log, deletion records).
 
 mod admin;
 mod captures;
+mod charts;
 mod fleet;
 mod gql;
 mod jobs;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use similar::{ChangeTag, TextDiff};
 
+use super::charts::{self, Hourly};
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
 use super::{Console, Mutating, Viewer, render};
@@ -171,13 +172,43 @@ fn editor(site: &str, text: &str, error: Option<&str>) -> Markup {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsData {
+    occupancy_stats: Vec<Hourly>,
+}
+
+/// The site's last 24 hours as a chart.
+async fn day_chart(console: &Console, viewer: &Viewer, site: &str) -> Markup {
+    let to = Utc::now();
+    let from = to - chrono::Duration::hours(24);
+    let query = "query($s: String, $from: DateTime!, $to: DateTime!) { occupancyStats(site: $s, from: $from, to: $to) { \
+        hour vehicles occupancy { zero one two threePlus unknown } violations violationRate } }";
+    match console
+        .api::<StatsData>(
+            viewer,
+            query,
+            json!({ "s": site, "from": from.to_rfc3339(), "to": to.to_rfc3339() }),
+        )
+        .await
+    {
+        Ok(d) => charts::hourly(site, &d.occupancy_stats),
+        Err(e) => error_box(&e.message),
+    }
+}
+
 pub async fn site(State(console): State<Console>, viewer: Viewer, Path(site): Path<String>) -> Response {
     let body = match history(&console, &viewer, &site).await {
         Err(e) => error_box(&e),
         Ok(configs) => {
             let text = configs.first().map(|c| c.toml.clone()).unwrap_or_default();
+            let chart = day_chart(&console, &viewer, &site).await;
             html! {
                 div hx-ext="sse" sse-connect={ "/live/sites/" (encode(&site)) } {
+                    section aria-labelledby="day-h" {
+                        h2 #day-h { "Last 24 hours" }
+                        div #day-chart sse-swap="chart" { (chart) }
+                    }
                     section aria-labelledby="rollout-h" {
                         h2 #rollout-h { "Rollout" }
                         div #rollout-live sse-swap="rollout" { (rollout_table(configs.first())) }
@@ -200,12 +231,15 @@ pub async fn site(State(console): State<Console>, viewer: Viewer, Path(site): Pa
 
 pub async fn site_live(State(console): State<Console>, viewer: Viewer, Path(site): Path<String>) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::config_event, on_jobs: false, every: Duration::from_secs(2) };
+    let wake = Wake { on_event: live::site_event, on_jobs: false, every: Duration::from_secs(5) };
     live::stream(&console, wake, move || {
         let (c, viewer, site) = (c.clone(), viewer.clone(), site.clone());
         async move {
+            let chart = day_chart(&c, &viewer, &site).await.into_string();
             match history(&c, &viewer, &site).await {
-                Ok(configs) => vec![("rollout", rollout_table(configs.first()).into_string())],
+                Ok(configs) => {
+                    vec![("rollout", rollout_table(configs.first()).into_string()), ("chart", chart)]
+                }
                 Err(e) => vec![("rollout", error_box(&e).into_string())],
             }
         }
