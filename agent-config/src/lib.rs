@@ -17,8 +17,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+mod local_ui;
 mod validate;
 mod vision;
+pub use local_ui::*;
 pub use validate::*;
 pub use vision::*;
 
@@ -53,6 +55,9 @@ pub struct AgentConfig {
     /// Occupant counting and anonymization; absent: no vision runs.
     #[serde(default)]
     pub vision: Option<VisionConfig>,
+    /// The agent's web UI.
+    #[serde(default)]
+    pub local_ui: LocalUiConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -150,7 +150,7 @@ fn agent_config(dir: &std::path::Path, grpc: &str) -> String {
     let mut text = format!(
         "version = 1\nagent_id = \"agent-bench\"\nsite_id = \"bench-site\"\n\n\
          [control_plane]\nurl = \"http://{grpc}\"\n\n[buffer]\npath = {:?}\n\n\
-         [site]\nlanes = 2\n\n[simulator]\nseed = 7\nflow_veh_h_per_lane = 1200\n\n",
+         [local_ui]\nlisten = \"127.0.0.1:0\"\n\n[site]\nlanes = 2\n\n[simulator]\nseed = 7\nflow_veh_h_per_lane = 1200\n\n",
         dir.join("buffer"),
     );
     for lane in 0..2 {

@@ -24,6 +24,10 @@ pub struct DemoArgs {
     /// gRPC port agents connect to; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     grpc_port: u16,
+    /// Port of the first agent's local web UI (the next agents take the next ports); 0 picks
+    /// free ones.
+    #[arg(long, default_value_t = 8090)]
+    ui_port: u16,
     /// Where the demo keeps its database, images, agent buffers and logs.
     #[arg(long, default_value = ".lanewatch-demo")]
     data_dir: PathBuf,
@@ -145,13 +149,21 @@ const CABIN_SECTIONS: &str = "[[vision.cameras.sections]]\nname = \"front_passen
 
 /// A demo agent: simulated traffic, LIDAR and one cabin camera per lane, vision on (the 8-bit
 /// CenterFace from setup), and the site's HOV lane under its policy.
-fn agent_config(dir: &Path, site: &DemoSite, seed: u64, grpc: &str, tools: &VisionTools) -> String {
+fn agent_config(
+    dir: &Path,
+    site: &DemoSite,
+    seed: u64,
+    grpc: &str,
+    ui_port: u16,
+    tools: &VisionTools,
+) -> String {
     let DemoSite { id, lanes, flow_veh_h_per_lane: flow, hov_min_occupants } = site;
     let hov_lane = lanes - 1;
     let mut text = format!(
         "# Demo agent for {id}: simulated traffic, LIDAR and cabin cameras; lane {hov_lane} is HOV {hov_min_occupants}+.\n\
          version = 1\nagent_id = \"agent-{id}\"\nsite_id = \"{id}\"\n\n\
          [control_plane]\nurl = \"http://{grpc}\"\n\n[buffer]\npath = {:?}\n\n\
+         [local_ui]\nlisten = \"127.0.0.1:{ui_port}\"\n\n\
          [site]\nlanes = {lanes}\n\n[simulator]\nseed = {seed}\nflow_veh_h_per_lane = {flow}\n\
          ground_truth_path = {:?}\nface_photos_path = {:?}\n\n",
         dir.join("buffer"),
@@ -201,11 +213,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     };
 
     let mut agents = Vec::new();
+    let mut ui_urls = Vec::new();
     for (i, site) in SITES.iter().enumerate() {
         let dir = data.join("agents").join(site.id);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("agent.toml");
-        std::fs::write(&config, agent_config(&dir, site, 1000 + i as u64, &grpc, &tools))?;
+        let ui_port = if args.ui_port == 0 { 0 } else { args.ui_port.saturating_add(i as u16) };
+        std::fs::write(&config, agent_config(&dir, site, 1000 + i as u64, &grpc, ui_port, &tools))?;
         let ready = dir.join("ready.json");
         let _ = std::fs::remove_file(&ready);
         let mut agent = Managed::spawn(
@@ -218,7 +232,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             &logs,
         )?;
         let up = match ready_file(&ready, &mut agent).await {
-            Ok(_) => set_policy(&api, site).await,
+            Ok(ready) => {
+                ui_urls.push(ready["ui_url"].as_str().unwrap_or("off").to_owned());
+                set_policy(&api, site).await
+            }
             Err(e) => Err(e),
         };
         agents.push(agent);
@@ -229,9 +246,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
 
     println!("Lanewatch demo fleet is up ({} agents at {} sites)", agents.len(), SITES.len());
-    for site in SITES {
+    for (site, ui) in SITES.iter().zip(&ui_urls) {
         println!(
-            "  site {:<13} {} lanes, lane {} is HOV {}+ (agent-{})",
+            "  site {:<13} {} lanes, lane {} is HOV {}+ (agent-{}, local UI {ui})",
             site.id,
             site.lanes,
             site.lanes - 1,

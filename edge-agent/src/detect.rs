@@ -23,6 +23,7 @@ use crate::load::WaitingOn;
 use crate::stage::{Inlet, Outlet};
 use crate::state::{ComponentState, DetectorState};
 use crate::supervisor::{Component, ComponentCtx, RunFuture};
+use crate::view::LaneEvent;
 
 pub const OBJECT_MIN_HEIGHT_M: f64 = 0.4;
 pub const MIN_POINTS: usize = 3;
@@ -259,6 +260,34 @@ impl Detector {
         events
     }
 
+    /// The scan as the local UI plots it: every echo as (y across the road, height above the
+    /// road plane), the learnt road likewise, and which lanes hold a vehicle now.
+    pub fn profile(&self, scan: &Scan) -> crate::view::ScanProfile {
+        let g = &self.geometry;
+        let point = |i: usize, r: f64| {
+            let (cos, sin) = self.beam_trig[i];
+            ((g.mount_y_m + r * sin) as f32, (g.mounting_height_m - r * cos) as f32)
+        };
+        let points = scan
+            .ranges_m
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| has_echo(**r) && *i < self.beam_trig.len())
+            .map(|(i, r)| point(i, f64::from(*r)))
+            .collect();
+        let road =
+            self.road.iter().enumerate().filter(|(_, r)| **r > 0.0).map(|(i, r)| point(i, *r)).collect();
+        crate::view::ScanProfile {
+            at: Some(scan.t),
+            points,
+            road,
+            lanes: g.lanes,
+            lane_width_m: g.lane_width_m,
+            occupied: self.lanes.iter().map(|l| l.track.is_some()).collect(),
+            degraded: self.degraded,
+        }
+    }
+
     /// Learns the empty road: per-beam median of the first [`LEARN_SCANS`] scans, over echoes only.
     fn learn(&mut self, scan: &Scan) {
         self.learning.push(scan.ranges_m.clone());
@@ -490,6 +519,8 @@ pub struct DetectComponent {
     pub speed: Option<SpeedPlane>,
     pub output: Outlet<Sensed>,
     pub log: Option<DetectionLog>,
+    /// Where the local UI reads the scan profile and lane events.
+    pub view: crate::view::SiteView,
 }
 
 impl Component for DetectComponent {
@@ -500,6 +531,7 @@ impl Component for DetectComponent {
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (geometry, input, output) = (self.geometry, self.input.clone(), self.output.clone());
         let log = self.log.clone();
+        let view = self.view.clone();
         let speed = self.speed.as_ref().map(|s| (s.offset_m, s.input.clone()));
         Box::pin(async move {
             let mut detector = Detector::new(geometry);
@@ -511,6 +543,7 @@ impl Component for DetectComponent {
                 None => None,
             };
             let (mut entries, mut exits, mut measured) = (0u64, 0u64, 0u64);
+            let mut published = tokio::time::Instant::now() - crate::view::SCAN_EVERY;
             loop {
                 let scan = tokio::select! {
                     biased;
@@ -540,13 +573,20 @@ impl Component for DetectComponent {
                     };
                     measured += u64::from(speed_kmh.is_some());
                     match &event {
-                        Detection::Entry { track, lane, .. } => {
+                        Detection::Entry { track, lane, t } => {
                             entries += 1;
                             tracing::debug!(track, lane, "vehicle entered");
+                            view.lane_event(LaneEvent { at: *t, lane: *lane, entered: true, class: None });
                         }
-                        Detection::Exit { track, lane, class, max_height_m, .. } => {
+                        Detection::Exit { track, lane, class, max_height_m, t, .. } => {
                             exits += 1;
                             tracing::debug!(track, lane, ?class, max_height_m, "vehicle exited");
+                            view.lane_event(LaneEvent {
+                                at: *t,
+                                lane: *lane,
+                                entered: false,
+                                class: Some(*class),
+                            });
                         }
                     }
                     if let Some(log) = &log
@@ -555,6 +595,10 @@ impl Component for DetectComponent {
                         tracing::warn!(error = %err, "cannot write detection line");
                     }
                     ctx.waiting(WaitingOn::Downstream, output.send((event, speed_kmh))).await?;
+                }
+                if published.elapsed() >= crate::view::SCAN_EVERY {
+                    published = tokio::time::Instant::now();
+                    view.publish_scan(detector.profile(&scan));
                 }
                 ctx.wait_on(WaitingOn::Input);
                 ctx.processed(1);

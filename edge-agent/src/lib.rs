@@ -3,7 +3,8 @@
 //!
 //! Pipeline: sense → detect → trigger → acquire (per camera) → buffer → uplink, every stage a
 //! supervised component connected by bounded channels (`stage`: the plumbing every stage shares).
-//! See `pipeline` for the wiring.
+//! See `pipeline` for the wiring. `ui` serves the local web UI; `view` is what the stages publish
+//! for it.
 
 pub mod acquire;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod diagnostics;
 pub mod domain;
+pub mod generation;
 pub mod lidar;
 pub mod load;
 pub mod logs;
@@ -25,5 +27,7 @@ pub mod state;
 pub mod supervisor;
 pub mod test_capture;
 pub mod trigger;
+pub mod ui;
 pub mod uplink;
+pub mod view;
 pub mod vision;

@@ -2,26 +2,26 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lanewatch_edge_agent::bench;
-use lanewatch_edge_agent::buffer::Buffer;
 use lanewatch_edge_agent::config::{self, AgentConfig};
+use lanewatch_edge_agent::generation::{self, Generation, uplink_connected};
 use lanewatch_edge_agent::lidar::recording;
 use lanewatch_edge_agent::lidar::sick::Framing;
 use lanewatch_edge_agent::logs::Logs;
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
-use lanewatch_edge_agent::state::ComponentState;
-use lanewatch_edge_agent::supervisor::{ComponentStatus, Escalation, Registry, Supervisor, SupervisorHandle};
-use lanewatch_edge_agent::uplink::{UplinkComponent, write_atomically};
+use lanewatch_edge_agent::supervisor::Escalation;
+use lanewatch_edge_agent::ui;
+use lanewatch_edge_agent::uplink::write_atomically;
+use lanewatch_edge_agent::view::SiteView;
 use tokio::sync::{mpsc, watch};
 
 const EXIT_CONFIG: u8 = 2;
-const EXIT_ESCALATED: u8 = 3;
 
 #[derive(Parser)]
 #[command(name = "lanewatch-agent", version, about = "Lanewatch edge agent")]
@@ -79,6 +79,8 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Reads a password on stdin and prints its argon2 hash for `[local_ui] password_hash`.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +215,24 @@ fn main() -> ExitCode {
                 }
                 Err(err) => {
                     eprintln!("error: {err}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            };
+        }
+        Some(Command::HashPassword) => {
+            let mut password = String::new();
+            let read = std::io::stdin().read_line(&mut password);
+            let password = password.trim_end_matches(['\r', '\n']);
+            return match read.map_err(anyhow::Error::from).and_then(|_| {
+                anyhow::ensure!(password.len() >= 12, "the password must have at least 12 characters");
+                lanewatch_edge_agent::ui::hash_password(password)
+            }) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {err:#}");
                     ExitCode::from(EXIT_CONFIG)
                 }
             };
@@ -374,7 +394,8 @@ async fn run(
 ) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
     let ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
-    let options = pipeline::BuildOptions { detections_out, accepted_log, ort_dylib_path };
+    let view = SiteView::default();
+    let options = pipeline::BuildOptions { detections_out, accepted_log, ort_dylib_path, view: view.clone() };
     // the buffer (and everything in it not yet acked) outlives the generations of components
     let buffer = pipeline::open_buffer(&config, config_dir.as_deref())?;
     let text = tokio::fs::read_to_string(&config_path).await.context("reading the config file")?;
@@ -384,6 +405,27 @@ async fn run(
     let mut probation: Option<Probation> = None;
     let mut signal = std::pin::pin!(terminated());
     let mut ready_written = false;
+    // the local UI: up before the first generation and across all of them ([local_ui] changes
+    // take effect at the next start)
+    let (current_tx, current_rx) = watch::channel(None);
+    let (ui_stop, ui_stopped) = watch::channel(false);
+    let ui_addr = match running.config.local_ui.enabled {
+        true => {
+            let deps = ui::UiDeps {
+                view,
+                logs: logs.clone(),
+                buffer: buffer.clone(),
+                current: current_rx,
+                config_path: config_path.clone(),
+                reload: reload_tx.clone(),
+            };
+            let addr = ui::start(&running.config.local_ui, deps, ui_stopped).await?;
+            let scheme = if running.config.local_ui.tls.is_some() { "https" } else { "http" };
+            tracing::info!(url = %format!("{scheme}://{addr}/"), "local ui");
+            Some(format!("{scheme}://{addr}/"))
+        }
+        false => None,
+    };
 
     // 4. build, 5. spawn: a generation of components per config (a staged config is applied by
     // draining the stages and building the next generation in this process)
@@ -410,6 +452,12 @@ async fn run(
             }
             (Err(err), None) => return Err(err),
         };
+        let _ = current_tx.send(Some(ui::Current {
+            registry: generation.registry.clone(),
+            supervisor: generation.supervisor.clone(),
+            config: Arc::new(running.config.clone()),
+            uploads_paused: generation.uploads_paused.clone(),
+        }));
         tracing::info!(
             agent_id = %running.config.agent_id,
             site_id = %running.config.site_id,
@@ -420,7 +468,11 @@ async fn run(
 
         // 6. ready file
         if !ready_written && let Some(path) = &ready_file {
-            let ready = serde_json::json!({ "agent_id": running.config.agent_id, "pid": std::process::id() });
+            let ready = serde_json::json!({
+                "agent_id": running.config.agent_id,
+                "pid": std::process::id(),
+                "ui_url": ui_addr,
+            });
             write_atomically(path, ready.to_string().as_bytes()).await.context("writing ready file")?;
             ready_written = true;
         }
@@ -455,7 +507,8 @@ async fn run(
         match ended {
             Ended::Signal(name) => {
                 tracing::info!(signal = name, "shutting down");
-                return Ok(generation.drain_and_flush(&buffer, grace).await);
+                let _ = ui_stop.send(true);
+                return Ok(generation.drain_and_flush(&buffer, grace, terminated()).await);
             }
             Ended::Escalation(escalation) => match probation.take() {
                 Some(p) => {
@@ -466,7 +519,7 @@ async fn run(
                 None => {
                     eprintln!("error: {escalation}");
                     generation.supervisor.shutdown().await;
-                    return Ok(ExitCode::from(EXIT_ESCALATED));
+                    return Ok(ExitCode::from(generation::EXIT_ESCALATED));
                 }
             },
             Ended::ProbationOver => {
@@ -544,131 +597,6 @@ async fn fall_back(
         format!("cannot apply: {reason}; running version {} again", p.previous.config.config_version),
     ));
     Ok(p.previous)
-}
-
-/// Whether the uplink of this generation has a session open.
-fn uplink_connected(registry: &Registry) -> bool {
-    registry.get("uplink").is_some_and(|s| matches!(&s.state, ComponentState::Uplink(u) if u.connected()))
-}
-
-/// Resolves once every pipeline stage (not the uplink) stopped, failed or is paused.
-async fn stages_done(registry: &Registry, stage_names: &[String]) {
-    let mut changes = registry.subscribe();
-    let done = |r: &Registry| {
-        stage_names.iter().all(|n| {
-            r.get(n).is_some_and(|s| {
-                matches!(
-                    s.status,
-                    ComponentStatus::Stopped | ComponentStatus::Failed | ComponentStatus::Paused
-                )
-            })
-        })
-    };
-    while !done(registry) {
-        if changes.changed().await.is_err() {
-            break;
-        }
-    }
-}
-
-/// The supervised components built from one config.
-struct Generation {
-    supervisor: SupervisorHandle,
-    registry: Registry,
-    stage_names: Vec<String>,
-    shutdown: watch::Sender<bool>,
-    escalations: mpsc::UnboundedReceiver<Escalation>,
-}
-
-impl Generation {
-    async fn start(
-        config: &AgentConfig,
-        config_path: &Path,
-        options: &pipeline::BuildOptions,
-        buffer: &Buffer,
-        reload: &mpsc::UnboundedSender<u64>,
-        apply_failure: Option<(u64, String)>,
-        logs: &Logs,
-    ) -> anyhow::Result<Self> {
-        let config_dir = config_path.parent().map(Path::to_path_buf);
-        let pipeline = pipeline::build_on(config, config_dir.as_deref(), options, buffer.clone())
-            .context("building pipeline")?;
-        let registry = Registry::default();
-        for (name, gauge) in pipeline.inboxes {
-            registry.set_inbox(&name, gauge);
-        }
-        registry.start_sampling();
-        let supervisor_handle = Arc::new(OnceLock::new());
-        let mut components = pipeline.components;
-        let stage_names: Vec<String> = components.iter().map(|c| c.name()).collect();
-        components.push(Arc::new(UplinkComponent {
-            control_plane: config.control_plane.clone(),
-            config_dir,
-            agent_id: config.agent_id.clone(),
-            site_id: config.site_id.clone(),
-            config_version: config.config_version,
-            config_path: config_path.to_owned(),
-            buffer: pipeline.buffer.clone(),
-            registry: registry.clone(),
-            supervisor: supervisor_handle.clone(),
-            reload: Some(reload.clone()),
-            apply_failure,
-            acked: Default::default(),
-            commands: Default::default(),
-            logs: logs.clone(),
-            paused: Default::default(),
-            clock: Default::default(),
-            test_cameras: pipeline.test_cameras,
-        }));
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (escalate_tx, escalations) = mpsc::unbounded_channel();
-        let supervisor = Supervisor {
-            config: config.supervision.clone(),
-            registry: registry.clone(),
-            shutdown: shutdown_rx,
-            escalate: escalate_tx,
-        }
-        .start(components)
-        .await?;
-        let _ = supervisor_handle.set(supervisor.clone());
-        Ok(Self { supervisor, registry, stage_names, shutdown, escalations })
-    }
-
-    /// Stops the source and lets the stages drain into the buffer (within `grace`), then stops
-    /// every component; what is buffered stays for the next generation's uplink.
-    async fn stop(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        if tokio::time::timeout(grace, stages_done(&self.registry, &self.stage_names)).await.is_err() {
-            tracing::warn!("grace period over before the stages drained");
-        }
-        self.supervisor.shutdown().await;
-    }
-
-    /// 8. drain: stop the source, let the stages drain in order, let the uplink flush;
-    /// 9. stop everything; nothing half-written is lost (buffer writes are transactions).
-    async fn drain_and_flush(self, buffer: &Buffer, grace: Duration) -> ExitCode {
-        let Self { supervisor, registry, stage_names, shutdown, mut escalations } = self;
-        let deadline = tokio::time::Instant::now() + grace;
-        let _ = shutdown.send(true);
-        let drained = async {
-            stages_done(&registry, &stage_names).await;
-            tracing::info!(buffered = buffer.stats().captures, "pipeline drained, flushing uplink");
-            let mut stats = buffer.subscribe();
-            let _ = stats.wait_for(|s| s.captures == 0).await;
-        };
-        let code = tokio::select! {
-            () = drained => { tracing::info!("buffer flushed"); ExitCode::SUCCESS }
-            () = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(buffered = buffer.stats().captures, "grace period over, unacked captures stay buffered");
-                ExitCode::SUCCESS
-            }
-            name = terminated() => { tracing::warn!(signal = name, "second signal, stopping now"); ExitCode::SUCCESS }
-            Some(escalation) = escalations.recv() => { eprintln!("error: {escalation}"); ExitCode::from(EXIT_ESCALATED) }
-        };
-        supervisor.shutdown().await;
-        tracing::info!("agent stopped");
-        code
-    }
 }
 
 fn run_bench(command: BenchCommand) -> anyhow::Result<()> {

@@ -51,6 +51,8 @@ pub struct BuildOptions {
     pub accepted_log: Option<PathBuf>,
     /// `ORT_DYLIB_PATH` of the agent's environment: ONNX Runtime when `[vision]` names none.
     pub ort_dylib_path: Option<PathBuf>,
+    /// What the local UI shows; kept across generations.
+    pub view: crate::view::SiteView,
 }
 
 /// Builds the pipeline stages (not the uplink) from a validated config.
@@ -150,6 +152,7 @@ pub fn build_on(
         speed,
         output: det_out,
         log: detections_log,
+        view: options.view.clone(),
     }));
     let trigger_at = components.len();
     let mut routes = Vec::new();
@@ -195,7 +198,8 @@ pub fn build_on(
             let (vision_out, vision_in) = channel();
             inboxes.extend(vision_out.gauge().map(|g| ("buffer".to_owned(), g)));
             let ort = options.ort_dylib_path.as_deref();
-            let vision = crate::vision::component(config, config_dir, ort, cap_in, vision_out)?;
+            let vision =
+                crate::vision::component(config, config_dir, ort, cap_in, vision_out, options.view.clone())?;
             components.push(Arc::new(vision));
             vision_in
         }

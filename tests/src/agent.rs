@@ -35,6 +35,7 @@ pub struct AgentBuilder {
     buffer_toml: String,
     camera_toml: String,
     simulator_toml: String,
+    local_ui_toml: String,
     args: Vec<std::ffi::OsString>,
     wrapper: Vec<std::ffi::OsString>,
 }
@@ -55,6 +56,7 @@ impl AgentBuilder {
             buffer_toml: String::new(),
             camera_toml: String::new(),
             simulator_toml: String::new(),
+            local_ui_toml: "listen = \"127.0.0.1:0\"\n".to_owned(),
             args: Vec::new(),
             wrapper: Vec::new(),
         }
@@ -136,6 +138,12 @@ impl AgentBuilder {
 
     /// Extra TOML appended at the end of the file, i.e. into the `[cameras.source]` table
     /// unless it opens tables of its own.
+    /// Lines of the `[local_ui]` table (default: a free loopback port).
+    pub fn local_ui_toml(mut self, toml: &str) -> Self {
+        self.local_ui_toml = toml.to_owned();
+        self
+    }
+
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self
@@ -157,7 +165,7 @@ impl AgentBuilder {
             "version = 1\nagent_id = {:?}\nsite_id = {:?}\nshutdown_grace_secs = 5\n\n\
              [control_plane]\nurl = {:?}\nheartbeat_interval_ms = 500\nreconnect_min_ms = 100\n\
              reconnect_max_ms = 1000\n{}{ca}\n[buffer]\npath = {:?}\n{}\n[site]\nlanes = {}\n\n\
-             [simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n{}\n\
+             [local_ui]\n{}\n[simulator]\nseed = 7\nflow_veh_h_per_lane = {}\n{}\n\
              [[cameras]]\nid = \"front\"\nlanes = [{}]\ntrigger_delay_ms = 100\nfps = 10\n{}\n\
              [cameras.source]\n{source}\n{}",
             self.agent_id,
@@ -167,6 +175,7 @@ impl AgentBuilder {
             data_dir.join("buffer"),
             self.buffer_toml,
             self.lanes,
+            self.local_ui_toml,
             self.flow,
             self.simulator_toml,
             lanes.join(", "),
@@ -184,6 +193,8 @@ impl AgentBuilder {
 /// A running agent.
 pub struct Agent {
     pub id: String,
+    /// The local UI's base URL (`http://127.0.0.1:<port>/`), from the ready file.
+    pub ui_url: Option<String>,
     pub proc: Proc,
     pub dir: TempDir,
     pub config_path: PathBuf,
@@ -198,13 +209,15 @@ impl Agent {
         let proc = Self::spawn(&builder.agent_id, &config_path, dir.path(), &builder.args, &builder.wrapper)?;
         let mut agent = Agent {
             id: builder.agent_id,
+            ui_url: None,
             proc,
             dir,
             config_path,
             args: builder.args,
             wrapper: builder.wrapper,
         };
-        wait_ready_file(&agent.dir.path().join("ready.json"), &mut agent.proc)?;
+        let ready = wait_ready_file(&agent.dir.path().join("ready.json"), &mut agent.proc)?;
+        agent.ui_url = ready["ui_url"].as_str().map(str::to_owned);
         Ok(agent)
     }
 
@@ -240,7 +253,8 @@ impl Agent {
     /// Starts the agent again on the same config and buffer (after a stop or a kill).
     pub fn restart(&mut self) -> Result<()> {
         self.proc = Self::spawn(&self.id, &self.config_path, self.dir.path(), &self.args, &self.wrapper)?;
-        wait_ready_file(&self.dir.path().join("ready.json"), &mut self.proc)?;
+        let ready = wait_ready_file(&self.dir.path().join("ready.json"), &mut self.proc)?;
+        self.ui_url = ready["ui_url"].as_str().map(str::to_owned);
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -127,7 +127,7 @@ pub fn router(console: Console) -> Router {
         .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
-        .route("/assets/{name}", get(asset))
+        .route("/assets/{name}", get(lanewatch_web::assets::serve))
         .layer(axum::middleware::from_fn_with_state(console.clone(), anonymous_cookie))
         .with_state(console)
 }
@@ -181,25 +181,6 @@ fn failure(e: &Error) -> Response {
 
 fn render(markup: Markup) -> Response {
     Html(markup.into_string()).into_response()
-}
-
-/// The vendored scripts and the console's own stylesheet and script, served from the binary.
-async fn asset(Path(name): Path<String>) -> Response {
-    let (body, mime): (&'static str, &str) = match name.as_str() {
-        "htmx.min.js" => (include_str!("../../../console/vendor/htmx.min.js"), "text/javascript"),
-        "htmx-sse.js" => (include_str!("../../../console/vendor/htmx-sse.js"), "text/javascript"),
-        "console.css" => (include_str!("../../../console/console.css"), "text/css"),
-        "console.js" => (include_str!("../../../console/console.js"), "text/javascript"),
-        _ => return (StatusCode::NOT_FOUND, format!("no asset {name:?}\n")).into_response(),
-    };
-    (
-        [
-            (header::CONTENT_TYPE, format!("{mime}; charset=utf-8")),
-            (header::CACHE_CONTROL, "public, max-age=3600".to_owned()),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -18,13 +18,15 @@ use std::num::NonZeroU32;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use hmac::{Hmac, Mac};
+use lanewatch_web::security::{self, random_token};
+pub use lanewatch_web::security::{cookie, digest};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::Console;
 use crate::auth::{self, Principal};
@@ -33,7 +35,6 @@ use crate::error::Error;
 
 pub const COOKIE: &str = "lw_session";
 const ANON_PREFIX: &str = "anon.";
-pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Login throttling and the anonymous viewers' CSRF secret.
 pub struct Guards {
@@ -78,70 +79,25 @@ pub struct Viewer {
     pub logged_in: bool,
 }
 
-/// A random token, hex.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-pub fn digest(cookie: &str) -> String {
-    hex::encode(Sha256::digest(cookie.as_bytes()))
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
-}
-
-/// A `Set-Cookie` value for the session cookie; `max_age` 0 deletes it.
-pub fn set_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
-    ))
-    .expect("cookie values are hex and ascii")
-}
-
-fn equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Refuses a request whose `Origin` names another host than the one it was sent to.
-pub fn same_origin(headers: &HeaderMap) -> Result<(), Error> {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return Ok(());
-    };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    if origin == "null" || origin_host != host {
-        return Err(Error::new(
-            crate::error::ErrorKind::PermissionDenied,
-            format!("cross-origin request refused: origin {origin:?} is not this console ({host})"),
-        ));
-    }
-    Ok(())
-}
-
 impl Viewer {
     /// Checks a state-changing request: same origin, and the session's CSRF token in the header.
     pub fn check_csrf(&self, headers: &HeaderMap) -> Result<(), Error> {
-        same_origin(headers)?;
-        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if sent.is_empty() || !equal(sent, &self.csrf) {
-            return Err(Error::new(
-                crate::error::ErrorKind::PermissionDenied,
-                "missing or wrong CSRF token: reload the page and try again",
-            ));
-        }
-        Ok(())
+        security::check_csrf(headers, &self.csrf).map_err(refused)
     }
+}
+
+fn refused(r: security::Refused) -> Error {
+    Error::new(crate::error::ErrorKind::PermissionDenied, r.0)
+}
+
+/// Refuses a request whose `Origin` names another host.
+pub fn same_origin(headers: &HeaderMap) -> Result<(), Error> {
+    security::same_origin(headers).map_err(refused)
+}
+
+/// The session cookie's `Set-Cookie`; `max_age_secs` 0 deletes it.
+pub fn set_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
+    security::set_cookie(COOKIE, value, max_age_secs, secure)
 }
 
 /// Resolves the session cookie of a request into its viewer; `None` when the request has no
@@ -216,46 +172,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// request, an event stream or a form post gets 401 (htmx must not swap a login form into a
 /// table).
 pub fn unauthenticated(parts: &Parts) -> Response {
-    let (parts_uri, headers) = (&parts.uri, &parts.headers);
-    let is_fragment = headers.contains_key("hx-request")
-        || parts.method != axum::http::Method::GET
-        || parts_uri.path().starts_with("/live/")
-        || headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/event-stream"));
-    if is_fragment {
+    if security::wants_fragment(parts) {
         return (StatusCode::UNAUTHORIZED, "log in first\n").into_response();
     }
-    let next = parts_uri.path_and_query().map_or("/", |p| p.as_str());
-    let next = super::layout::encode(next);
-    Redirect::to(&format!("/login?next={next}")).into_response()
+    let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    Redirect::to(&format!("/login?next={}", lanewatch_web::html::encode(next))).into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookies_are_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; lw_session=abc; b=2"));
-        assert_eq!(cookie(&h, COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, "c"), None);
-    }
-
-    #[test]
-    fn another_origin_is_refused_and_the_same_one_passes() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(same_origin(&h).is_ok(), "no origin: not a browser's cross-site request");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8080"));
-        assert!(same_origin(&h).is_ok());
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil.example"));
-        assert!(same_origin(&h).is_err());
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(same_origin(&h).is_err());
-    }
 
     #[test]
     fn login_attempts_are_limited_per_address() {
@@ -281,11 +207,11 @@ mod tests {
             logged_in: false,
         };
         let mut h = HeaderMap::new();
-        h.insert(CSRF_HEADER, HeaderValue::from_str(&guards.anon_csrf("anon.2")).unwrap());
+        h.insert(security::CSRF_HEADER, HeaderValue::from_str(&guards.anon_csrf("anon.2")).unwrap());
         assert!(v.check_csrf(&h).is_err());
-        h.insert(CSRF_HEADER, HeaderValue::from_str(&guards.anon_csrf("anon.1")).unwrap());
+        h.insert(security::CSRF_HEADER, HeaderValue::from_str(&guards.anon_csrf("anon.1")).unwrap());
         assert!(v.check_csrf(&h).is_ok());
-        h.remove(CSRF_HEADER);
+        h.remove(security::CSRF_HEADER);
         assert!(v.check_csrf(&h).is_err());
     }
 }

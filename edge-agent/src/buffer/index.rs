@@ -31,6 +31,15 @@ pub(super) struct Entry {
     pub loc: Loc,
 }
 
+/// What one value class holds in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassFill {
+    pub class: ValueClass,
+    pub captures: u64,
+    pub bytes: u64,
+    pub oldest: DateTime<Utc>,
+}
+
 /// A live (not yet acknowledged) deletion receipt.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ReceiptEntry {
@@ -151,5 +160,27 @@ impl State {
     /// Bytes on disk and bytes the index points at, over every segment.
     pub fn disk_and_live(&self) -> (u64, u64) {
         self.segments.values().fold((0, 0), |(d, l), s| (d + s.len, l + s.live))
+    }
+
+    /// Per value class: captures, their record bytes and the oldest one's capture time.
+    pub fn by_class(&self) -> Vec<ClassFill> {
+        let mut out: Vec<ClassFill> = Vec::new();
+        for e in self.entries.values() {
+            match out.iter_mut().find(|c| c.class == e.class) {
+                Some(c) => {
+                    c.captures += 1;
+                    c.bytes += e.loc.len;
+                    c.oldest = c.oldest.min(e.captured_at);
+                }
+                None => out.push(ClassFill {
+                    class: e.class,
+                    captures: 1,
+                    bytes: e.loc.len,
+                    oldest: e.captured_at,
+                }),
+            }
+        }
+        out.sort_by_key(|c| c.class);
+        out
     }
 }

@@ -73,6 +73,7 @@
 //! - One process opens a buffer directory at a time (the agent's); nothing enforces it yet.
 
 mod index;
+pub use index::ClassFill;
 mod segment;
 mod store;
 
@@ -284,6 +285,11 @@ impl Buffer {
     /// The heap its in-memory index holds now (an estimate from its collections' sizes).
     pub fn index_bytes(&self) -> u64 {
         self.store.lock().unwrap().state.heap_bytes()
+    }
+
+    /// Per value class: captures, bytes and the oldest capture (the local UI's fill view).
+    pub fn by_class(&self) -> Vec<ClassFill> {
+        self.store.lock().unwrap().state.by_class()
     }
 
     /// Watches the counters; changes on every append, rejection, deletion and receipt.

@@ -744,26 +744,36 @@ impl Uplink {
 
     /// Holds (or lets go of) uploads; the session stays open. Says what changed.
     fn pause_uploads(&self, pause: bool) -> Result<String, String> {
-        let was = self.paused.swap(pause, Ordering::SeqCst);
-        let name = &self.ctx.name;
-        match (was, pause) {
-            (false, true) => {
-                self.ctx.registry.update(name, |s| {
-                    s.status = ComponentStatus::Paused;
-                    s.record("paused", "uploads held; the session stays open");
-                });
-                Ok(format!("{name} paused: uploads held, the session stays open"))
-            }
-            (true, false) => {
-                self.ctx.registry.update(name, |s| {
-                    s.status = ComponentStatus::Running;
-                    s.record("resumed", "");
-                });
-                Ok(format!("resuming {name}"))
-            }
-            (true, true) => Err(format!("{name} is already paused")),
-            (false, false) => Err(format!("{name} is not paused")),
+        set_uploads_paused(&self.paused, &self.ctx.registry, &self.ctx.name, pause)
+    }
+}
+
+/// Holds or releases uploads (pausing the uplink): the session stays open. The uplink's own
+/// command handler and the local UI both come here.
+pub fn set_uploads_paused(
+    paused: &AtomicBool,
+    registry: &crate::supervisor::Registry,
+    name: &str,
+    pause: bool,
+) -> Result<String, String> {
+    let was = paused.swap(pause, Ordering::SeqCst);
+    match (was, pause) {
+        (false, true) => {
+            registry.update(name, |s| {
+                s.status = ComponentStatus::Paused;
+                s.record("paused", "uploads held; the session stays open");
+            });
+            Ok(format!("{name} paused: uploads held, the session stays open"))
         }
+        (true, false) => {
+            registry.update(name, |s| {
+                s.status = ComponentStatus::Running;
+                s.record("resumed", "");
+            });
+            Ok(format!("resuming {name}"))
+        }
+        (true, true) => Err(format!("{name} is already paused")),
+        (false, false) => Err(format!("{name} is not paused")),
     }
 }
 

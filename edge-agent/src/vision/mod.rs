@@ -37,6 +37,7 @@ pub mod model;
 pub mod occupancy;
 pub mod quarantine;
 
+use crate::view::{CameraFrame, SiteView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -80,8 +81,8 @@ pub enum VisionError {
 /// What became of one capture.
 #[derive(Debug)]
 pub enum Processed {
-    /// Anonymized, checked and encoded: may be buffered.
-    Released { capture: Capture, counts: Option<FrameCounts>, faces: usize },
+    /// Anonymized, checked and encoded: may be buffered. `faces`: the boxes masked (pixels).
+    Released { capture: Capture, counts: Option<FrameCounts>, faces: Vec<[f32; 4]> },
     /// Kept on the edge, never uploaded.
     Quarantined { capture: Capture, reason: String, counts: Option<FrameCounts>, faces: usize },
 }
@@ -146,6 +147,7 @@ impl Vision {
                     capture.meta.content_type = "image/jpeg".into();
                     Processed::Released { capture, counts, faces }
                 } else {
+                    let faces = faces.len();
                     let best = residual.iter().map(|f| f.score).fold(0.0, f32::max);
                     capture.image = jpeg;
                     capture.meta.content_type = "image/jpeg".into();
@@ -184,7 +186,8 @@ impl Vision {
         let masked = anonymize::anonymize(&mut frame, &faces, c.anonymize.method, c.anonymize.mask_scale)?;
         let residual = self.recheck(&frame, &faces, &masked)?;
         let jpeg = encode_jpeg(&frame)?;
-        Ok(Checked { jpeg, residual, counts, faces: faces.len() })
+        let faces = faces.iter().map(|f| [f.x0, f.y0, f.x1, f.y1]).collect();
+        Ok(Checked { jpeg, residual, counts, faces })
     }
 
     /// The fail-closed check: faces at `recheck_threshold` or above in the anonymized `frame`,
@@ -269,7 +272,8 @@ struct Checked {
     jpeg: Bytes,
     residual: Vec<Face>,
     counts: Option<FrameCounts>,
-    faces: usize,
+    /// The boxes of the faces found and masked, in frame pixels.
+    faces: Vec<[f32; 4]>,
 }
 
 /// Decodes JPEG/PNG bytes into a BGR frame.
@@ -354,6 +358,8 @@ pub struct VisionComponent {
     /// Cameras per lane: a vehicle is fused once each has sent its capture.
     pub lane_cameras: BTreeMap<u32, usize>,
     pub stats: Arc<std::sync::Mutex<VisionStats>>,
+    /// Where released frames are shown to the local UI.
+    pub view: SiteView,
 }
 
 impl VisionComponent {
@@ -363,6 +369,7 @@ impl VisionComponent {
         quarantine: Quarantine,
         input: Inlet<Capture>,
         output: Outlet<Capture>,
+        view: SiteView,
     ) -> Self {
         let lane_cameras =
             config.cameras_by_lane().into_iter().map(|(lane, cams)| (lane, cams.len())).collect();
@@ -378,6 +385,7 @@ impl VisionComponent {
             output,
             lane_cameras,
             stats: Arc::new(std::sync::Mutex::new(stats)),
+            view,
         }
     }
 }
@@ -390,7 +398,7 @@ impl Component for VisionComponent {
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (vision, quarantine, input, output) =
             (self.vision.clone(), self.quarantine.clone(), self.input.clone(), self.output.clone());
-        let (lane_cameras, stats) = (self.lane_cameras.clone(), self.stats.clone());
+        let (lane_cameras, stats, view) = (self.lane_cameras.clone(), self.stats.clone(), self.view.clone());
         Box::pin(async move {
             let mut input = input.lock().await;
             let wait = Duration::from_millis(vision.config.fuse_wait_ms);
@@ -444,9 +452,24 @@ impl Component for VisionComponent {
                     group.received += 1;
                     let quarantined = match processed {
                         Processed::Released { capture, counts, faces } => {
+                            // the view gets released frames only: anonymized and re-checked
+                            view.released_frame(
+                                &capture.meta.camera_id,
+                                CameraFrame {
+                                    at: capture.meta.captured_at,
+                                    capture_id: capture.meta.capture_id,
+                                    jpeg: capture.image.clone(),
+                                    sections: vision
+                                        .sections(&capture.meta.camera_id)
+                                        .iter()
+                                        .map(|s| (s.name.clone(), s.polygon.clone()))
+                                        .collect(),
+                                    faces: faces.clone(),
+                                },
+                            );
                             let mut s = stats.lock().unwrap();
                             s.frames += 1;
-                            s.faces += faces as u64;
+                            s.faces += faces.len() as u64;
                             group.counts.extend(counts);
                             group.released.push(capture);
                             None
@@ -545,6 +568,7 @@ pub fn component(
     ort_dylib_path: Option<&Path>,
     input: Inlet<Capture>,
     output: Outlet<Capture>,
+    view: SiteView,
 ) -> anyhow::Result<VisionComponent> {
     let v = config.vision.as_ref().context("no [vision] section")?;
     let runtime = runtime_path(v, config_dir, ort_dylib_path)?;
@@ -552,7 +576,7 @@ pub fn component(
     let dir = crate::config::resolve(config_dir, &v.quarantine_path);
     let quarantine = Quarantine::open(&dir, v.quarantine_max_files)?;
     tracing::info!(model = %vision.detector.model_version, runtime = %runtime.display(), quarantine = %dir.display(), "vision loaded");
-    Ok(VisionComponent::new(config, vision, quarantine, input, output))
+    Ok(VisionComponent::new(config, vision, quarantine, input, output, view))
 }
 
 #[cfg(test)]
@@ -658,7 +682,7 @@ mod tests {
         let Processed::Released { capture: out, faces, .. } = vision.process(capture(&jpeg)) else {
             panic!("anonymized frame quarantined");
         };
-        assert!(faces >= 1);
+        assert!(!faces.is_empty());
         let after = decode(&out.image, "image/jpeg").unwrap();
         assert!(vision.detector.detect(&after, 0.2).unwrap().is_empty(), "no face left at the low threshold");
     }

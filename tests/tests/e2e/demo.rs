@@ -16,6 +16,8 @@ fn demo_fleet_counts_occupants_flags_a_violation_and_stores_no_face() -> Result<
             "demo",
             "--http-port",
             "0",
+            "--ui-port",
+            "0",
             "--data-dir",
             dir.path().to_str().unwrap(),
             "--tools-dir",
@@ -27,6 +29,7 @@ fn demo_fleet_counts_occupants_flags_a_violation_and_stores_no_face() -> Result<
     assert!(status.success(), "demo exits 0: {status}\n{stdout}\n{stderr}");
     for expected in [
         "console    http://127.0.0.1:",
+        "local UI http://127.0.0.1:",
         "/graphql",
         "lane 1 is HOV 3+",
         "first capture queryable",

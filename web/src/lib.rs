@@ -1,0 +1,15 @@
+//! The web UI plumbing that the control plane's console and the agent's local UI share, so that
+//! both look and behave alike and neither writes it twice:
+//!
+//! - `html`: page pieces (badges, times, inline errors, query-string encoding); `maud` escapes
+//!   every interpolated value.
+//! - `security`: session cookies, CSRF token comparison, the same-origin check.
+//! - `live`: server push of HTML fragments over SSE, sent only when they changed, ending when the
+//!   process drains.
+//! - `assets`: the shared stylesheet and script and the vendored htmx (`vendor/`), served from
+//!   the binary.
+
+pub mod assets;
+pub mod html;
+pub mod live;
+pub mod security;
