@@ -89,3 +89,33 @@ pub(crate) fn validate_local_ui(ui: &LocalUiConfig, host: &dyn HostChecks, out: 
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RemoteHost;
+
+    fn errors(ui: &LocalUiConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        validate_local_ui(ui, &RemoteHost, &mut out);
+        out.into_iter().map(|(field, _)| field).collect()
+    }
+
+    #[test]
+    fn off_loopback_needs_tls_and_a_password_hash() {
+        assert!(errors(&LocalUiConfig::default()).is_empty(), "loopback without either is fine");
+        let open = LocalUiConfig { listen: "0.0.0.0:8090".parse().unwrap(), ..LocalUiConfig::default() };
+        assert_eq!(errors(&open), vec!["local_ui.tls", "local_ui.password_hash"]);
+        let tls = LocalUiTls { cert_path: "ui.crt".into(), key_path: "ui.key".into() };
+        let guarded = LocalUiConfig {
+            tls: Some(tls),
+            password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+            ..open.clone()
+        };
+        assert!(errors(&guarded).is_empty());
+        let plain = LocalUiConfig { password_hash: Some("hunter2".into()), ..guarded };
+        assert_eq!(errors(&plain), vec!["local_ui.password_hash"], "a password in clear is refused");
+        let off = LocalUiConfig { enabled: false, ..open };
+        assert!(errors(&off).is_empty(), "a disabled UI needs nothing");
+    }
+}

@@ -513,6 +513,7 @@ async fn open_session(url: &str, index: usize, images: &[Bytes]) -> anyhow::Resu
         software_version: "bench".to_owned(),
         config_version: 0,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     };
     tx.send(pb::AgentMessage { body: Some(In::Hello(hello)) }).await?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();

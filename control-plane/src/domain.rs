@@ -152,6 +152,8 @@ pub struct AgentHello {
     pub config_version: u64,
     /// Answer its heartbeats with `HeartbeatAck`s (it measures its clock offset from them).
     pub wants_heartbeat_acks: bool,
+    /// Its config file when it runs an edit made on the device that is not recorded yet.
+    pub local_config: String,
 }
 
 /// What a heartbeat updates.

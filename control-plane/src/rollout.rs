@@ -108,6 +108,40 @@ async fn settle(db: &Db, sessions: &dyn AgentSessions, config: &SiteConfigVersio
 /// Brings one connected agent (its session on this replica) to its site's newest config:
 /// records `applied` for the version its Hello reports, then pushes the newest version if the
 /// agent runs an older one and has not staged, applied or rejected it. Errors are logged.
+/// Records a config an agent was edited to on the device (its local UI; `Hello.local_config`)
+/// as the site's next version, created by `agent:<id>`, and offers it to the site's agents (the
+/// editing agent included: it then runs the recorded version). Validated as any edit; a refused
+/// text is logged and stored nowhere. Does not wait for the agents.
+pub async fn record_local_edit(
+    db: &Db,
+    sessions: &dyn AgentSessions,
+    agent_id: &str,
+    site_id: &str,
+    text: &str,
+) -> Result<SiteConfigVersion, Error> {
+    validate(site_id, text)?;
+    let actor = format!("agent:{agent_id}");
+    let new = NewSiteConfig {
+        site_id,
+        comment: Some("edited on the agent (local UI)"),
+        rolled_back_from: None,
+        created_by: &actor,
+        created_at: Utc::now(),
+    };
+    let stored = db
+        .insert_site_config(&new, |version| lanewatch_agent_config::stamp_config_version(text, version))
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+    tracing::info!(
+        site_id,
+        agent_id,
+        version = stored.version,
+        "local edit on the agent stored as a site config version"
+    );
+    sessions.offer_site_config(site_id);
+    Ok(stored)
+}
+
 pub async fn reconcile(sessions: &dyn AgentSessions, db: &Db, agent_id: &str, site_id: &str, reported: u64) {
     if let Err(e) = try_reconcile(sessions, db, agent_id, site_id, reported).await {
         tracing::warn!(agent_id, site_id, error = %e.message, "config rollout for the agent failed");

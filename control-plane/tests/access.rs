@@ -225,6 +225,7 @@ async fn seed(app: &App) -> Seeded {
             software_version: "0.1.0".into(),
             config_version: 1,
             wants_heartbeat_acks: false,
+            local_config: String::new(),
         };
         app.db.upsert_agent(&hello, now).await.unwrap();
         app.db.set_hov_policy(site, 0, &HovPolicy { min_occupants: 2, windows: vec![] }).await.unwrap();

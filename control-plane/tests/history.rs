@@ -245,6 +245,7 @@ async fn hello(db: &Db, agent: &str, site: &str) {
         software_version: "0.1.0".into(),
         config_version: 1,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     };
     db.upsert_agent(&hello, t0()).await.unwrap();
 }

@@ -379,6 +379,7 @@ async fn retention_deletes_exactly_what_is_due_and_records_it(backend: Backend) 
             software_version: "t".into(),
             config_version: 0,
             wants_heartbeat_acks: false,
+            local_config: String::new(),
         };
         db.upsert_agent(&hello, now).await.unwrap();
     }

@@ -130,6 +130,7 @@ async fn agent(s: &Servers, agent_id: &str, site: &str) -> Session {
         software_version: "0.1.0".into(),
         config_version: 1,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     });
     tx.send(pb::AgentMessage { body: Some(hello) }).await.unwrap();
     let mut inbound = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();

@@ -117,6 +117,7 @@ async fn plane(backend: Backend, webhooks: WebhooksConfig) -> Plane {
             software_version: "t".into(),
             config_version: 0,
             wants_heartbeat_acks: false,
+            local_config: String::new(),
         };
         db.upsert_agent(&hello, Utc::now()).await.unwrap();
         db.set_site_jurisdiction(site, jurisdiction).await.unwrap();
@@ -419,6 +420,7 @@ async fn fleet_events_reach_operators_endpoints_only(backend: Backend) {
         software_version: "t".into(),
         config_version: 3,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     };
     p.db.upsert_agent(&hello, Utc::now()).await.unwrap();
     p.db.mark_offline("agent-north-1").await.unwrap();

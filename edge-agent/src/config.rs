@@ -1,9 +1,13 @@
 //! The agent's side of its configuration: the schema and validation live in
 //! `lanewatch-agent-config` (shared with the control plane, which validates a site's config
 //! before pushing it); this module reads the file from disk and makes the checks only this
-//! machine can make: that the files the config names exist and are what they claim.
+//! machine can make: that the files the config names exist and are what they claim. It also
+//! writes files atomically (configs, ready files) and names the marker of an edit made on the
+//! device that the control plane has not recorded yet.
 
 use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 pub use lanewatch_agent_config::*;
 
@@ -71,6 +75,24 @@ pub fn framing(f: LidarFraming) -> crate::lidar::sick::Framing {
 }
 
 /// Resolves a path from the config against the config file's directory.
+/// Writes a file via a temporary sibling and a rename, so readers never see half a file.
+pub async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
+    tokio::fs::File::open(&tmp).await?.sync_all().await?;
+    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// The marker beside the config file that says its text is an edit made on the device (the
+/// local UI) that the control plane has not recorded yet; the uplink sends the text with its
+/// Hello while it exists, and removes it when a config from the control plane is staged.
+pub fn local_edit_marker(config_path: &Path) -> PathBuf {
+    let mut name = config_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".local-edit");
+    config_path.with_file_name(name)
+}
+
 pub fn resolve(base_dir: Option<&Path>, path: &Path) -> PathBuf {
     match base_dir {
         Some(dir) if path.is_relative() && !dir.as_os_str().is_empty() => dir.join(path),

@@ -9,28 +9,18 @@
 // LW_CHROMIUM (default /usr/bin/chromium).
 
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync, existsSync, mkdirSync } from "node:fs";
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`environment variable ${name} is not set`);
-  return v;
-};
+import { checker, env, launch, sleep, step, summary } from "./lib.mjs";
 const URL = env("LW_URL");
 const ARTIFACTS = env("LW_ARTIFACTS");
 const SYNC = env("LW_SYNC");
 const SITE = env("LW_SITE");
 const AGENT = env("LW_AGENT");
-mkdirSync(ARTIFACTS, { recursive: true });
-
 const metrics = { pages: {}, capture_to_dom_ms: [], restart_to_dom_ms: [], accessibility: {} };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const step = (what) => process.stderr.write(`[browser] ${what}\n`);
+// a console page shows stored captures only, through signed links
+const checkPage = checker(ARTIFACTS, metrics,
+  /^(\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+|https?:\/\/[^ ]+\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+)$/);
 
 async function waitForFile(path, ms) {
   const until = Date.now() + ms;
@@ -41,44 +31,6 @@ async function waitForFile(path, ms) {
   return readFileSync(path, "utf8");
 }
 
-function percentile(values, p) {
-  if (!values.length) return null;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
-
-/// Checks a page that just loaded: screenshot, first paint, weight, accessibility, no script
-/// injected through data, only signed image links.
-async function checkPage(page, name) {
-  await page.waitForLoadState("load");
-  await sleep(300);
-  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
-  const m = await page.evaluate(() => {
-    const paint = performance.getEntriesByType("paint").find((e) => e.name === "first-contentful-paint");
-    const nav = performance.getEntriesByType("navigation")[0];
-    const resources = performance.getEntriesByType("resource");
-    const weight = (nav ? nav.transferSize || nav.encodedBodySize : 0) +
-      resources.reduce((sum, r) => sum + (r.transferSize || r.encodedBodySize || 0), 0);
-    return { fcp_ms: paint ? Math.round(paint.startTime) : null, weight_bytes: weight };
-  });
-  metrics.pages[name] = m;
-  await page.addScriptTag({ content: AXE });
-  const result = await page.evaluate(async () => {
-    const r = await window.axe.run(document, { resultTypes: ["violations"] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help,
-      target: v.nodes[0] && v.nodes[0].target.join(" ") }));
-  });
-  metrics.accessibility[name] = result.map((v) => `${v.impact}:${v.id}`);
-  const serious = result.filter((v) => v.impact === "serious" || v.impact === "critical");
-  assert.deepEqual(serious, [], `${name}: serious or critical accessibility violations`);
-  assert.equal(await page.evaluate(() => window.__xss), undefined, `${name}: injected script ran`);
-  const images = await page.evaluate(() => [...document.images].map((i) => i.getAttribute("src")));
-  for (const src of images) {
-    assert.match(src, /^(\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+|https?:\/\/[^ ]+\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+)$/,
-      `${name}: image ${src} is not a signed link to a stored (anonymized) capture`);
-  }
-}
-
 async function login(page, key) {
   await page.goto(`${URL}/login`);
   await page.fill("#key", key);
@@ -86,10 +38,7 @@ async function login(page, key) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.LW_CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
+  const browser = await launch();
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   const pageErrors = [];
@@ -279,14 +228,14 @@ async function main() {
   assert.deepEqual(pageErrors, [], "scripts threw on a page");
   await browser.close();
 
-  const summary = {
+  const out = {
     pages: metrics.pages,
     accessibility_minor_or_moderate: metrics.accessibility,
-    capture_to_dom_ms: { n: metrics.capture_to_dom_ms.length, p50: percentile(metrics.capture_to_dom_ms, 50), p95: percentile(metrics.capture_to_dom_ms, 95), max: Math.max(...metrics.capture_to_dom_ms) },
-    restart_click_to_dom_ms: { n: metrics.restart_to_dom_ms.length, p50: percentile(metrics.restart_to_dom_ms, 50), p95: percentile(metrics.restart_to_dom_ms, 95), max: Math.max(...metrics.restart_to_dom_ms) },
+    capture_to_dom_ms: summary(metrics.capture_to_dom_ms),
+    restart_click_to_dom_ms: summary(metrics.restart_to_dom_ms),
   };
-  writeFileSync(join(ARTIFACTS, "metrics.json"), JSON.stringify(summary, null, 2));
-  console.log(JSON.stringify(summary));
+  writeFileSync(join(ARTIFACTS, "metrics.json"), JSON.stringify(out, null, 2));
+  console.log(JSON.stringify(out));
 }
 
 async function gql(key, query, variables) {

@@ -147,6 +147,7 @@ pub fn hello(agent_id: &str, site_id: &str) -> Hello {
         software_version: "test".into(),
         config_version: 0,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     }
 }
 

@@ -306,6 +306,7 @@ mod tests {
             software_version: "t".into(),
             config_version: 0,
             wants_heartbeat_acks: false,
+            local_config: String::new(),
         };
         db.upsert_agent(&hello("a1", "s1"), Utc::now()).await.unwrap();
         db.upsert_agent(&hello("b1", "s2"), Utc::now()).await.unwrap();

@@ -265,6 +265,7 @@ mod tests {
             software_version: "0.1.0".into(),
             config_version: 2,
             wants_heartbeat_acks: false,
+            local_config: String::new(),
         };
         let t0 = Utc::now();
         db.upsert_agent(&hello, t0).await.unwrap();

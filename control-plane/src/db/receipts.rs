@@ -146,6 +146,7 @@ mod tests {
                 software_version: "t".into(),
                 config_version: 0,
                 wants_heartbeat_acks: false,
+                local_config: String::new(),
             },
             base,
         )

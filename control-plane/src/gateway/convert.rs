@@ -50,6 +50,7 @@ pub fn hello(h: &pb::Hello) -> Result<AgentHello, Error> {
         software_version: h.software_version.clone(),
         config_version: h.config_version,
         wants_heartbeat_acks: h.wants_heartbeat_acks,
+        local_config: h.local_config.clone(),
     })
 }
 

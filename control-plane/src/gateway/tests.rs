@@ -54,6 +54,7 @@ fn hello(agent: &str) -> In {
         software_version: "0.1.0".into(),
         config_version: 1,
         wants_heartbeat_acks: false,
+        local_config: String::new(),
     })
 }
 

@@ -16,14 +16,6 @@ use super::Ui;
 use super::auth::{Mutating, Viewer};
 use super::pages;
 
-/// The marker beside the config file that says its running text is a local edit the control
-/// plane has not recorded yet (removed once a config arrives from the control plane).
-pub fn local_edit_marker(config_path: &std::path::Path) -> std::path::PathBuf {
-    let mut name = config_path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".local-edit");
-    config_path.with_file_name(name)
-}
-
 /// `name: x,y x,y x,y` per section, one line each.
 fn sections_text(sections: &[crate::config::SeatSectionConfig]) -> String {
     sections
@@ -191,7 +183,9 @@ pub async fn apply(
         // the validator's field and line, nothing written
         return render(Some(&format!("not applied: {e}")), None);
     }
-    if let Err(e) = crate::uplink::write_atomically(&local_edit_marker(path), b"local ui").await {
+    if let Err(e) =
+        crate::uplink::write_atomically(&crate::config::local_edit_marker(path), b"local ui").await
+    {
         return render(Some(&format!("cannot mark the local edit: {e:#}")), None);
     }
     if let Err(e) = crate::uplink::write_atomically(path, edited.as_bytes()).await {
@@ -240,5 +234,23 @@ mod tests {
                 .unwrap_err()
                 .contains("no camera")
         );
+    }
+
+    #[test]
+    fn each_camera_keeps_its_own_sections() {
+        let text = "[vision]\n[[vision.cameras]]\nid = \"a\"\n[[vision.cameras.sections]]\nname = \"driver\"\npolygon = [[0, 0], [1, 0], [1, 1]]\n\
+                    [[vision.cameras]]\nid = \"b\"\n[[vision.cameras.sections]]\nname = \"driver\"\npolygon = [[2, 2], [3, 2], [3, 3]]\n\
+                    [[vision.policy]]\nlanes = [0]\nmin_occupants = 2\n";
+        let fields =
+            [("sections.a".to_owned(), "driver: 9,9 19,9 19,19\nrear_row_1: 1,1 2,1 2,2".to_owned())];
+        let edited = edit(text, &fields).unwrap();
+        let value: toml::Value = toml::from_str(&edited).unwrap();
+        let cams = value["vision"]["cameras"].as_array().unwrap();
+        assert_eq!(cams[0]["id"].as_str(), Some("a"));
+        assert_eq!(cams[0]["sections"].as_array().unwrap().len(), 2, "{edited}");
+        assert_eq!(cams[0]["sections"][0]["polygon"][0][0].as_float(), Some(9.0), "{edited}");
+        assert_eq!(cams[1]["sections"].as_array().unwrap().len(), 1, "{edited}");
+        assert_eq!(cams[1]["sections"][0]["polygon"][0][0].as_integer(), Some(2), "{edited}");
+        assert_eq!(value["vision"]["policy"].as_array().unwrap().len(), 1, "{edited}");
     }
 }

@@ -278,10 +278,16 @@ pub async fn cameras_live(State(ui): State<Ui>, _viewer: Viewer) -> Response {
 /// A camera's latest released frame: anonymized bytes from the view, never a raw frame.
 pub async fn frame(State(ui): State<Ui>, _viewer: Viewer, Path(id): Path<String>) -> Response {
     match ui.deps.view.frame(&id) {
-        Some(f) => {
-            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], f.jpeg.clone())
-                .into_response()
-        }
+        Some(f) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg".to_owned()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                // the capture these bytes are (the control plane stores it under this id)
+                (header::HeaderName::from_static("x-capture-id"), f.capture_id.to_string()),
+            ],
+            f.jpeg.clone(),
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, format!("camera {id:?} has no released frame\n")).into_response(),
     }
 }

@@ -335,6 +335,12 @@ impl Uplink {
     async fn session(&mut self, welcomed: &mut bool) -> anyhow::Result<()> {
         let mut client = self.connect().await?;
         let (tx, rx) = mpsc::channel(64);
+        // a local edit the control plane has not recorded travels with the Hello
+        let local_config = if crate::config::local_edit_marker(&self.config_path).exists() {
+            tokio::fs::read_to_string(&self.config_path).await.unwrap_or_default()
+        } else {
+            String::new()
+        };
         let hello = pb::Hello {
             protocol_version: pb::PROTOCOL_VERSION,
             agent_id: self.agent_id.clone(),
@@ -342,6 +348,7 @@ impl Uplink {
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             config_version: self.config_version,
             wants_heartbeat_acks: true,
+            local_config,
         };
         tx.send(pb::AgentMessage { body: Some(agent_message::Body::Hello(hello)) }).await.ok();
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -600,6 +607,8 @@ impl Uplink {
         if let Err(err) = write_atomically(&self.config_path, text.as_bytes()).await {
             return rejected(format!("cannot write config: {err:#}"));
         }
+        // a config from the control plane supersedes any local edit it had not recorded
+        let _ = tokio::fs::remove_file(crate::config::local_edit_marker(&self.config_path)).await;
         tracing::info!(config_version = push.config_version, path = %self.config_path.display(), "config staged");
         pb::ConfigAck {
             config_version: push.config_version,
@@ -748,35 +757,6 @@ impl Uplink {
     }
 }
 
-/// Holds or releases uploads (pausing the uplink): the session stays open. The uplink's own
-/// command handler and the local UI both come here.
-pub fn set_uploads_paused(
-    paused: &AtomicBool,
-    registry: &crate::supervisor::Registry,
-    name: &str,
-    pause: bool,
-) -> Result<String, String> {
-    let was = paused.swap(pause, Ordering::SeqCst);
-    match (was, pause) {
-        (false, true) => {
-            registry.update(name, |s| {
-                s.status = ComponentStatus::Paused;
-                s.record("paused", "uploads held; the session stays open");
-            });
-            Ok(format!("{name} paused: uploads held, the session stays open"))
-        }
-        (true, false) => {
-            registry.update(name, |s| {
-                s.status = ComponentStatus::Running;
-                s.record("resumed", "");
-            });
-            Ok(format!("resuming {name}"))
-        }
-        (true, true) => Err(format!("{name} is already paused")),
-        (false, false) => Err(format!("{name} is not paused")),
-    }
-}
-
 /// A pushed file must not turn this device into another agent, or another site's agent.
 fn same_identity(config: &crate::config::AgentConfig, agent_id: &str, site_id: &str) -> Result<(), String> {
     if config.agent_id != agent_id {
@@ -788,14 +768,9 @@ fn same_identity(config: &crate::config::AgentConfig, agent_id: &str, site_id: &
     Ok(())
 }
 
-/// Writes a file via a temporary sibling and a rename, so readers never see half a file.
-pub async fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    tokio::fs::write(&tmp, bytes).await.with_context(|| format!("writing {}", tmp.display()))?;
-    tokio::fs::File::open(&tmp).await?.sync_all().await?;
-    tokio::fs::rename(&tmp, path).await.with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
-}
+pub use crate::config::write_atomically;
+pub use pause::set_uploads_paused;
 
+mod pause;
 #[cfg(test)]
 mod tests;

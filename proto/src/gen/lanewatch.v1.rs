@@ -752,6 +752,12 @@ pub struct Hello {
     /// do not set this are never sent one.
     #[prost(bool, tag = "6")]
     pub wants_heartbeat_acks: bool,
+    /// The agent's config file when it runs an edit made on the device (its local UI's
+    /// calibration) that the control plane has not recorded yet; empty otherwise. The control
+    /// plane stores it as the site's next config version, created by the agent, and offers that
+    /// version back, so local and fleet versions never collide.
+    #[prost(string, tag = "7")]
+    pub local_config: ::prost::alloc::string::String,
 }
 /// Answers Hello.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -17,6 +17,7 @@ mod faults;
 mod history;
 mod jobs;
 mod lifecycle;
+mod local_ui;
 mod protocol;
 mod replicas;
 mod sensing;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db, face_scan, run_to_exit, tools};
 
 /// The `[vision]` tables for the builder's single `front` camera (640 x 360 simulator frames).
-fn vision_toml(model: &Path, extra: &str) -> String {
+pub(crate) fn vision_toml(model: &Path, extra: &str) -> String {
     let t = tools();
     format!(
         "\n[vision]\nruntime_path = {:?}\nquarantine_path = \"quarantine\"\nfuse_wait_ms = 500\n\
@@ -27,11 +27,11 @@ fn vision_toml(model: &Path, extra: &str) -> String {
     )
 }
 
-fn model() -> PathBuf {
+pub(crate) fn model() -> PathBuf {
     tools().join("models/centerface-int8.onnx")
 }
 
-fn vision_agent(cp: &ControlPlane, site: &str, anonymize_extra: &str) -> AgentBuilder {
+pub(crate) fn vision_agent(cp: &ControlPlane, site: &str, anonymize_extra: &str) -> AgentBuilder {
     AgentBuilder::new(cp, site)
         .flow(1500)
         .simulator_toml(&format!("face_photos_path = {:?}", tools().join("faces")))
