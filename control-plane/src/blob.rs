@@ -302,9 +302,19 @@ impl S3Store {
     }
 
     /// A presigned `GetObject` URL for `key`, valid for `ttl` (signing only: no request is made).
-    pub async fn presigned_get(&self, key: &str, ttl: std::time::Duration) -> Result<String, BlobError> {
+    /// A presigned GET valid from `start` for `valid` (a fixed start makes the same URL for the
+    /// same window).
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        start: std::time::SystemTime,
+        valid: std::time::Duration,
+    ) -> Result<String, BlobError> {
         check_key(key)?;
-        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+        let config = aws_sdk_s3::presigning::PresigningConfig::builder()
+            .start_time(start)
+            .expires_in(valid)
+            .build()
             .map_err(|e| self.s3_error("presign", key, e))?;
         let request = self
             .client

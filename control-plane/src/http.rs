@@ -2,7 +2,8 @@
 //! Prometheus metrics, and the fleet console (`console`, merged in at `/`). `/graphql` (POST) and `/images/{id}` resolve the
 //! `Authorization: Bearer <key>` header into a `Principal` first; without one they answer 401
 //! unless anonymous local access is allowed. `/images/{id}` also accepts, without a key, an
-//! unexpired signed link from `links.rs` (403 when expired or tampered with). `/graphql/ws`
+//! unexpired signed link from `links.rs` (403 when expired or tampered with); `&width=` asks for
+//! a JPEG thumbnail made from the stored image. `/graphql/ws`
 //! serves subscriptions (graphql-transport-ws and graphql-ws); the key travels in the
 //! `connection_init` payload as `{"authorization": "Bearer <key>"}` (or the upgrade's header).
 
@@ -126,11 +127,23 @@ async fn graphql_ws(
         })
 }
 
-/// `?expires=<unix secs>&sig=<hex>` of a signed image link.
+/// `?expires=<unix secs>&sig=<hex>` of a signed image link, and `&width=` for a thumbnail.
 #[derive(Debug, serde::Deserialize)]
 struct LinkParams {
     expires: Option<i64>,
     sig: Option<String>,
+    width: Option<u32>,
+}
+
+/// A JPEG of the image scaled to `width` pixels wide (never wider than the original).
+fn thumbnail(bytes: &[u8], width: u32) -> Result<Vec<u8>, String> {
+    let img = image::load_from_memory(bytes).map_err(|e| format!("the stored image does not decode: {e}"))?;
+    let img = if img.width() > width { img.thumbnail(width, u32::MAX) } else { img };
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+        .encode_image(&img.to_rgb8())
+        .map_err(|e| format!("cannot encode the thumbnail: {e}"))?;
+    Ok(out)
 }
 
 async fn image(
@@ -143,7 +156,7 @@ async fn image(
     // a request with a key is judged by its key; without one, a signed link is judged by its
     // signature and expiry (the API handed it to someone allowed to see the capture)
     let visibility = match (&link, headers.contains_key(header::AUTHORIZATION)) {
-        (LinkParams { expires: Some(expires), sig: Some(sig) }, false) => {
+        (LinkParams { expires: Some(expires), sig: Some(sig), .. }, false) => {
             state.links.verify(id, *expires, sig, chrono::Utc::now()).inspect_err(|e| {
                 tracing::info!(capture_id = %id, error = %e.message, "image link refused");
             })?;
@@ -167,15 +180,19 @@ async fn image(
         }
         other => Error::unavailable(format!("blob store unavailable: {other}")),
     })?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, capture.image_content_type.mime()),
-            // the answer depends on the caller's key: shared caches must not keep it
-            (header::CACHE_CONTROL, "private, max-age=31536000, immutable"),
-        ],
-        bytes,
-    )
-        .into_response())
+    // the answer depends on the caller's key: shared caches must not keep it
+    let cache = (header::CACHE_CONTROL, "private, max-age=31536000, immutable");
+    if let Some(width) = link.width {
+        if !crate::links::THUMBNAIL_WIDTHS.contains(&width) {
+            return Err(Error::invalid(format!("width must be between 64 and 1024, got {width}")));
+        }
+        let small = tokio::task::spawn_blocking(move || thumbnail(&bytes, width))
+            .await
+            .map_err(|e| Error::unavailable(format!("thumbnail task failed: {e}")))?
+            .map_err(|e| Error::unavailable(format!("image of capture {id}: {e}")))?;
+        return Ok(([(header::CONTENT_TYPE, "image/jpeg"), cache], small).into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, capture.image_content_type.mime()), cache], bytes).into_response())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -2,7 +2,9 @@
 //! for ever: a presigned S3 `GetObject` URL when images live in S3, else an HMAC-SHA256-signed
 //! `/images/{id}?expires=<unix secs>&sig=<hex>` that `http.rs` accepts without an API key while
 //! unexpired. The signature covers the capture id and the expiry; the key comes from
-//! `http.url_signing_key` (all replicas must share it) or is drawn at start.
+//! `http.url_signing_key` (all replicas must share it) or is drawn at start. Links are signed per
+//! window of a tenth of the ttl, so the same image gets the same URL within a window (browsers
+//! keep it cached across live re-renders); each stays valid between the ttl and 1.1 × the ttl.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,9 @@ use crate::config::ImageLinksConfig;
 use crate::error::{Error, ErrorKind};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// The widths a thumbnail (`/images/{id}?…&width=`) may have.
+pub const THUMBNAIL_WIDTHS: std::ops::RangeInclusive<u32> = 64..=1024;
 
 /// Makes and checks image links; cheap to clone.
 #[derive(Clone)]
@@ -52,20 +57,34 @@ impl ImageLinks {
         self.ttl
     }
 
-    /// A link to the image of capture `id` (stored under `image_key`), valid for the ttl.
+    /// The signing window `now` falls in: links made within one window are the same URL (so a
+    /// page re-rendered within it, a live console view, does not make the browser fetch its
+    /// images again), and each stays valid for at least the ttl: (window start, link expiry).
+    fn window(&self, now: DateTime<Utc>) -> (i64, i64) {
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 4);
+        let step = (ttl / 10).max(1);
+        let start = now.timestamp().div_euclid(step) * step;
+        (start, start.saturating_add(ttl).saturating_add(step))
+    }
+
+    /// A link to the image of capture `id` (stored under `image_key`), valid for at least the ttl.
     pub async fn url(&self, id: Uuid, image_key: &str, now: DateTime<Utc>) -> Result<String, Error> {
         match &self.blobs {
-            BlobStore::S3(s3) => s3
-                .presigned_get(image_key, self.ttl)
-                .await
-                .map_err(|e| Error::unavailable(format!("cannot presign the image of capture {id}: {e}"))),
+            BlobStore::S3(s3) => {
+                let (start, expires) = self.window(now);
+                let valid = Duration::from_secs(u64::try_from(expires - start).unwrap_or(0));
+                let start = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(start).unwrap_or(0));
+                s3.presigned_get(image_key, start, valid)
+                    .await
+                    .map_err(|e| Error::unavailable(format!("cannot presign the image of capture {id}: {e}")))
+            }
             BlobStore::Local(_) => Ok(self.signed_url(id, now)),
         }
     }
 
     /// `{public_url}/images/{id}?expires=..&sig=..`, served by this control plane.
     pub fn signed_url(&self, id: Uuid, now: DateTime<Utc>) -> String {
-        let expires = now.timestamp().saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
+        let (_, expires) = self.window(now);
         let sig = hex::encode(self.mac(id, expires).finalize().into_bytes());
         format!("{}/images/{id}?expires={expires}&sig={sig}", self.public_url)
     }
@@ -130,11 +149,15 @@ mod tests {
         let id = Uuid::now_v7();
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let url = links.url(id, "captures/x.jpg", now).await.unwrap();
-        assert!(url.starts_with(&format!("http://cp.test/images/{id}?expires=1700000300&sig=")), "{url}");
+        // signed for the 30 s window the time falls in: valid for the ttl plus that window
+        assert!(url.starts_with(&format!("http://cp.test/images/{id}?expires=1700000330&sig=")), "{url}");
+        let later = |secs| links.url(id, "captures/x.jpg", now + chrono::Duration::seconds(secs));
+        assert_eq!(later(29).await.unwrap(), url, "one window, one URL (browsers keep it cached)");
+        assert_ne!(later(30).await.unwrap(), url);
         let (expires, sig) = query(&url);
         links.verify(id, expires, &sig, now).unwrap();
-        links.verify(id, expires, &sig, now + chrono::Duration::seconds(299)).unwrap();
-        let expired = links.verify(id, expires, &sig, now + chrono::Duration::seconds(300)).unwrap_err();
+        links.verify(id, expires, &sig, now + chrono::Duration::seconds(329)).unwrap();
+        let expired = links.verify(id, expires, &sig, now + chrono::Duration::seconds(330)).unwrap_err();
         assert_eq!(expired.kind, ErrorKind::PermissionDenied);
         assert!(expired.message.contains("expired"), "{}", expired.message);
         // a later expiry, another capture, a flipped signature, garbage: all tampered

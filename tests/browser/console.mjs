@@ -20,7 +20,7 @@ const AGENT = env("LW_AGENT");
 const metrics = { pages: {}, capture_to_dom_ms: [], restart_to_dom_ms: [], accessibility: {} };
 // a console page shows stored captures only, through signed links
 const checkPage = checker(ARTIFACTS, metrics,
-  /^(\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+|https?:\/\/[^ ]+\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+)$/);
+  /^(https?:\/\/[^ /]+)?\/images\/[0-9a-f-]{36}\?expires=\d+&sig=[0-9a-f]+(&width=\d+)?$/);
 
 async function waitForFile(path, ms) {
   const until = Date.now() + ms;

@@ -67,5 +67,12 @@ export function checker(artifacts, metrics, imagePattern) {
     for (const src of images) {
       assert.match(src, imagePattern, `${name}: image ${src} is not one the page may show`);
     }
+    // every image (lazy ones scrolled into view first) loads and decodes
+    await page.evaluate(async () => {
+      for (const img of document.images) { img.loading = "eager"; }
+      await Promise.all([...document.images].map((img) => img.decode().catch(() => {})));
+    });
+    const broken = await page.evaluate(() => [...document.images].filter((i) => !i.complete || i.naturalWidth === 0).map((i) => i.src));
+    assert.deepEqual(broken, [], `${name}: images that did not load`);
   };
 }

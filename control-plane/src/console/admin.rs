@@ -1,4 +1,5 @@
-//! Administration: API keys (create, shown once; revoke), agencies, the audit log, the edge's
+//! Administration: API keys (create, shown once; revoke), agencies (create) and site
+//! jurisdictions, the audit log, the edge's
 //! deletion receipts and the cloud's retention deletion records. Each part is read with its own
 //! GraphQL operation, so an operator sees the parts an operator may read (deletions, receipts)
 //! and an inline "permission denied" for the rest, exactly as the API answers.
@@ -126,8 +127,19 @@ fn keys_section(d: &KeysData) -> Markup {
             button type="submit" { "Create key" }
         }
         div #key-result aria-live="polite" {}
-        h3 { "Agencies" }
+        h3 { "Agencies and jurisdictions" }
         ul { @for a in &d.agencies { li { (a.name) " — jurisdiction " code { (a.jurisdiction) } " — id " code { (a.id) } } } }
+        form.command hx-post="/admin/agencies" hx-target="#agency-result" {
+            label for="agency-name" { "Agency" } input #agency-name name="name" required;
+            label for="agency-jurisdiction" { "Jurisdiction" } input #agency-jurisdiction name="jurisdiction" required;
+            button type="submit" { "Create agency" }
+        }
+        form.command hx-post="/admin/jurisdiction" hx-target="#agency-result" {
+            label for="j-site" { "Site" } input #j-site name="site" required;
+            label for="j-jurisdiction" { "Jurisdiction" } input #j-jurisdiction name="jurisdiction" placeholder="empty: none";
+            button type="submit" { "Set the site's jurisdiction" }
+        }
+        div #agency-result aria-live="polite" {}
     }
 }
 
@@ -260,6 +272,68 @@ pub async fn revoke_key(
         .await;
     render(match result {
         Ok(_) => layout::ok_box(&format!("Key {id} revoked; reload to see it.")),
+        Err(e) => error_box(&e.message),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct AgencyForm {
+    name: String,
+    jurisdiction: String,
+}
+
+pub async fn create_agency(
+    State(console): State<Console>,
+    Mutating(viewer): Mutating,
+    axum::Form(form): axum::Form<AgencyForm>,
+) -> Response {
+    let result = console
+        .api::<serde_json::Value>(
+            &viewer,
+            "mutation($n: String!, $j: String!) { createAgency(name: $n, jurisdiction: $j) { id } }",
+            json!({ "n": form.name, "j": form.jurisdiction }),
+        )
+        .await;
+    render(match result {
+        Ok(v) => layout::ok_box(&format!(
+            "Agency {} created with id {}; reload to see it.",
+            form.name,
+            v["createAgency"]["id"].as_str().unwrap_or("?")
+        )),
+        Err(e) => error_box(&e.message),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct JurisdictionForm {
+    site: String,
+    #[serde(default)]
+    jurisdiction: String,
+}
+
+pub async fn set_jurisdiction(
+    State(console): State<Console>,
+    Mutating(viewer): Mutating,
+    axum::Form(form): axum::Form<JurisdictionForm>,
+) -> Response {
+    let jurisdiction = if form.jurisdiction.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        json!(form.jurisdiction.trim())
+    };
+    let result = console
+        .api::<serde_json::Value>(
+            &viewer,
+            "mutation($s: String!, $j: String) { setSiteJurisdiction(site: $s, jurisdiction: $j) { id jurisdiction } }",
+            json!({ "s": form.site, "j": jurisdiction }),
+        )
+        .await;
+    render(match result {
+        Ok(v) => layout::ok_box(&format!(
+            "Site {} is now in jurisdiction {}.",
+            form.site,
+            v["setSiteJurisdiction"]["jurisdiction"].as_str().unwrap_or("(none)")
+        )),
         Err(e) => error_box(&e.message),
     })
 }

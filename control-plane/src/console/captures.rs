@@ -21,7 +21,7 @@ use super::{Console, Mutating, Viewer, render};
 
 const CAPTURE_FIELDS: &str = "id agentId site lane capturedAt vehicleClass occupancy { status occupants } \
     sections { section occupants confidence } decision confidence modelVersion cameraId configVersion \
-    imageSha256 imageBytes imageUrl violation { id state reviewer reason }";
+    imageSha256 imageBytes imageUrl thumbnailUrl(width: 320) violation { id state reviewer reason }";
 
 #[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
@@ -42,6 +42,7 @@ pub struct Capture {
     image_sha256: String,
     image_bytes: i64,
     image_url: String,
+    thumbnail_url: String,
     violation: Option<ViolationRef>,
 }
 
@@ -200,7 +201,7 @@ fn cards(page: &Page<Capture>) -> Markup {
         @if page.nodes.is_empty() { p.muted { "No captures match." } }
         @for c in &page.nodes {
             a.card href={ "/captures/" (c.id) } data-capture=(c.id) data-decision=(c.decision) {
-                img src=(c.image_url) alt=(alt(c)) loading="lazy" width="320" height="180";
+                img src=(c.thumbnail_url) alt=(alt(c)) loading="lazy" width="320" height="180";
                 span.meta {
                     (badge(&c.decision)) " "
                     strong { (c.site) } " · lane " (c.lane) " · " (occupants(c)) br;

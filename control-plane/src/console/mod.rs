@@ -125,6 +125,8 @@ pub fn router(console: Console) -> Router {
         .route("/admin", get(admin::page))
         .route("/admin/keys", post(admin::create_key))
         .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/admin/agencies", post(admin::create_agency))
+        .route("/admin/jurisdiction", post(admin::set_jurisdiction))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/assets/{name}", get(lanewatch_web::assets::serve))

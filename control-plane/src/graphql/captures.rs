@@ -510,6 +510,21 @@ impl Capture {
         api.links.url(self.capture_id, &self.image_key, Utc::now()).await.map_err(|e| e.extend())
     }
 
+    /// Absolute, time-limited URL of a small copy of the image (`width` pixels wide, 64 to 1024,
+    /// the aspect kept), made by this control plane from the stored image: for lists and
+    /// previews. A signed `/images/{id}?…&width=` link, whatever the blob store.
+    async fn thumbnail_url(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 320)] width: u32,
+    ) -> async_graphql::Result<String> {
+        let (api, _) = guard(ctx, Action::ReadCaptures)?;
+        if !crate::links::THUMBNAIL_WIDTHS.contains(&width) {
+            return Err(Error::invalid(format!("width must be between 64 and 1024, got {width}")).extend());
+        }
+        Ok(format!("{}&width={width}", api.links.signed_url(self.capture_id, Utc::now())))
+    }
+
     /// The violation record of this capture, when it has one the caller may see.
     async fn violation(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Violation>> {
         let (api, who) = guard(ctx, Action::ReadViolations)?;
