@@ -38,12 +38,15 @@ async function main() {
   await page.goto(`${UI}/cameras`);
   await page.locator('article[data-camera="front"] img').waitFor({ timeout: 30_000 });
   assert.equal(await page.locator('article[data-camera="front"] polygon[data-section]').count(), 3);
+  await page.locator('article[data-camera="front"]', { hasText: "frames/s" }).waitFor({ timeout: 10_000 });
   await checkPage(page, "agent-cameras");
 
   step("components: restart one and watch it recover; the log level filter");
   await page.goto(`${UI}/components`);
   await page.locator("#components tr[data-component]").first().waitFor();
   await checkPage(page, "agent-components");
+  assert.ok((await page.locator("#logs").textContent()).includes("agent-<img src=x onerror"),
+    "a log line whose field holds markup shows as text");
   await page.selectOption("#component", "trigger");
   for (let i = 0; i < 5; i++) {
     const row = '#components tr[data-component="trigger"]';

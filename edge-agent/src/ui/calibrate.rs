@@ -67,7 +67,8 @@ fn form(ui: &Ui, error: Option<&str>, note: Option<&str>) -> Markup {
                 legend { "Lane zones" }
                 label for="lanes" { "Lanes" } input #lanes name="lanes" value=(c.site.lanes) size="3" inputmode="numeric";
                 label for="lane_width_m" { "Lane width (m)" } input #lane_width_m name="lane_width_m" value=(c.site.lane_width_m) size="5" inputmode="decimal";
-                p.muted { "Zones run from the right road edge; the Site page plots them over the live scan." }
+                p.muted { "Zones run from the right road edge (lane 0). The latest scan with the current zones:" }
+                (pages::scan_plot(&ui.deps.view.scan()))
             }
             @match &c.vision {
                 None => p.muted { "Seat sections: vision is off on this agent." },

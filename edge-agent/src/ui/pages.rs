@@ -86,7 +86,7 @@ const PLOT_W: f64 = 720.0;
 const PLOT_H: f64 = 240.0;
 
 /// The scan profile: echoes, the learnt road, lane zones (occupied ones shaded) and the scanner.
-fn scan_plot(p: &ScanProfile) -> Markup {
+pub fn scan_plot(p: &ScanProfile) -> Markup {
     let road_w = f64::from(p.lanes.max(1)) * p.lane_width_m;
     let max_h = p.points.iter().map(|(_, z)| f64::from(*z)).fold(4.0_f64, f64::max).min(8.0);
     let x = |y: f64| 20.0 + (1.0 - y / road_w) * (PLOT_W - 40.0);
@@ -202,7 +202,34 @@ pub async fn site_live(State(ui): State<Ui>, _viewer: Viewer) -> Response {
 
 // ---- cameras ----------------------------------------------------------------------------------
 
-fn camera_cards(ui: &Ui, snaps: &[ComponentSnapshot]) -> Markup {
+/// Frames per second of each camera, from its frame counter between two renders.
+#[derive(Default)]
+struct FrameRates {
+    last: std::collections::HashMap<String, (u64, std::time::Instant)>,
+    rates: std::collections::HashMap<String, f64>,
+}
+
+impl FrameRates {
+    fn update(&mut self, snaps: &[ComponentSnapshot]) {
+        let now = std::time::Instant::now();
+        for s in snaps {
+            let ComponentState::Camera(c) = &s.state else { continue };
+            match self.last.get(&s.name) {
+                Some((frames, at)) if now - *at >= Duration::from_secs(2) => {
+                    let fps = c.frames.saturating_sub(*frames) as f64 / (now - *at).as_secs_f64();
+                    self.rates.insert(s.name.clone(), fps);
+                    self.last.insert(s.name.clone(), (c.frames, now));
+                }
+                Some(_) => {}
+                None => {
+                    self.last.insert(s.name.clone(), (c.frames, now));
+                }
+            }
+        }
+    }
+}
+
+fn camera_cards(ui: &Ui, snaps: &[ComponentSnapshot], fps: &FrameRates) -> Markup {
     let frames = ui.deps.view.frames();
     let cameras: Vec<String> =
         ui.current().map(|c| c.config.cameras.iter().map(|c| c.id.clone()).collect()).unwrap_or_default();
@@ -215,6 +242,7 @@ fn camera_cards(ui: &Ui, snaps: &[ComponentSnapshot]) -> Markup {
             @for id in &cameras {
                 @let state = snaps.iter().find(|s| s.name == format!("acquire-{id}")).and_then(|s| if let ComponentState::Camera(c) = &s.state { Some(c.clone()) } else { None });
                 @let rate = snaps.iter().find(|s| s.name == format!("acquire-{id}")).map_or(0.0, |s| s.rates.m1.processed_per_sec);
+                @let frame_rate = fps.rates.get(&format!("acquire-{id}"));
                 article.card data-camera=(id) {
                     @match frames.get(id) {
                         Some(f) => {
@@ -236,6 +264,7 @@ fn camera_cards(ui: &Ui, snaps: &[ComponentSnapshot]) -> Markup {
                     span.meta {
                         strong { (id) } " · "
                         @if let Some(c) = &state { (badge(&format!("{:?}", c.state).to_uppercase())) " · " (c.frames) " frames, " (c.stalls) " stalls" }
+                        " · " @match frame_rate { Some(f) => (format!("{f:.1} frames/s")), None => "frame rate: measuring…" }
                         " · " (format!("{rate:.1}")) " captures/s"
                         @if let Some(f) = frames.get(id) { br; span.muted { (f.faces.len()) " face(s) masked · " (time(&f.at)) } }
                     }
@@ -258,17 +287,20 @@ pub async fn cameras(State(ui): State<Ui>, viewer: Viewer) -> Response {
     let snaps = snapshots(&ui);
     let body = html! {
         p.muted { "Each camera's latest frame that vision released: faces masked and re-checked. Blue: seat sections; red: the faces that were masked." }
-        div hx-ext="sse" sse-connect="/live/cameras" { div #cameras sse-swap="cameras" { (camera_cards(&ui, &snaps)) } }
+        div hx-ext="sse" sse-connect="/live/cameras" { div #cameras sse-swap="cameras" { (camera_cards(&ui, &snaps, &FrameRates::default())) } }
     };
     page(&ui, "Cameras", &viewer, "/cameras", body)
 }
 
 pub async fn cameras_live(State(ui): State<Ui>, _viewer: Viewer) -> Response {
     let (u, wake) = (ui.clone(), watch_view(&ui, Duration::from_secs(2)));
+    let mut fps = FrameRates::default();
     live::stream(
         move || {
-            let u = u.clone();
-            async move { vec![("cameras", camera_cards(&u, &snapshots(&u)).into_string())] }
+            let snaps = snapshots(&u);
+            fps.update(&snaps);
+            let html = camera_cards(&u, &snaps, &fps).into_string();
+            async move { vec![("cameras", html)] }
         },
         wake,
         ui.shutdown.clone(),
