@@ -147,10 +147,11 @@ mod tests {
         let key = "0123456789abcdef0123456789abcdef";
         let links = make_links(Some(key), 300, dir.path()).await;
         let id = Uuid::now_v7();
-        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        // the start of a 30 s signing window (ttl 300 s)
+        let now = DateTime::from_timestamp(1_700_000_010, 0).unwrap();
         let url = links.url(id, "captures/x.jpg", now).await.unwrap();
         // signed for the 30 s window the time falls in: valid for the ttl plus that window
-        assert!(url.starts_with(&format!("http://cp.test/images/{id}?expires=1700000330&sig=")), "{url}");
+        assert!(url.starts_with(&format!("http://cp.test/images/{id}?expires=1700000340&sig=")), "{url}");
         let later = |secs| links.url(id, "captures/x.jpg", now + chrono::Duration::seconds(secs));
         assert_eq!(later(29).await.unwrap(), url, "one window, one URL (browsers keep it cached)");
         assert_ne!(later(30).await.unwrap(), url);
