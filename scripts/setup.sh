@@ -107,6 +107,19 @@ if [[ ! -x "$TOOLS/deface-venv/bin/deface" ]] || ! "$TOOLS/deface-venv/bin/pytho
   "$TOOLS/deface-venv/bin/pip" install --quiet "deface==$DEFACE_VERSION" "onnxruntime==$ORT_VERSION" "onnx==1.18.0"
 fi
 
+# --- promtool (checks metrics text and alert rules in the tests) from Debian's prometheus
+# package: the binary is extracted, the service is never installed or started
+if [[ ! -x "$TOOLS/bin/promtool" ]]; then
+  log "extracting promtool from Debian's prometheus package"
+  rm -rf "$TOOLS/cache/prometheus" && mkdir -p "$TOOLS/cache/prometheus"
+  (cd "$TOOLS/cache/prometheus" && { apt-get download -qq prometheus 2>/dev/null \
+    || { apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; })
+  dpkg-deb -x "$TOOLS/cache/prometheus"/prometheus_*.deb "$TOOLS/cache/prometheus/x"
+  cp "$TOOLS/cache/prometheus/x/usr/bin/promtool" "$TOOLS/bin/promtool.tmp"
+  mv "$TOOLS/bin/promtool.tmp" "$TOOLS/bin/promtool"
+  rm -rf "$TOOLS/cache/prometheus"
+fi
+
 # --- browser tests: playwright-core and axe-core from npm, at the versions package-lock.json pins
 BROWSER="$ROOT/tests/browser"
 if [[ ! -f "$BROWSER/node_modules/.package-lock.json" || "$BROWSER/package-lock.json" -nt "$BROWSER/node_modules/.package-lock.json" ]]; then

@@ -205,10 +205,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (StatusCode::OK, "ready\n").into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(),
-    )
-        .into_response()
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    lanewatch_web::exposition::respond(&headers, state.metrics.render())
 }

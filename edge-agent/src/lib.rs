@@ -18,6 +18,7 @@ pub mod generation;
 pub mod lidar;
 pub mod load;
 pub mod logs;
+pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod sim;

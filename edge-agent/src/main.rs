@@ -13,6 +13,7 @@ use lanewatch_edge_agent::generation::{self, Generation, uplink_connected};
 use lanewatch_edge_agent::lidar::recording;
 use lanewatch_edge_agent::lidar::sick::Framing;
 use lanewatch_edge_agent::logs::Logs;
+use lanewatch_edge_agent::metrics::{AgentMetrics, StageMetrics};
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
 use lanewatch_edge_agent::supervisor::Escalation;
@@ -395,7 +396,14 @@ async fn run(
     let config_dir = config_path.parent().map(Path::to_path_buf);
     let ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
     let view = SiteView::default();
-    let options = pipeline::BuildOptions { detections_out, accepted_log, ort_dylib_path, view: view.clone() };
+    let stage_metrics = StageMetrics::default();
+    let options = pipeline::BuildOptions {
+        detections_out,
+        accepted_log,
+        ort_dylib_path,
+        view: view.clone(),
+        metrics: stage_metrics.clone(),
+    };
     // the buffer (and everything in it not yet acked) outlives the generations of components
     let buffer = pipeline::open_buffer(&config, config_dir.as_deref())?;
     let text = tokio::fs::read_to_string(&config_path).await.context("reading the config file")?;
@@ -408,6 +416,8 @@ async fn run(
     // the local UI: up before the first generation and across all of them ([local_ui] changes
     // take effect at the next start)
     let (current_tx, current_rx) = watch::channel(None);
+    let (components_tx, components_rx) = watch::channel(None);
+    let metrics = Arc::new(AgentMetrics::new(&stage_metrics, components_rx, buffer.clone()));
     let (ui_stop, ui_stopped) = watch::channel(false);
     let ui_addr = match running.config.local_ui.enabled {
         true => {
@@ -418,6 +428,7 @@ async fn run(
                 current: current_rx,
                 config_path: config_path.clone(),
                 reload: reload_tx.clone(),
+                metrics,
             };
             let addr = ui::start(&running.config.local_ui, deps, ui_stopped).await?;
             let scheme = if running.config.local_ui.tls.is_some() { "https" } else { "http" };
@@ -452,6 +463,7 @@ async fn run(
             }
             (Err(err), None) => return Err(err),
         };
+        let _ = components_tx.send(Some(generation.registry.clone()));
         let _ = current_tx.send(Some(ui::Current {
             registry: generation.registry.clone(),
             supervisor: generation.supervisor.clone(),

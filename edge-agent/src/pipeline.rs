@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub ort_dylib_path: Option<PathBuf>,
     /// What the local UI shows; kept across generations.
     pub view: crate::view::SiteView,
+    /// The latency histograms the stages observe; kept across generations.
+    pub metrics: crate::metrics::StageMetrics,
 }
 
 /// Builds the pipeline stages (not the uplink) from a validated config.
@@ -198,8 +200,11 @@ pub fn build_on(
             let (vision_out, vision_in) = channel();
             inboxes.extend(vision_out.gauge().map(|g| ("buffer".to_owned(), g)));
             let ort = options.ort_dylib_path.as_deref();
-            let vision =
-                crate::vision::component(config, config_dir, ort, cap_in, vision_out, options.view.clone())?;
+            let observers = crate::vision::Observers {
+                view: options.view.clone(),
+                frame_seconds: options.metrics.vision_frame_seconds.clone(),
+            };
+            let vision = crate::vision::component(config, config_dir, ort, cap_in, vision_out, observers)?;
             components.push(Arc::new(vision));
             vision_in
         }
@@ -210,6 +215,7 @@ pub fn build_on(
     };
     components.push(Arc::new(BufferWriterComponent {
         buffer: buffer.clone(),
+        metrics: options.metrics.clone(),
         input: cap_in,
         retry: Default::default(),
         accepted_log,
@@ -344,6 +350,8 @@ const GROUP_COMMIT_MAX: usize = 32;
 /// retried after the restart.
 pub struct BufferWriterComponent {
     pub buffer: Buffer,
+    /// Observes detection-to-durable time per capture.
+    pub metrics: crate::metrics::StageMetrics,
     pub input: Inlet<Capture>,
     pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
     pub sweep_every: std::time::Duration,
@@ -401,6 +409,7 @@ impl Component for BufferWriterComponent {
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (buffer, input, retry) = (self.buffer.clone(), self.input.clone(), self.retry.clone());
         let accepted_log = self.accepted_log.clone();
+        let metrics = self.metrics.clone();
         let sweep_every = self.sweep_every;
         Box::pin(async move {
             let mut input = input.lock().await;
@@ -463,6 +472,10 @@ impl Component for BufferWriterComponent {
                             match outcome {
                                 AppendOutcome::Stored { seq, evicted } => {
                                     tracing::debug!(%capture_id, seq, evicted, lane = capture.meta.lane, "capture buffered");
+                                    let since = chrono::Utc::now() - capture.meta.detected_at;
+                                    metrics
+                                        .capture_buffered_seconds
+                                        .observe(since.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
                                     ctx.processed(1);
                                 }
                                 AppendOutcome::Rejected { class, needed } => {

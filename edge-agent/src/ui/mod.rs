@@ -14,6 +14,8 @@
 //! - `calibrate`: seat-section polygons and lane zones edited and applied through the staged
 //!   config path, as a config pushed by the control plane is.
 //!
+//! `/metrics` (Prometheus, `crate::metrics`) is served on the same listener, without a login.
+//!
 //! The UI outlives config generations: it reads the running generation's registry and
 //! supervisor through a `watch` that `main` updates at each start.
 
@@ -59,6 +61,9 @@ pub struct UiDeps {
     /// The config file a calibration rewrites, and the channel that applies a staged file.
     pub config_path: PathBuf,
     pub reload: mpsc::UnboundedSender<u64>,
+    /// Served at `/metrics` (no login: Prometheus scrapes it; it holds no images or personal
+    /// data).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 #[derive(Clone)]
@@ -87,6 +92,13 @@ pub async fn start(
 }
 
 fn router(ui: Ui) -> Router {
+    let metrics = ui.deps.metrics.clone();
+    let scrape = Router::new().route(
+        "/metrics",
+        get(move |headers: axum::http::HeaderMap| async move {
+            lanewatch_web::exposition::respond(&headers, metrics.render())
+        }),
+    );
     Router::new()
         .route("/", get(pages::site))
         .route("/live/site", get(pages::site_live))
@@ -104,4 +116,5 @@ fn router(ui: Ui) -> Router {
         .route("/assets/{name}", get(lanewatch_web::assets::serve))
         .layer(axum::middleware::from_fn_with_state(ui.clone(), auth::local_session))
         .with_state(ui)
+        .merge(scrape)
 }

@@ -350,6 +350,14 @@ struct Group {
 pub use crate::state::VisionState as VisionStats;
 
 /// The `vision` component: acquire's captures in, anonymized and counted captures out.
+/// Who watches vision's output besides the buffer: the local UI's view (released frames) and
+/// the frame-time histogram.
+#[derive(Clone)]
+pub struct Observers {
+    pub view: SiteView,
+    pub frame_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
 pub struct VisionComponent {
     pub vision: Arc<Vision>,
     pub quarantine: Arc<Quarantine>,
@@ -360,6 +368,8 @@ pub struct VisionComponent {
     pub stats: Arc<std::sync::Mutex<VisionStats>>,
     /// Where released frames are shown to the local UI.
     pub view: SiteView,
+    /// Time per frame (`lanewatch_agent_vision_frame_seconds`).
+    pub frame_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl VisionComponent {
@@ -369,8 +379,9 @@ impl VisionComponent {
         quarantine: Quarantine,
         input: Inlet<Capture>,
         output: Outlet<Capture>,
-        view: SiteView,
+        observers: Observers,
     ) -> Self {
+        let Observers { view, frame_seconds } = observers;
         let lane_cameras =
             config.cameras_by_lane().into_iter().map(|(lane, cams)| (lane, cams.len())).collect();
         let stats = VisionStats {
@@ -386,6 +397,7 @@ impl VisionComponent {
             lane_cameras,
             stats: Arc::new(std::sync::Mutex::new(stats)),
             view,
+            frame_seconds,
         }
     }
 }
@@ -399,6 +411,7 @@ impl Component for VisionComponent {
         let (vision, quarantine, input, output) =
             (self.vision.clone(), self.quarantine.clone(), self.input.clone(), self.output.clone());
         let (lane_cameras, stats, view) = (self.lane_cameras.clone(), self.stats.clone(), self.view.clone());
+        let frame_seconds = self.frame_seconds.clone();
         Box::pin(async move {
             let mut input = input.lock().await;
             let wait = Duration::from_millis(vision.config.fuse_wait_ms);
@@ -421,8 +434,13 @@ impl Component for VisionComponent {
                     next = input.recv(), if open && processing.len() < workers => {
                         match next {
                             Some(capture) => {
-                                let (v, busy) = (vision.clone(), ctx.busy());
-                                processing.push_back(tokio::task::spawn_blocking(move || busy.measure(|| v.process(capture))));
+                                let (v, busy, timer) = (vision.clone(), ctx.busy(), frame_seconds.clone());
+                                processing.push_back(tokio::task::spawn_blocking(move || {
+                                    let started = std::time::Instant::now();
+                                    let out = busy.measure(|| v.process(capture));
+                                    timer.observe(started.elapsed().as_secs_f64());
+                                    out
+                                }));
                             }
                             None => open = false,
                         }
@@ -568,7 +586,7 @@ pub fn component(
     ort_dylib_path: Option<&Path>,
     input: Inlet<Capture>,
     output: Outlet<Capture>,
-    view: SiteView,
+    observers: Observers,
 ) -> anyhow::Result<VisionComponent> {
     let v = config.vision.as_ref().context("no [vision] section")?;
     let runtime = runtime_path(v, config_dir, ort_dylib_path)?;
@@ -576,7 +594,7 @@ pub fn component(
     let dir = crate::config::resolve(config_dir, &v.quarantine_path);
     let quarantine = Quarantine::open(&dir, v.quarantine_max_files)?;
     tracing::info!(model = %vision.detector.model_version, runtime = %runtime.display(), quarantine = %dir.display(), "vision loaded");
-    Ok(VisionComponent::new(config, vision, quarantine, input, output, view))
+    Ok(VisionComponent::new(config, vision, quarantine, input, output, observers))
 }
 
 #[cfg(test)]

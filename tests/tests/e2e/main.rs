@@ -18,6 +18,7 @@ mod history;
 mod jobs;
 mod lifecycle;
 mod local_ui;
+mod metrics;
 mod protocol;
 mod replicas;
 mod sensing;

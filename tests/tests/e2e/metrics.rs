@@ -1,0 +1,105 @@
+//! Both binaries' `/metrics` on the real processes: the agent's (on its local UI's listener) and
+//! the control plane's pass `promtool check metrics` (Debian's promtool, extracted by
+//! `scripts/setup.sh`), carry the series operators alert on with live values, and speak
+//! OpenMetrics to a scraper that asks for it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use lanewatch_tests::{Blob, ControlPlane, Db, workspace_root};
+use serde_json::json;
+
+use crate::vision::vision_agent;
+
+/// `promtool check metrics` over `text`: its status and what it said.
+fn promtool_check(text: &str) -> Result<(bool, String)> {
+    let promtool = workspace_root().join(".tools/bin/promtool");
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {} (scripts/setup.sh extracts it)", promtool.display()))?;
+    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), said))
+}
+
+/// The value of the first sample whose line starts with `series` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    let agent = vision_agent(&cp, "site-metrics", "").start()?;
+    let ui = agent.ui_url.clone().context("ui")?;
+    let http = reqwest::Client::new();
+    // captures flow: vision and the buffer have observed some
+    let agent_text = cp
+        .wait_for("vision and buffer latencies observed", || async {
+            let text = http.get(format!("{ui}metrics")).send().await?.text().await?;
+            let seen = value(&text, "lanewatch_agent_capture_buffered_seconds_count").unwrap_or(0.0) >= 2.0;
+            Ok(seen.then_some(text))
+        })
+        .await?;
+    let (ok, said) = promtool_check(&agent_text)?;
+    assert!(ok && said.trim().is_empty(), "promtool on the agent's metrics: {said}\n{agent_text}");
+    for series in [
+        "lanewatch_agent_component_status{component=\"detect\",status=\"running\"}",
+        "lanewatch_agent_camera_streaming{camera=\"front\"}",
+        "lanewatch_agent_lidar_connected",
+        "lanewatch_agent_uplink_connected",
+    ] {
+        assert_eq!(value(&agent_text, series), Some(1.0), "{series}:\n{agent_text}");
+    }
+    assert!(value(&agent_text, "lanewatch_agent_vision_frame_seconds_count").unwrap_or(0.0) >= 2.0);
+    assert!(value(&agent_text, "lanewatch_agent_camera_frames_total{camera=\"front\"}").unwrap_or(0.0) > 0.0);
+    assert!(value(&agent_text, "lanewatch_agent_buffer_max_bytes").unwrap_or(0.0) > 0.0);
+    assert!(agent_text.contains("lanewatch_agent_buffer_class_bytes{class=\"violation_candidate\"}"));
+
+    // a restart shows in the counter
+    let before =
+        value(&agent_text, "lanewatch_agent_component_restarts_total{component=\"trigger\"}").unwrap_or(-1.0);
+    assert_eq!(before, 0.0, "{agent_text}");
+    let restarted = cp
+        .graphql(
+            "mutation($a: ID!) { restartComponent(agentId: $a, component: \"trigger\") { message } }",
+            json!({ "a": agent.id }),
+        )
+        .await?;
+    assert_eq!(restarted["restartComponent"]["message"], "restarting trigger");
+    cp.wait_for("the restart counted", || async {
+        let text = http.get(format!("{ui}metrics")).send().await?.text().await?;
+        Ok((value(&text, "lanewatch_agent_component_restarts_total{component=\"trigger\"}") == Some(1.0))
+            .then_some(()))
+    })
+    .await?;
+
+    let cp_text = http.get(cp.http_url("/metrics")).send().await?.text().await?;
+    let (ok, said) = promtool_check(&cp_text)?;
+    assert!(ok && said.trim().is_empty(), "promtool on the control plane's metrics: {said}\n{cp_text}");
+    assert!(
+        value(&cp_text, "captures_ingested_total{outcome=\"stored\"}").unwrap_or(0.0) >= 2.0,
+        "{cp_text}"
+    );
+
+    // a scraper that asks for OpenMetrics gets it
+    let om = http
+        .get(format!("{ui}metrics"))
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .send()
+        .await?;
+    assert!(om.headers()["content-type"].to_str()?.starts_with("application/openmetrics-text"));
+    assert!(om.text().await?.ends_with("# EOF\n"));
+    Ok(())
+}
