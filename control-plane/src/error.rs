@@ -62,7 +62,7 @@ impl ErrorKind {
         }
     }
 
-    /// The label used in `session_errors_total{code}`.
+    /// The label used in `lanewatch_session_errors_total{code}`.
     pub fn metric_label(self) -> &'static str {
         match self {
             Self::InvalidArgument => "invalid_argument",

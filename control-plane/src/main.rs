@@ -259,6 +259,7 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
     let mut grpc_server = lanewatch_control_plane::gateway::server_builder();
     match &config.grpc.tls {
         Some(tls) => {
+            export_certificate_expiry(tls, &metrics);
             let server = server_tls(tls, config.grpc.require_client_cert)?;
             grpc_server = grpc_server.tls_config(server).context("invalid grpc.tls")?;
             gateway.require_client_certs(config.grpc.require_client_cert);
@@ -395,6 +396,32 @@ async fn start_jobs(
     tracing::info!(%replica, queues = ?config.jobs.queues.keys().collect::<Vec<_>>(), enabled = config.jobs.enabled, "job queue");
     Ok(JobsRuntime::start(db.clone(), replica, &config.jobs, workers, crons, metrics.clone(), shutdown)
         .await?)
+}
+
+/// When the first certificate of a PEM file expires (Unix seconds).
+fn certificate_not_after(path: &Path) -> anyhow::Result<i64> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{} is not a PEM certificate: {e}", path.display()))?;
+    let cert = pem.parse_x509().map_err(|e| anyhow::anyhow!("{} does not parse: {e}", path.display()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Exports when the gateway's certificate and the agents' CA expire (the alert rules warn 14
+/// days ahead).
+fn export_certificate_expiry(tls: &TlsConfig, metrics: &Metrics) {
+    let files = [("grpc", Some(&tls.cert_path)), ("client_ca", tls.client_ca_path.as_ref())];
+    for (name, path) in files {
+        let Some(path) = path else { continue };
+        match certificate_not_after(path) {
+            Ok(at) => {
+                let labels =
+                    lanewatch_control_plane::metrics::CertificateLabels { certificate: name.to_owned() };
+                metrics.tls_certificate_expiry.get_or_create(&labels).set(at);
+            }
+            Err(e) => tracing::warn!(certificate = name, error = %e, "cannot read the certificate's expiry"),
+        }
+    }
 }
 
 fn server_tls(

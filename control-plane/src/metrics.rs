@@ -1,4 +1,6 @@
-//! Prometheus metrics of the control plane (prometheus-client), rendered by `GET /metrics`.
+//! Prometheus metrics of the control plane (prometheus-client), rendered by `GET /metrics`, all
+//! named `lanewatch_*` (base units, `_total` counters, bounded labels). The alert rules in
+//! `helm/lanewatch/files/lanewatch.rules.yml` are written against these names.
 
 use std::sync::Arc;
 
@@ -31,6 +33,16 @@ pub struct QueueStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    pub certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobOutcomeLabels {
     pub queue: String,
     pub worker: String,
@@ -58,6 +70,10 @@ pub struct Metrics {
     pub job_duration_seconds: Histogram,
     /// Captures and images retention deleted.
     pub retention_deleted: Counter,
+    /// Webhook endpoints by state (`ok`, `failing`, `disabled`), as last counted (every 10 s).
+    pub webhook_endpoints: Family<StateLabels, Gauge>,
+    /// When each TLS certificate this replica serves or trusts expires (Unix seconds).
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -68,7 +84,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("lanewatch");
         let sessions_active = Gauge::default();
         let captures_ingested = Family::<OutcomeLabels, Counter>::default();
         let capture_bytes = Counter::default();
@@ -82,6 +98,21 @@ impl Metrics {
         let job_attempts = Family::<JobOutcomeLabels, Counter>::default();
         let job_duration_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let retention_deleted = Counter::default();
+        let webhook_endpoints = Family::<StateLabels, Gauge>::default();
+        let tls_certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "webhook_endpoints",
+            "Webhook endpoints by state: ok, failing (deliveries failing, retried), disabled",
+            webhook_endpoints.clone(),
+        );
+        for state in ["ok", "failing", "disabled"] {
+            let _ = webhook_endpoints.get_or_create(&StateLabels { state: state.to_owned() });
+        }
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When a TLS certificate this replica serves or trusts expires, by certificate (grpc, client_ca)",
+            tls_certificate_expiry.clone(),
+        );
         registry.register("jobs", "Jobs in the queue, by queue and state", jobs.clone());
         registry.register(
             "job_attempts",
@@ -150,6 +181,8 @@ impl Metrics {
             job_attempts,
             job_duration_seconds,
             retention_deleted,
+            webhook_endpoints,
+            tls_certificate_expiry,
         }
     }
 

@@ -12,7 +12,7 @@
 //! `history.queue_samples` (counting those being written); one task writes up to
 //! [`HISTORY_BATCH`] at a time ([`Db::insert_component_samples`]: one multi-row statement, one
 //! transaction). When the queue is full a heartbeat's samples are dropped, counted in
-//! `history_samples_dropped_total{reason="queue_full"}` and logged at most once a minute, so a
+//! `lanewatch_history_samples_dropped_total{reason="queue_full"}` and logged at most once a minute, so a
 //! slow database slows no session; a batch that fails to write is dropped the same way
 //! (`write_failed`). Captures are never dropped.
 

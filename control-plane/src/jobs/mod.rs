@@ -321,6 +321,25 @@ pub async fn insert_cron_slots(db: &Db, crons: &[Cron], now: DateTime<Utc>) -> R
 }
 
 async fn refresh_gauges(ctx: &Shared) {
+    if let Ok(endpoints) = ctx.db.webhook_endpoints(&crate::domain::Visibility::All, None).await {
+        let count = |state: &str| {
+            endpoints
+                .iter()
+                .filter(|e| match state {
+                    "disabled" => !e.enabled,
+                    "failing" => e.enabled && e.failing_since.is_some(),
+                    _ => e.enabled && e.failing_since.is_none(),
+                })
+                .count()
+        };
+        for state in ["ok", "failing", "disabled"] {
+            let labels = crate::metrics::StateLabels { state: state.to_owned() };
+            ctx.metrics
+                .webhook_endpoints
+                .get_or_create(&labels)
+                .set(i64::try_from(count(state)).unwrap_or(i64::MAX));
+        }
+    }
     let Ok(counts) = ctx.db.job_counts().await else { return };
     let queues: Vec<String> =
         ctx.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect();

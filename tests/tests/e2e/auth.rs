@@ -10,16 +10,16 @@ use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db};
 use serde_json::{Value, json};
 
 /// A test CA, the control plane's server certificate and per-agent client certificates.
-struct Pki {
+pub(crate) struct Pki {
     dir: tempfile::TempDir,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
 }
 
 impl Pki {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let dir = tempfile::tempdir()?;
         let ca_key = KeyPair::generate()?;
@@ -39,7 +39,7 @@ impl Pki {
     }
 
     /// Issues a client certificate whose subject CN is `agent_id`; returns (cert, key) paths.
-    fn agent(&self, agent_id: &str) -> Result<(PathBuf, PathBuf)> {
+    pub(crate) fn agent(&self, agent_id: &str) -> Result<(PathBuf, PathBuf)> {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -55,7 +55,7 @@ impl Pki {
         Ok((cert_path, key_path))
     }
 
-    async fn start(&self) -> Result<ControlPlane> {
+    pub(crate) async fn start(&self) -> Result<ControlPlane> {
         ControlPlane::start_tls_with_client_ca(
             Db::Sqlite,
             Blob::Local,

@@ -2,6 +2,7 @@
 //! the `lanewatch_tests` harness.
 
 mod agent_logs;
+mod alerts;
 mod auth;
 mod bench;
 mod browser;

@@ -1,13 +1,13 @@
 //! Both binaries' `/metrics` on the real processes: the agent's (on its local UI's listener) and
 //! the control plane's pass `promtool check metrics` (Debian's promtool, extracted by
-//! `scripts/setup.sh`), carry the series operators alert on with live values, and speak
-//! OpenMetrics to a scraper that asks for it.
+//! `scripts/setup.sh`), carry the series operators alert on with live values (and every metric
+//! the alert rules name), and speak OpenMetrics to a scraper that asks for it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
-use lanewatch_tests::{Blob, ControlPlane, Db, workspace_root};
+use lanewatch_tests::workspace_root;
 use serde_json::json;
 
 use crate::vision::vision_agent;
@@ -40,8 +40,15 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<()> {
-    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
-    let agent = vision_agent(&cp, "site-metrics", "").start()?;
+    // over mutual TLS, so that the control plane reports its certificates' expiry too
+    let pki = crate::auth::Pki::new()?;
+    let cp = pki.start().await?;
+    let identity = pki.agent("agent-metrics")?;
+    let agent = vision_agent(&cp, "site-metrics", "")
+        .agent_id("agent-metrics")
+        .ca_path(&pki.ca)
+        .client_cert(&identity.0, &identity.1)
+        .start()?;
     let ui = agent.ui_url.clone().context("ui")?;
     let http = reqwest::Client::new();
     // captures flow: vision and the buffer have observed some
@@ -89,9 +96,37 @@ async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<(
     let (ok, said) = promtool_check(&cp_text)?;
     assert!(ok && said.trim().is_empty(), "promtool on the control plane's metrics: {said}\n{cp_text}");
     assert!(
-        value(&cp_text, "captures_ingested_total{outcome=\"stored\"}").unwrap_or(0.0) >= 2.0,
+        value(&cp_text, "lanewatch_captures_ingested_total{outcome=\"stored\"}").unwrap_or(0.0) >= 2.0,
         "{cp_text}"
     );
+    // rcgen's certificates are valid until 4096: both expiries are far ahead
+    for certificate in ["grpc", "client_ca"] {
+        let series =
+            format!("lanewatch_tls_certificate_expiry_timestamp_seconds{{certificate=\"{certificate}\"}}");
+        let at = value(&cp_text, &series).with_context(|| format!("{series}:\n{cp_text}"))?;
+        assert!(at > 4.0e9, "{series} {at}");
+    }
+
+    // every metric the alert rules name is one of these binaries' families
+    let exported: std::collections::HashSet<&str> = agent_text
+        .lines()
+        .chain(cp_text.lines())
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let rules = crate::alerts::rules_text()?;
+    let mut named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lanewatch_"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named {
+        // a histogram's or a counter's samples carry suffixes its family name does not
+        let family = ["_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        assert!(exported.contains(family), "the alert rules name {name}, which neither binary exports");
+    }
 
     // a scraper that asks for OpenMetrics gets it
     let om = http
