@@ -374,7 +374,8 @@ async fn start_jobs(
         allow: w.allow_cidrs.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
     })
     .map_err(|e| anyhow::anyhow!("cannot build the webhook client: {e}"))?;
-    let deliver = Deliver::new(db.clone(), client, links.clone(), w.clone());
+    let deliver = Deliver::new(db.clone(), client, links.clone(), w.clone())
+        .observe_with(metrics.webhook_delivery_seconds.clone());
     let mut workers: Vec<Arc<dyn Worker>> =
         vec![Arc::new(PruneJobs { db: db.clone(), keep }), Arc::new(deliver)];
     let cron = |name: &str, every: Duration, worker: &str| Cron {

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub webhook_endpoints: Family<StateLabels, Gauge>,
     /// When each TLS certificate this replica serves or trusts expires (Unix seconds).
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// Each webhook delivery attempt, from request to answer (or failure).
+    pub webhook_delivery_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -100,6 +102,12 @@ impl Metrics {
         let retention_deleted = Counter::default();
         let webhook_endpoints = Family::<StateLabels, Gauge>::default();
         let tls_certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        let webhook_delivery_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "webhook_delivery_seconds",
+            "Time of one webhook delivery attempt, from the request to the answer or the failure",
+            webhook_delivery_seconds.clone(),
+        );
         registry.register(
             "webhook_endpoints",
             "Webhook endpoints by state: ok, failing (deliveries failing, retried), disabled",
@@ -183,6 +191,7 @@ impl Metrics {
             retention_deleted,
             webhook_endpoints,
             tls_certificate_expiry,
+            webhook_delivery_seconds,
         }
     }
 

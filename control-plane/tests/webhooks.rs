@@ -65,6 +65,8 @@ async fn receiver(statuses: Vec<u16>) -> (String, Received) {
 
 struct Plane {
     db: Db,
+    /// Where the deliveries' latencies are observed.
+    metrics: Metrics,
     schema: graphql::LanewatchSchema,
     _runtime: JobsRuntime,
     _stop: tokio::sync::watch::Sender<bool>,
@@ -100,7 +102,11 @@ async fn plane(backend: Backend, webhooks: WebhooksConfig) -> Plane {
         allow: vec![Cidr::parse("127.0.0.1/32").unwrap()],
     })
     .unwrap();
-    let deliver: Arc<dyn Worker> = Arc::new(Deliver::new(db.clone(), client, links, webhooks));
+    let metrics = Metrics::new();
+    let deliver: Arc<dyn Worker> = Arc::new(
+        Deliver::new(db.clone(), client, links, webhooks)
+            .observe_with(metrics.webhook_delivery_seconds.clone()),
+    );
     let config = JobsConfig {
         poll_interval_ms: 50,
         queues: [("webhooks".to_owned(), QueueLimits { limit: 4, global_limit: None })].into(),
@@ -122,7 +128,7 @@ async fn plane(backend: Backend, webhooks: WebhooksConfig) -> Plane {
         db.upsert_agent(&hello, Utc::now()).await.unwrap();
         db.set_site_jurisdiction(site, jurisdiction).await.unwrap();
     }
-    Plane { db, schema, _runtime: runtime, _stop: stop, _dir: dir, _pg: pg }
+    Plane { db, metrics, schema, _runtime: runtime, _stop: stop, _dir: dir, _pg: pg }
 }
 
 fn fast() -> WebhooksConfig {
@@ -277,6 +283,9 @@ async fn a_stored_capture_is_pushed_signed_and_retried_under_one_id(backend: Bac
     .await;
     let attempts = &attempts["data"]["webhookAttempts"];
     assert_eq!(attempts[0]["status"], 500, "{attempts}");
+    // every attempt's latency was observed: 3 requests
+    let text = p.metrics.render();
+    assert!(text.contains("lanewatch_webhook_delivery_seconds_count 3"), "{text}");
     assert_eq!(attempts[0]["bodySnippet"], "receiver says 500");
     assert_eq!(attempts[1]["status"], 200);
 

@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics (`prometheus-client`), served at `/metrics` on the local UI's
-//! listener: latency histograms the stages observe (vision per frame, detection to buffered per
-//! capture), and, read at each scrape from what introspection already keeps, every component's
+//! listener: latency histograms the stages observe (scan to trigger, vision per frame, trigger to
+//! buffered per capture), and, read at each scrape from what introspection already keeps, every component's
 //! status, restarts, throughput, inbox and busy ratio, the cameras' frames and stalls, the LIDAR
 //! link, vision's counters, the buffer's fill per value class and the uplink's link and backlog.
 //!
@@ -36,10 +36,13 @@ const STATUSES: [ComponentStatus; 6] = [
 /// What the stages observe; cheap to clone, kept across config generations.
 #[derive(Clone)]
 pub struct StageMetrics {
+    /// From the scan a vehicle entered in to the trigger's camera requests (sensing, detection).
+    pub scan_to_trigger_seconds: Histogram,
     /// Decode, detect, count, anonymize, re-check and encode of one frame.
     pub vision_frame_seconds: Histogram,
-    /// From a vehicle's detection to its capture being durable in the buffer.
-    pub capture_buffered_seconds: Histogram,
+    /// From the frame taken at the trigger instant to its capture being durable in the buffer
+    /// (the vehicle's exit, vision, the buffer's commit).
+    pub trigger_to_buffered_seconds: Histogram,
 }
 
 impl std::fmt::Debug for StageMetrics {
@@ -51,8 +54,9 @@ impl std::fmt::Debug for StageMetrics {
 impl Default for StageMetrics {
     fn default() -> Self {
         Self {
+            scan_to_trigger_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 12)),
             vision_frame_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
-            capture_buffered_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            trigger_to_buffered_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
         }
     }
 }
@@ -74,9 +78,14 @@ impl AgentMetrics {
             stages.vision_frame_seconds.clone(),
         );
         registry.register(
-            "capture_buffered_seconds",
-            "Time from a vehicle's detection to its capture being durable in the buffer",
-            stages.capture_buffered_seconds.clone(),
+            "scan_to_trigger_seconds",
+            "Time from the scan a vehicle entered in to the trigger's camera requests",
+            stages.scan_to_trigger_seconds.clone(),
+        );
+        registry.register(
+            "trigger_to_buffered_seconds",
+            "Time from the frame taken at the trigger instant to its capture being durable in the buffer",
+            stages.trigger_to_buffered_seconds.clone(),
         );
         registry.register_collector(Box::new(StateCollector { components, buffer }));
         Self { registry }

@@ -187,7 +187,14 @@ pub fn build_on(
         }));
     }
     drop(cap_tx);
-    components.insert(trigger_at, Arc::new(TriggerComponent { input: det_in, routes }));
+    components.insert(
+        trigger_at,
+        Arc::new(TriggerComponent {
+            input: det_in,
+            routes,
+            scan_to_trigger: options.metrics.scan_to_trigger_seconds.clone(),
+        }),
+    );
     // with [vision], every capture passes the vision stage (anonymize, check, count) before the
     // buffer sees it; a vision that cannot load refuses the start, naming the problem
     let cap_in = match &config.vision {
@@ -350,7 +357,7 @@ const GROUP_COMMIT_MAX: usize = 32;
 /// retried after the restart.
 pub struct BufferWriterComponent {
     pub buffer: Buffer,
-    /// Observes detection-to-durable time per capture.
+    /// Observes trigger-to-durable time per capture.
     pub metrics: crate::metrics::StageMetrics,
     pub input: Inlet<Capture>,
     pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
@@ -472,9 +479,10 @@ impl Component for BufferWriterComponent {
                             match outcome {
                                 AppendOutcome::Stored { seq, evicted } => {
                                     tracing::debug!(%capture_id, seq, evicted, lane = capture.meta.lane, "capture buffered");
-                                    let since = chrono::Utc::now() - capture.meta.detected_at;
+                                    // captured_at: the frame taken at the trigger instant
+                                    let since = chrono::Utc::now() - capture.meta.captured_at;
                                     metrics
-                                        .capture_buffered_seconds
+                                        .trigger_to_buffered_seconds
                                         .observe(since.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
                                     ctx.processed(1);
                                 }

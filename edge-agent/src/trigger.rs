@@ -87,6 +87,9 @@ pub struct TriggerComponent {
     /// Detections, each Entry with the vehicle's measured speed (km/h) when known.
     pub input: Inlet<crate::detect::Sensed>,
     pub routes: Vec<CameraRoute>,
+    /// From the scan a vehicle entered in to its camera requests
+    /// (`lanewatch_agent_scan_to_trigger_seconds`).
+    pub scan_to_trigger: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Component for TriggerComponent {
@@ -96,12 +99,15 @@ impl Component for TriggerComponent {
 
     fn run(&self, ctx: ComponentCtx) -> RunFuture {
         let (input, routes) = (self.input.clone(), self.routes.clone());
+        let scan_to_trigger = self.scan_to_trigger.clone();
         Box::pin(async move {
             let mut input = input.lock().await;
             let mut per_camera: BTreeMap<String, u64> = BTreeMap::new();
             while let Some((detection, speed_kmh)) = ctx.waiting(WaitingOn::Input, input.recv()).await {
                 for (i, request) in route_with_speed(&routes, &detection, speed_kmh) {
-                    if matches!(request, AcquireRequest::Take { .. }) {
+                    if let AcquireRequest::Take { detected_at, .. } = &request {
+                        let since = chrono::Utc::now() - *detected_at;
+                        scan_to_trigger.observe(since.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
                         *per_camera.entry(routes[i].camera_id.clone()).or_default() += 1;
                     }
                     ctx.waiting(WaitingOn::Downstream, routes[i].output.send(request)).await?;

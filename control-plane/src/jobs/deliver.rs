@@ -69,6 +69,8 @@ pub struct Deliver {
     pub config: WebhooksConfig,
     /// Each endpoint's pace, with the limits it was made for.
     paces: Mutex<HashMap<Uuid, PaceFor>>,
+    /// Observes each attempt's latency (`lanewatch_webhook_delivery_seconds`).
+    latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// A pace and the (rate, concurrency) it was made for.
@@ -76,7 +78,13 @@ type PaceFor = (f64, u32, Arc<Pace>);
 
 impl Deliver {
     pub fn new(db: Db, client: DeliveryClient, links: ImageLinks, config: WebhooksConfig) -> Self {
-        Self { db, client, links, config, paces: Mutex::new(HashMap::new()) }
+        Self { db, client, links, config, paces: Mutex::new(HashMap::new()), latency: None }
+    }
+
+    /// Observes every attempt's latency in `histogram`.
+    pub fn observe_with(mut self, histogram: prometheus_client::metrics::histogram::Histogram) -> Self {
+        self.latency = Some(histogram);
+        self
     }
 
     /// The endpoint's pace, made anew when its limits changed.
@@ -225,6 +233,9 @@ impl Deliver {
             created_at: now,
         };
         let latency = outcome.as_ref().map_or(started.elapsed(), |r| r.latency);
+        if let Some(h) = &self.latency {
+            h.observe(latency.as_secs_f64());
+        }
         let attempt = WebhookAttempt {
             attempt: job.attempt,
             at: now,

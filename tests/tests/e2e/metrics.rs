@@ -55,7 +55,8 @@ async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<(
     let agent_text = cp
         .wait_for("vision and buffer latencies observed", || async {
             let text = http.get(format!("{ui}metrics")).send().await?.text().await?;
-            let seen = value(&text, "lanewatch_agent_capture_buffered_seconds_count").unwrap_or(0.0) >= 2.0;
+            let seen =
+                value(&text, "lanewatch_agent_trigger_to_buffered_seconds_count").unwrap_or(0.0) >= 2.0;
             Ok(seen.then_some(text))
         })
         .await?;
@@ -70,6 +71,7 @@ async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<(
         assert_eq!(value(&agent_text, series), Some(1.0), "{series}:\n{agent_text}");
     }
     assert!(value(&agent_text, "lanewatch_agent_vision_frame_seconds_count").unwrap_or(0.0) >= 2.0);
+    assert!(value(&agent_text, "lanewatch_agent_scan_to_trigger_seconds_count").unwrap_or(0.0) >= 2.0);
     assert!(value(&agent_text, "lanewatch_agent_camera_frames_total{camera=\"front\"}").unwrap_or(0.0) > 0.0);
     assert!(value(&agent_text, "lanewatch_agent_buffer_max_bytes").unwrap_or(0.0) > 0.0);
     assert!(agent_text.contains("lanewatch_agent_buffer_class_bytes{class=\"violation_candidate\"}"));
