@@ -19,6 +19,18 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 9] = [
+        Self::InvalidArgument,
+        Self::NotFound,
+        Self::FailedPrecondition,
+        Self::ResourceExhausted,
+        Self::Unavailable,
+        Self::DeadlineExceeded,
+        Self::Unauthenticated,
+        Self::PermissionDenied,
+        Self::Internal,
+    ];
+
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             Self::InvalidArgument => tonic::Code::InvalidArgument,

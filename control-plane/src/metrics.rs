@@ -171,6 +171,9 @@ impl Metrics {
         }
         // Export every ingest outcome from the start, so that rates and alerts see zeros rather
         // than absent series.
+        for kind in crate::error::ErrorKind::ALL {
+            let _ = session_errors.get_or_create(&CodeLabels { code: kind.metric_label().to_owned() });
+        }
         for outcome in ["stored", "duplicate", "failed"] {
             let _ = captures_ingested.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() });
         }

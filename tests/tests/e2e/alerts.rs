@@ -1,8 +1,10 @@
 //! The alert rules (`helm/lanewatch/files/lanewatch.rules.yml`): `promtool check rules`, and
 //! `promtool test rules` over `tests/alerts/lanewatch.rules.test.yml`, which must exercise every
 //! alert; every alert has a `for:`, a severity, and summary, description and runbook annotations
-//! whose runbook is a section of docs/OPERATIONS.md. (That the rules name only metrics the
-//! binaries export is checked in `metrics.rs`, against their live `/metrics`.)
+//! whose runbook is a section of docs/OPERATIONS.md. The Grafana dashboards
+//! (`helm/lanewatch/dashboards/`): every panel has a query, and every query parses (promtool
+//! checks them as recording rules). That rules and dashboards name only metrics the binaries
+//! export is checked in `metrics.rs`, against their live `/metrics`.
 
 use std::process::Command;
 
@@ -52,5 +54,51 @@ fn alert_rules_pass_promtool_and_every_alert_is_tested_and_has_a_runbook() -> Re
         );
         assert!(tests.contains(&format!("alertname: {name}\n")), "no promtool test exercises {name}");
     }
+    Ok(())
+}
+
+/// Every panel query of the dashboards, with Grafana's variables replaced by values PromQL
+/// parses: (dashboard file, panel title, query).
+pub(crate) fn dashboard_queries() -> Result<Vec<(String, String, String)>> {
+    let dir = workspace_root().join("helm/lanewatch/dashboards");
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)
+            .with_context(|| format!("{file} is not JSON"))?;
+        let panels = dashboard["panels"].as_array().with_context(|| format!("{file}: no panels"))?;
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or("?").to_owned();
+            let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(!targets.is_empty(), "{file}: panel {title:?} has no query");
+            for t in targets {
+                let expr = t["expr"]
+                    .as_str()
+                    .with_context(|| format!("{file}: {title:?} has a target without expr"))?;
+                let expr = expr.replace("$__rate_interval", "5m").replace("$instance", "site-a:8090");
+                out.push((file.clone(), title.clone(), expr));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn every_dashboard_query_parses() -> Result<()> {
+    let queries = dashboard_queries()?;
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, (_, _, expr)) in queries.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(expr)?
+        ));
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("dashboards.rules.yml"), rules)?;
+    let said = promtool(&["check", "rules", "dashboards.rules.yml"], dir.path())?;
+    assert!(said.contains(&format!("SUCCESS: {} rules found", queries.len())), "{said}");
     Ok(())
 }

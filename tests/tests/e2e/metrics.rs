@@ -1,7 +1,7 @@
 //! Both binaries' `/metrics` on the real processes: the agent's (on its local UI's listener) and
 //! the control plane's pass `promtool check metrics` (Debian's promtool, extracted by
 //! `scripts/setup.sh`), carry the series operators alert on with live values (and every metric
-//! the alert rules name), and speak OpenMetrics to a scraper that asks for it.
+//! the alert rules and the dashboards name), and speak OpenMetrics to a scraper that asks for it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -116,7 +116,10 @@ async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<(
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .collect();
-    let rules = crate::alerts::rules_text()?;
+    // ... and so is every metric a dashboard panel queries
+    let queries: String =
+        crate::alerts::dashboard_queries()?.into_iter().map(|(_, _, q)| q).collect::<Vec<_>>().join("\n");
+    let rules = crate::alerts::rules_text()? + &queries;
     let mut named: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("lanewatch_"))
@@ -127,7 +130,10 @@ async fn both_binaries_metrics_pass_promtool_and_carry_live_values() -> Result<(
     for name in named {
         // a histogram's or a counter's samples carry suffixes its family name does not
         let family = ["_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
-        assert!(exported.contains(family), "the alert rules name {name}, which neither binary exports");
+        assert!(
+            exported.contains(family),
+            "the alert rules or a dashboard name {name}, which neither binary exports"
+        );
     }
 
     // a scraper that asks for OpenMetrics gets it
