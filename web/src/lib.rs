@@ -3,6 +3,7 @@
 //!
 //! - `html`: page pieces (badges, times, inline errors, query-string encoding); `maud` escapes
 //!   every interpolated value.
+//! - `shell`: the page shell (head, navigation, who is looking, logout) every page sits in.
 //! - `security`: session cookies, CSRF token comparison, the same-origin check.
 //! - `live`: server push of HTML fragments over SSE, sent only when they changed, ending when the
 //!   process drains.
@@ -15,3 +16,4 @@ pub mod exposition;
 pub mod html;
 pub mod live;
 pub mod security;
+pub mod shell;

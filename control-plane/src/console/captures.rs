@@ -15,6 +15,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::inputs::{opt, opt_int, opt_time, query};
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
 use super::{Console, Mutating, Viewer, render};
@@ -110,35 +111,6 @@ pub struct CaptureFilter {
     after: String,
 }
 
-fn opt(s: &str) -> serde_json::Value {
-    if s.trim().is_empty() { serde_json::Value::Null } else { json!(s.trim()) }
-}
-
-fn opt_int(field: &str, s: &str) -> Result<serde_json::Value, String> {
-    if s.trim().is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    s.trim()
-        .parse::<i64>()
-        .map(|n| json!(n))
-        .map_err(|_| format!("{field} must be a whole number, got {s:?}"))
-}
-
-fn opt_time(field: &str, s: &str) -> Result<serde_json::Value, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    let parsed = DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).or_else(|_| {
-        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
-            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
-            .map(|n| n.and_utc())
-    });
-    parsed
-        .map(|t| json!(t.to_rfc3339()))
-        .map_err(|_| format!("{field} must be a date and time (UTC), got {s:?}"))
-}
-
 impl CaptureFilter {
     fn variables(&self) -> Result<serde_json::Value, String> {
         Ok(json!({
@@ -155,18 +127,17 @@ impl CaptureFilter {
     }
 
     fn query_string(&self, after: &str) -> String {
-        format!(
-            "site={}&lane={}&from={}&to={}&decision={}&min_occupants={}&max_occupants={}&class={}&after={}",
-            encode(&self.site),
-            encode(&self.lane),
-            encode(&self.from),
-            encode(&self.to),
-            encode(&self.decision),
-            encode(&self.min_occupants),
-            encode(&self.max_occupants),
-            encode(&self.class),
-            encode(after)
-        )
+        query(&[
+            ("site", &self.site),
+            ("lane", &self.lane),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("decision", &self.decision),
+            ("min_occupants", &self.min_occupants),
+            ("max_occupants", &self.max_occupants),
+            ("class", &self.class),
+            ("after", after),
+        ])
     }
 }
 

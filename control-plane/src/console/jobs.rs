@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::inputs::{opt, opt_time, query};
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
 use super::{Console, Mutating, Viewer, render};
@@ -109,33 +110,17 @@ pub struct JobFilter {
     after: String,
 }
 
-fn opt(s: &str) -> serde_json::Value {
-    if s.trim().is_empty() { serde_json::Value::Null } else { json!(s.trim()) }
-}
-
-fn opt_time(field: &str, s: &str) -> Result<serde_json::Value, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M")
-        .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
-        .map(|n| json!(n.and_utc().to_rfc3339()))
-        .map_err(|_| format!("{field} must be a date and time (UTC), got {s:?}"))
-}
-
 impl JobFilter {
     fn query_string(&self, after: &str) -> String {
-        format!(
-            "queue={}&state={}&worker={}&args={}&from={}&to={}&after={}",
-            encode(&self.queue),
-            encode(&self.state),
-            encode(&self.worker),
-            encode(&self.args),
-            encode(&self.from),
-            encode(&self.to),
-            encode(after)
-        )
+        query(&[
+            ("queue", &self.queue),
+            ("state", &self.state),
+            ("worker", &self.worker),
+            ("args", &self.args),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("after", after),
+        ])
     }
 }
 

@@ -1,14 +1,13 @@
-//! The console's page shell: the head with the shared assets (`lanewatch_web::assets`), the
-//! navigation, the viewer's identity and logout, and the CSRF header htmx sends with every
-//! request; the pieces every page uses (badges, times, inline errors) come from
+//! The console's pages in the shared shell (`lanewatch_web::shell`): its sections, and the
+//! viewer's role and key; the pieces every page uses (badges, times, inline errors) come from
 //! `lanewatch_web::html`. maud escapes every interpolated value, so text from agents, sites and
 //! configs can never become markup.
 
-use maud::{DOCTYPE, Markup, html};
+use lanewatch_web::shell::Shell;
+use maud::{Markup, html};
 
 use super::session::Viewer;
 pub use lanewatch_web::html::{ago, badge, encode, error_box, ok_box, time};
-use lanewatch_web::security::CSRF_HEADER;
 
 /// The top-level sections, in navigation order: (path, label).
 const NAV: &[(&str, &str)] = &[
@@ -18,76 +17,23 @@ const NAV: &[(&str, &str)] = &[
     ("/sites", "Sites"),
     ("/jobs", "Jobs"),
     ("/admin", "Admin"),
+    ("/graphql", "GraphiQL"),
 ];
 
 /// A whole page: `active` is the navigation path to highlight.
 pub fn page(title: &str, viewer: &Viewer, active: &str, body: Markup) -> Markup {
-    let headers = serde_json::json!({ CSRF_HEADER: viewer.csrf }).to_string();
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="csrf-token" content=(viewer.csrf);
-                title { (title) " · Lanewatch" }
-                (lanewatch_web::assets::head())
-            }
-            body hx-headers=(headers) {
-                a.skip href="#main" { "Skip to content" }
-                header.top {
-                    span.brand { "Lanewatch" }
-                    nav aria-label="Sections" {
-                        ul {
-                            @for (path, label) in NAV {
-                                li {
-                                    @if *path == active {
-                                        a href=(path) aria-current="page" { (label) }
-                                    } @else {
-                                        a href=(path) { (label) }
-                                    }
-                                }
-                            }
-                            li { a href="/graphql" { "GraphiQL" } }
-                        }
-                    }
-                    span.who {
-                        (viewer.principal.role.as_str())
-                        @if let Some(key) = &viewer.principal.key_id { " · key " code { (key) } }
-                        @else { " · anonymous (loopback)" }
-                    }
-                    @if viewer.logged_in {
-                        form method="post" action="/logout" hx-post="/logout" hx-target="body" {
-                            button type="submit" { "Log out" }
-                        }
-                    }
-                }
-                main id="main" tabindex="-1" {
-                    h1 { (title) }
-                    (body)
-                }
-                div #toast role="status" aria-live="polite" {}
-            }
-        }
-    }
+    let who = html! {
+        (viewer.principal.role.as_str())
+        @if let Some(key) = &viewer.principal.key_id { " · key " code { (key) } }
+        @else { " · anonymous (loopback)" }
+    };
+    let shell = Shell { product: "Lanewatch", nav: NAV, csrf: &viewer.csrf, who, logout: viewer.logged_in };
+    shell.page(title, active, body)
 }
 
 /// A bare page without navigation (login, errors before a viewer exists).
 pub fn bare(title: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Lanewatch" }
-                link rel="stylesheet" href="/assets/lanewatch.css";
-            }
-            body {
-                main id="main" .narrow { h1 { (title) } (body) }
-            }
-        }
-    }
+    lanewatch_web::shell::bare("Lanewatch", title, body)
 }
 
 #[cfg(test)]

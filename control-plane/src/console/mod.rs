@@ -16,6 +16,7 @@ mod captures;
 mod charts;
 mod fleet;
 mod gql;
+mod inputs;
 mod jobs;
 mod layout;
 mod live;

@@ -15,6 +15,7 @@ use serde_json::json;
 use similar::{ChangeTag, TextDiff};
 
 use super::charts::{self, Hourly};
+use super::inputs::opt;
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
 use super::{Console, Mutating, Viewer, render};
@@ -259,10 +260,6 @@ struct Pushed {
     c: SiteConfig,
 }
 
-fn comment(text: &str) -> serde_json::Value {
-    if text.trim().is_empty() { serde_json::Value::Null } else { json!(text.trim()) }
-}
-
 /// Validates and pushes; the editor comes back with the error inline, or with the stored text.
 pub async fn push(
     State(console): State<Console>,
@@ -274,7 +271,7 @@ pub async fn push(
         "mutation($s: String!, $t: String!, $m: String) {{ c: updateSiteConfig(siteId: $s, toml: $t, comment: $m) {{ {CONFIG_FIELDS} }} }}"
     );
     match console
-        .api::<Pushed>(&viewer, &query, json!({ "s": site, "t": form.toml, "m": comment(&form.comment) }))
+        .api::<Pushed>(&viewer, &query, json!({ "s": site, "t": form.toml, "m": opt(&form.comment) }))
         .await
     {
         Ok(p) => render(html! {

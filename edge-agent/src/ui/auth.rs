@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use lanewatch_web::security::{self, cookie, digest, random_token};
-use maud::{DOCTYPE, html};
+use maud::html;
 
 use super::Ui;
 use crate::config::LocalUiConfig;
@@ -172,26 +172,17 @@ fn local_path(next: Option<&str>) -> &str {
 }
 
 fn login_form(next: &str, error: Option<&str>) -> Html<String> {
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head { meta charset="utf-8"; title { "Log in · Lanewatch agent" } link rel="stylesheet" href="/assets/lanewatch.css"; }
-                body { main #main .narrow {
-                    h1 { "Log in to this agent" }
-                    @if let Some(e) = error { (lanewatch_web::html::error_box(e)) }
-                    form.login method="post" action="/login" {
-                        input type="hidden" name="next" value=(next);
-                        label for="password" { "Admin password" }
-                        input #password type="password" name="password" autocomplete="current-password" required autofocus;
-                        button type="submit" { "Log in" }
-                    }
-                    p.muted { "The password is set on the device as local_ui.password_hash (lanewatch-agent hash-password)." }
-                } }
-            }
+    let body = html! {
+        @if let Some(e) = error { (lanewatch_web::html::error_box(e)) }
+        form.login method="post" action="/login" {
+            input type="hidden" name="next" value=(next);
+            label for="password" { "Admin password" }
+            input #password type="password" name="password" autocomplete="current-password" required autofocus;
+            button type="submit" { "Log in" }
         }
-        .into_string(),
-    )
+        p.muted { "The password is set on the device as local_ui.password_hash (lanewatch-agent hash-password)." }
+    };
+    Html(lanewatch_web::shell::bare("Lanewatch agent", "Log in to this agent", body).into_string())
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -11,8 +11,8 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::Utc;
 use lanewatch_web::html::{ago, badge, bytes, encode, error_box, ok_box, time};
 use lanewatch_web::live::{self, OnWatch};
-use lanewatch_web::security::CSRF_HEADER;
-use maud::{DOCTYPE, Markup, html};
+use lanewatch_web::shell::Shell;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::{Mutating, Viewer};
@@ -31,43 +31,18 @@ const NAV: &[(&str, &str)] = &[
 
 /// A whole page of the local UI.
 pub fn page(ui: &Ui, title: &str, viewer: &Viewer, active: &str, body: Markup) -> Response {
-    let headers = format!("{{\"{CSRF_HEADER}\":\"{}\"}}", viewer.csrf);
     let who = ui
         .current()
         .map(|c| format!("{} · site {}", c.config.agent_id, c.config.site_id))
         .unwrap_or_default();
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    meta name="csrf-token" content=(viewer.csrf);
-                    title { (title) " · Lanewatch agent" }
-                    (lanewatch_web::assets::head())
-                }
-                body hx-headers=(headers) {
-                    a.skip href="#main" { "Skip to content" }
-                    header.top {
-                        span.brand { "Lanewatch agent" }
-                        nav aria-label="Sections" { ul {
-                            @for (path, label) in NAV {
-                                li { @if *path == active { a href=(path) aria-current="page" { (label) } } @else { a href=(path) { (label) } } }
-                            }
-                        } }
-                        span.who { (who) }
-                        @if viewer.logged_in {
-                            form method="post" action="/logout" hx-post="/logout" { button type="submit" { "Log out" } }
-                        }
-                    }
-                    main id="main" tabindex="-1" { h1 { (title) } (body) }
-                }
-            }
-        }
-        .into_string(),
-    )
-    .into_response()
+    let shell = Shell {
+        product: "Lanewatch agent",
+        nav: NAV,
+        csrf: &viewer.csrf,
+        who: html! { (who) },
+        logout: viewer.logged_in,
+    };
+    Html(shell.page(title, active, body).into_string()).into_response()
 }
 
 fn snapshots(ui: &Ui) -> Vec<ComponentSnapshot> {
