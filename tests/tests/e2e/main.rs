@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod cameras;
 mod capture_flow;
+mod chart;
 mod cli;
 mod commands;
 mod config;
