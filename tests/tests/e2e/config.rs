@@ -87,3 +87,32 @@ fn control_plane_refuses_malformed_config_naming_field() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn migrate_applies_the_migrations_once_and_again_is_a_no_op() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("cp.db");
+    let text = format!("version = 1\n[database]\nurl = \"sqlite://{}?mode=rwc\"\n", db.display());
+    let (_cfg_dir, path) = lanewatch_tests::temp_file("control.toml", &text)?;
+    for round in ["first", "again"] {
+        let (status, stdout, stderr) = lanewatch_tests::run_to_exit_with_stdout(
+            "lanewatch-control",
+            &["migrate", "--config", path.to_str().unwrap()],
+            Duration::from_secs(30),
+        )?;
+        assert!(status.success(), "{round}: {stderr}");
+        assert_eq!(stdout.trim(), "migrations applied", "{round}");
+    }
+    assert!(db.exists(), "the database was created and migrated");
+    // a database it cannot create: a clear error, status 1
+    let bad = "version = 1\n[database]\nurl = \"sqlite:///proc/lanewatch/cp.db?mode=rwc\"\n";
+    let (_bad_dir, bad_path) = lanewatch_tests::temp_file("control.toml", bad)?;
+    let (status, stderr) = run_to_exit(
+        "lanewatch-control",
+        &["migrate", "--config", bad_path.to_str().unwrap()],
+        Duration::from_secs(30),
+    )?;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot migrate the database"), "{stderr}");
+    Ok(())
+}
