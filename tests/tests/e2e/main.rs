@@ -24,6 +24,7 @@ mod metrics;
 mod protocol;
 mod replicas;
 mod sensing;
+mod terraform;
 mod test_capture;
 mod tidy;
 mod top;

@@ -1,0 +1,52 @@
+# The production environment of the Lanewatch control plane: the capture bucket, the metadata
+# database and the control plane's IAM role. State is remote, in S3, locked (S3-native locking).
+terraform {
+  required_version = ">= 1.10"
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "= 5.82.2" }
+  }
+  backend "s3" {
+    bucket       = "lanewatch-terraform-state"
+    key          = "production/control-plane.tfstate"
+    region       = "us-west-2"
+    encrypt      = true
+    use_lockfile = true
+  }
+}
+
+provider "aws" {
+  region = var.region
+  default_tags {
+    tags = {
+      project     = "lanewatch"
+      environment = "production"
+      managed-by  = "terraform"
+    }
+  }
+}
+
+module "bucket" {
+  source             = "../../modules/bucket"
+  name               = var.name
+  max_retention_days = var.max_retention_days
+}
+
+module "postgres" {
+  source                   = "../../modules/postgres"
+  name                     = var.name
+  vpc_id                   = var.vpc_id
+  private_subnet_ids       = var.private_subnet_ids
+  client_security_group_id = var.client_security_group_id
+  instance_class           = "db.r7g.large"
+  storage_gb               = 500
+  multi_az                 = true
+}
+
+module "control_plane_role" {
+  source            = "../../modules/control-plane-role"
+  name              = var.name
+  oidc_provider_arn = var.oidc_provider_arn
+  oidc_provider     = var.oidc_provider
+  bucket_arn        = module.bucket.bucket_arn
+  kms_key_arn       = module.bucket.kms_key_arn
+}
