@@ -105,21 +105,26 @@ async fn settle(db: &Db, sessions: &dyn AgentSessions, config: &SiteConfigVersio
     }
 }
 
-/// Brings one connected agent (its session on this replica) to its site's newest config:
-/// records `applied` for the version its Hello reports, then pushes the newest version if the
-/// agent runs an older one and has not staged, applied or rejected it. Errors are logged.
 /// Records a config an agent was edited to on the device (its local UI; `Hello.local_config`)
-/// as the site's next version, created by `agent:<id>`, and offers it to the site's agents (the
-/// editing agent included: it then runs the recorded version). Validated as any edit; a refused
-/// text is logged and stored nowhere. Does not wait for the agents.
+/// as the site's next version, created by `agent:<id>`; `None` when the site's newest version
+/// already is that text (the agent reconnected before it staged it). Validated as any edit; a
+/// refused text stores nothing. The caller offers the new version to the site's agents (the
+/// editing agent included: it then runs the recorded version).
 pub async fn record_local_edit(
     db: &Db,
-    sessions: &dyn AgentSessions,
     agent_id: &str,
     site_id: &str,
     text: &str,
-) -> Result<SiteConfigVersion, Error> {
+) -> Result<Option<SiteConfigVersion>, Error> {
     validate(site_id, text)?;
+    // an agent that reconnects before it staged the recorded version sends the same edit again
+    let newest = db
+        .site_config(site_id, None)
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+    if newest.is_some_and(|n| lanewatch_agent_config::stamp_config_version(text, n.version) == n.toml) {
+        return Ok(None);
+    }
     let actor = format!("agent:{agent_id}");
     let new = NewSiteConfig {
         site_id,
@@ -138,10 +143,12 @@ pub async fn record_local_edit(
         version = stored.version,
         "local edit on the agent stored as a site config version"
     );
-    sessions.offer_site_config(site_id);
-    Ok(stored)
+    Ok(Some(stored))
 }
 
+/// Brings one connected agent (its session on this replica) to its site's newest config:
+/// records `applied` for the version its Hello reports, then pushes the newest version if the
+/// agent runs an older one and has not staged, applied or rejected it. Errors are logged.
 pub async fn reconcile(sessions: &dyn AgentSessions, db: &Db, agent_id: &str, site_id: &str, reported: u64) {
     if let Err(e) = try_reconcile(sessions, db, agent_id, site_id, reported).await {
         tracing::warn!(agent_id, site_id, error = %e.message, "config rollout for the agent failed");
@@ -238,6 +245,24 @@ kind = "simulator"
     fn a_config_for_another_site_is_refused() {
         let err = validate("s2", VALID).unwrap_err();
         assert!(err.message.contains("site_id (line 3)"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn a_local_edit_becomes_the_next_version_once_by_its_agent() {
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        let edited = VALID.replace("lanes = 2", "lanes = 3");
+        let first = record_local_edit(&db, "a1", "s1", &edited).await.unwrap().expect("recorded");
+        assert_eq!(first.version, 1);
+        assert_eq!(first.created_by, "agent:a1");
+        assert!(first.toml.contains("lanes = 3"));
+        // the same edit sent again (a reconnect before staging it) records nothing new
+        assert!(record_local_edit(&db, "a1", "s1", &edited).await.unwrap().is_none());
+        // another edit is the next version; a refused one stores nothing
+        let other = VALID.replace("= 900", "= 1000");
+        let second = record_local_edit(&db, "a1", "s1", &other).await.unwrap().expect("recorded");
+        assert_eq!(second.version, 2);
+        assert!(record_local_edit(&db, "a1", "s1", &VALID.replace("= 900", "= 0")).await.is_err());
+        assert_eq!(db.site_config("s1", None).await.unwrap().unwrap().version, 2);
     }
 
     #[test]

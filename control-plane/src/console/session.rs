@@ -103,12 +103,17 @@ pub fn set_cookie(value: &str, max_age_secs: u64, secure: bool) -> HeaderValue {
 /// Resolves the session cookie of a request into its viewer; `None` when the request has no
 /// live session and anonymous viewing is off.
 pub async fn viewer(console: &Console, headers: &HeaderMap) -> Result<Option<Viewer>, Error> {
-    match cookie(headers, COOKIE) {
-        Some(value) if value.starts_with(ANON_PREFIX) => Ok(console.allow_anonymous.then(|| Viewer {
+    // where anonymous viewing is allowed, a cookie that is no (longer a) session is the
+    // anonymous viewer's: an expired login falls back to what loopback may see anyway
+    let anonymous = |value: &str| {
+        console.allow_anonymous.then(|| Viewer {
             principal: Principal::anonymous_local(),
             csrf: console.guards.anon_csrf(value),
             logged_in: false,
-        })),
+        })
+    };
+    match cookie(headers, COOKIE) {
+        Some(value) if value.starts_with(ANON_PREFIX) => Ok(anonymous(value)),
         Some(value) => {
             let now = Utc::now();
             let session = console
@@ -116,10 +121,10 @@ pub async fn viewer(console: &Console, headers: &HeaderMap) -> Result<Option<Vie
                 .console_session(&digest(value), now)
                 .await
                 .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
-            let Some(session) = session else { return Ok(None) };
+            let Some(session) = session else { return Ok(anonymous(value)) };
             match auth::principal_of_key_id(&console.db, &session.key_id).await {
                 Ok(principal) => Ok(Some(Viewer { principal, csrf: session.csrf, logged_in: true })),
-                Err(e) if e.kind == crate::error::ErrorKind::Unauthenticated => Ok(None),
+                Err(e) if e.kind == crate::error::ErrorKind::Unauthenticated => Ok(anonymous(value)),
                 Err(e) => Err(e),
             }
         }

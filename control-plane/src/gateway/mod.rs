@@ -386,17 +386,21 @@ impl Gateway {
         tokio::spawn(async move {
             let db = gateway.shared.db.clone();
             // an edit made on the device becomes the site's next version first
-            if !agent.local_config.is_empty()
-                && let Err(e) = crate::rollout::record_local_edit(
+            if !agent.local_config.is_empty() {
+                match crate::rollout::record_local_edit(
                     &db,
-                    &gateway,
                     &agent.agent_id,
                     &agent.site_id,
                     &agent.local_config,
                 )
                 .await
-            {
-                tracing::warn!(agent_id = %agent.agent_id, error = %e.message, "the agent's local config edit was not recorded");
+                {
+                    Ok(Some(_)) => gateway.offer_site_config(&agent.site_id),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(agent_id = %agent.agent_id, error = %e.message, "the agent's local config edit was not recorded")
+                    }
+                }
             }
             crate::rollout::reconcile(&gateway, &db, &agent.agent_id, &agent.site_id, agent.config_version)
                 .await;

@@ -190,6 +190,8 @@ pub async fn apply(
         return render(Some(&format!("cannot mark the local edit: {e:#}")), None);
     }
     if let Err(e) = crate::uplink::write_atomically(path, edited.as_bytes()).await {
+        // nothing changed: the marker must not make the control plane record the old text
+        let _ = tokio::fs::remove_file(crate::config::local_edit_marker(path)).await;
         return render(Some(&format!("cannot write {}: {e:#}", path.display())), None);
     }
     tracing::info!(

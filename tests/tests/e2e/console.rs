@@ -69,6 +69,10 @@ async fn anonymous_viewers_on_loopback_act_as_operators_and_still_need_the_csrf_
     let done = pause(Some(token)).await?;
     assert_eq!(done.status(), StatusCode::OK);
     assert!(done.text().await?.contains("queue webhooks: pause (paused)"));
+    // a cookie that is no (longer a) session falls back to the anonymous loopback viewer
+    let stale = http.get(cp.http_url("/jobs")).header(COOKIE, "lw_session=0123abcd").send().await?;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert!(stale.text().await?.contains("anonymous (loopback)"));
     let queues = cp.graphql("{ queues { name paused } }", json!({})).await?;
     let webhooks = queues["queues"].as_array().context("queues")?.iter().find(|q| q["name"] == "webhooks");
     assert_eq!(webhooks.context("webhooks queue")?["paused"], true);
