@@ -91,7 +91,7 @@ impl Db {
         if is_sqlite {
             conn.execute_unprepared("PRAGMA journal_mode=WAL").await?;
         }
-        migration::Migrator::up(&conn, None).await?;
+        migrate(&conn).await?;
         let history = HistoryConfig::default();
         Ok(Self {
             conn,
@@ -200,6 +200,37 @@ fn f32_to_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
 }
 
+/// Applies the pending migrations, unless a newer release already migrated this database
+/// further (it has migrations this binary does not know): then this release starts on the newer
+/// schema as it is, which is what a rollback needs. Migrations only ever add tables, columns
+/// with defaults and indexes, so an older release runs on a newer schema.
+async fn migrate(conn: &DatabaseConnection) -> Result<(), DbError> {
+    let known: std::collections::HashSet<String> =
+        migration::Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+    let applied = conn
+        .query_all(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await
+        // no table yet: a new database
+        .unwrap_or_default();
+    let newer: Vec<String> = applied
+        .iter()
+        .filter_map(|row| row.try_get::<String>("", "version").ok())
+        .filter(|v| !known.contains(v))
+        .collect();
+    if !newer.is_empty() {
+        tracing::warn!(
+            ?newer,
+            "the database was migrated by a newer release: starting on its schema without migrating"
+        );
+        return Ok(());
+    }
+    migration::Migrator::up(conn, None).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use chrono::{DateTime, Utc};
@@ -254,5 +285,22 @@ pub(crate) mod tests {
         assert_eq!(sqlite_parent_dir("sqlite://data/x.db?mode=rwc"), Some("data".into()));
         assert_eq!(sqlite_parent_dir("sqlite::memory:"), None);
         assert_eq!(sqlite_parent_dir("sqlite://x.db"), None);
+    }
+
+    #[tokio::test]
+    async fn a_database_a_newer_release_migrated_is_used_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+        let db = Db::connect(&url).await.unwrap();
+        // a newer release applied a migration this one does not know
+        db.conn
+            .execute_unprepared(
+                "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9999_future', 0)",
+            )
+            .await
+            .unwrap();
+        drop(db);
+        let again = Db::connect(&url).await.expect("an older release starts on the newer schema");
+        again.ping().await.unwrap();
     }
 }
