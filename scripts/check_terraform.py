@@ -67,8 +67,9 @@ check(first(versioning["versioning_configuration"]).get("status") == "Enabled", 
 check(resources(bucket, "aws_s3_bucket_policy"), "bucket: needs the TLS-only bucket policy")
 policy_text = (ROOT / "modules/bucket/main.tf").read_text()
 check("aws:SecureTransport" in policy_text, "bucket: the policy must deny aws:SecureTransport = false")
-for key in resources(bucket, "aws_kms_key").values():
-    check(key.get("enable_key_rotation") is True, "bucket: KMS key rotation must be on")
+check("../kms-key" in (ROOT / "modules/bucket/main.tf").read_text(), "bucket: its key comes from modules/kms-key")
+keys = resources(load(ROOT / "modules/kms-key/main.tf"), "aws_kms_key")
+check(keys and all(k.get("enable_key_rotation") is True for k in keys.values()), "kms-key: rotation must be on")
 
 pg = load(ROOT / "modules/postgres/main.tf")
 db = first(list(resources(pg, "aws_db_instance").values()))

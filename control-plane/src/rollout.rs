@@ -146,6 +146,21 @@ pub async fn record_local_edit(
     Ok(Some(stored))
 }
 
+/// What a new session of `agent` (on this replica) starts: an edit made on the device becomes
+/// the site's next version (offered to the site's agents), then [`reconcile`].
+pub async fn session_opened(sessions: &dyn AgentSessions, db: &Db, agent: &crate::domain::AgentHello) {
+    if !agent.local_config.is_empty() {
+        match record_local_edit(db, &agent.agent_id, &agent.site_id, &agent.local_config).await {
+            Ok(Some(_)) => sessions.offer_site_config(&agent.site_id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(agent_id = %agent.agent_id, error = %e.message, "the agent's local config edit was not recorded")
+            }
+        }
+    }
+    reconcile(sessions, db, &agent.agent_id, &agent.site_id, agent.config_version).await;
+}
+
 /// Brings one connected agent (its session on this replica) to its site's newest config:
 /// records `applied` for the version its Hello reports, then pushes the newest version if the
 /// agent runs an older one and has not staged, applied or rejected it. Errors are logged.

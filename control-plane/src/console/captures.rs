@@ -15,6 +15,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::gql::Page;
 use super::inputs::{opt, opt_int, opt_time, query};
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
@@ -66,20 +67,6 @@ struct ViolationRef {
     state: String,
     reviewer: Option<String>,
     reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Page<T> {
-    nodes: Vec<T>,
-    page_info: PageInfo,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PageInfo {
-    has_next_page: bool,
-    end_cursor: Option<String>,
 }
 
 #[derive(Deserialize)]

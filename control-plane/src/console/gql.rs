@@ -1,13 +1,29 @@
 //! The console reads and writes through the GraphQL schema, in process, as the viewer's
 //! principal: the same authorization (`Principal::authorize`, `Visibility`), validation and audit
 //! as any API client, and no second path into the database. Answers are deserialized into the
-//! page modules' own small serde structs.
+//! page modules' own small serde structs (connections: [`Page`]).
 
 use async_graphql::{Request, Variables};
 use serde::de::DeserializeOwned;
 
 use crate::auth::Principal;
 use crate::graphql::LanewatchSchema;
+
+/// A Relay connection's `pageInfo`, as the console reads it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}
+
+/// A connection's `nodes` and `pageInfo`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub nodes: Vec<T>,
+    pub page_info: PageInfo,
+}
 
 /// Why an operation failed, as the API said it (shown on the page).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::gql::PageInfo;
 use super::inputs::{opt, opt_time, query};
 use super::layout::{self, badge, encode, error_box};
 use super::live::{self, Wake};
@@ -74,13 +75,6 @@ struct JobPage {
     nodes: Vec<Job>,
     total_count: i64,
     page_info: PageInfo,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PageInfo {
-    has_next_page: bool,
-    end_cursor: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -380,30 +380,12 @@ impl Gateway {
             self.close(&hello.agent_id, session_id).await;
             return Ok(None);
         }
-        // record the config the agent runs and offer the site's newest (an agent offline during
-        // an edit gets it here); in the background, since the push awaits the session's replies
+        // record a local edit and the config the agent runs, and offer the site's newest (an agent
+        // offline during an edit gets it here); in the background: the push awaits the replies
         let (gateway, agent) = (self.clone(), hello.clone());
         tokio::spawn(async move {
             let db = gateway.shared.db.clone();
-            // an edit made on the device becomes the site's next version first
-            if !agent.local_config.is_empty() {
-                match crate::rollout::record_local_edit(
-                    &db,
-                    &agent.agent_id,
-                    &agent.site_id,
-                    &agent.local_config,
-                )
-                .await
-                {
-                    Ok(Some(_)) => gateway.offer_site_config(&agent.site_id),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(agent_id = %agent.agent_id, error = %e.message, "the agent's local config edit was not recorded")
-                    }
-                }
-            }
-            crate::rollout::reconcile(&gateway, &db, &agent.agent_id, &agent.site_id, agent.config_version)
-                .await;
+            crate::rollout::session_opened(&gateway, &db, &agent).await;
         });
         Ok(Some((hello, session_id, revoked)))
     }

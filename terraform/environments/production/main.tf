@@ -25,28 +25,16 @@ provider "aws" {
   }
 }
 
-module "bucket" {
-  source             = "../../modules/bucket"
-  name               = var.name
-  max_retention_days = var.max_retention_days
-}
-
-module "postgres" {
-  source                   = "../../modules/postgres"
+module "lanewatch" {
+  source                   = "../../modules/environment"
   name                     = var.name
+  max_retention_days       = var.max_retention_days
   vpc_id                   = var.vpc_id
   private_subnet_ids       = var.private_subnet_ids
   client_security_group_id = var.client_security_group_id
-  instance_class           = "db.r7g.large"
-  storage_gb               = 500
-  multi_az                 = true
-}
-
-module "control_plane_role" {
-  source            = "../../modules/control-plane-role"
-  name              = var.name
-  oidc_provider_arn = var.oidc_provider_arn
-  oidc_provider     = var.oidc_provider
-  bucket_arn        = module.bucket.bucket_arn
-  kms_key_arn       = module.bucket.kms_key_arn
+  oidc_provider_arn        = var.oidc_provider_arn
+  oidc_provider            = var.oidc_provider
+  db_instance_class        = "db.r7g.large"
+  db_storage_gb            = 500
+  db_multi_az              = true
 }

@@ -7,35 +7,14 @@ terraform {
   }
 }
 
-data "aws_caller_identity" "current" {}
-
-# The key policy AWS would give by default, written out: the account administers and uses the
-# key through IAM (the control plane's role is granted use in its own policy).
-data "aws_iam_policy_document" "key" {
-  # checkov:skip=CKV_AWS_111:in a key policy, Resource "*" is this key; the account-root statement is AWS's default policy
-  # checkov:skip=CKV_AWS_356:in a key policy, Resource "*" is this key
-  # checkov:skip=CKV_AWS_109:the account administers its own key (AWS's default key policy)
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "captures" {
-  description             = "${var.name}: capture images"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.key.json
+module "key" {
+  source      = "../kms-key"
+  description = "${var.name}: capture images"
 }
 
 resource "aws_kms_alias" "captures" {
   name          = "alias/${var.name}-captures"
-  target_key_id = aws_kms_key.captures.key_id
+  target_key_id = module.key.key_id
 }
 
 resource "aws_s3_bucket" "captures" {
@@ -69,7 +48,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "captures" {
   rule {
     apply_server_side_encryption_by_default {
       sse_algorithm     = "aws:kms"
-      kms_master_key_id = aws_kms_key.captures.arn
+      kms_master_key_id = module.key.arn
     }
     bucket_key_enabled = true
   }

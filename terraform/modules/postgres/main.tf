@@ -7,29 +7,9 @@ terraform {
   }
 }
 
-data "aws_caller_identity" "current" {}
-
-# The key policy AWS would give by default, written out: the account administers and uses the key.
-data "aws_iam_policy_document" "key" {
-  # checkov:skip=CKV_AWS_111:in a key policy, Resource "*" is this key; the account-root statement is AWS's default policy
-  # checkov:skip=CKV_AWS_356:in a key policy, Resource "*" is this key
-  # checkov:skip=CKV_AWS_109:the account administers its own key (AWS's default key policy)
-  statement {
-    sid       = "AccountAdministers"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "metadata" {
-  description             = "${var.name}: metadata database"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.key.json
+module "key" {
+  source      = "../kms-key"
+  description = "${var.name}: metadata database"
 }
 
 resource "aws_db_subnet_group" "metadata" {
@@ -83,7 +63,7 @@ resource "aws_db_instance" "metadata" {
   parameter_group_name                = aws_db_parameter_group.metadata.name
   publicly_accessible                 = false
   storage_encrypted                   = true
-  kms_key_id                          = aws_kms_key.metadata.arn
+  kms_key_id                          = module.key.arn
   multi_az                            = var.multi_az
   backup_retention_period             = var.backup_retention_days
   deletion_protection                 = true
@@ -93,6 +73,6 @@ resource "aws_db_instance" "metadata" {
   auto_minor_version_upgrade          = true
   iam_database_authentication_enabled = true
   performance_insights_enabled        = true
-  performance_insights_kms_key_id     = aws_kms_key.metadata.arn
+  performance_insights_kms_key_id     = module.key.arn
   enabled_cloudwatch_logs_exports     = ["postgresql", "upgrade"]
 }

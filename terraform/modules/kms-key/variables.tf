@@ -1,0 +1,4 @@
+variable "description" {
+  description = "What the key encrypts"
+  type        = string
+}
