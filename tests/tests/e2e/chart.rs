@@ -55,11 +55,16 @@ fn the_chart_lints_and_ships_the_tested_rules_and_the_dashboards() -> Result<()>
 const EXAMPLES: [&str; 3] = ["minimal", "production", "high-availability"];
 
 /// The chart rendered with `values` (an example's name, or the defaults), for a cluster with the
-/// Prometheus Operator.
+/// Prometheus Operator and the Gateway API.
 fn render(values: Option<&str>) -> Result<String> {
     let file = values.map(|v| format!("helm/lanewatch/examples/{v}.yaml"));
     let mut args = vec!["template", "t", "helm/lanewatch", "--namespace", "lanewatch"];
-    args.extend(["--api-versions", "monitoring.coreos.com/v1"]);
+    args.extend([
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+        "--api-versions",
+        "gateway.networking.k8s.io/v1alpha2",
+    ]);
     if let Some(f) = &file {
         args.extend(["-f", f.as_str()]);
     }
