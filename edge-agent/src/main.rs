@@ -430,10 +430,22 @@ async fn run(
                 reload: reload_tx.clone(),
                 metrics,
             };
-            let addr = ui::start(&running.config.local_ui, deps, ui_stopped).await?;
-            let scheme = if running.config.local_ui.tls.is_some() { "https" } else { "http" };
-            tracing::info!(url = %format!("{scheme}://{addr}/"), "local ui");
-            Some(format!("{scheme}://{addr}/"))
+            // the site keeps capturing without its UI: a UI that cannot start is an error in the
+            // log (and a null `ui_url` in the ready file), not an outage
+            match ui::start(&running.config.local_ui, deps, ui_stopped).await {
+                Ok(addr) => {
+                    let scheme = if running.config.local_ui.tls.is_some() { "https" } else { "http" };
+                    tracing::info!(url = %format!("{scheme}://{addr}/"), "local ui");
+                    Some(format!("{scheme}://{addr}/"))
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "local ui not started; the agent runs without it"
+                    );
+                    None
+                }
+            }
         }
         false => None,
     };

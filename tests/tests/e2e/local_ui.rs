@@ -6,7 +6,8 @@
 //! - the invariant that the UI never serves un-anonymized pixels: every frame it serves is byte
 //!   for byte a capture the control plane stored (which vision released), and the face detector
 //!   finds no face in any of them; an agent without vision serves no frame at all;
-//! - a password-protected UI over https: login, wrong passwords, CSRF and the login limit.
+//! - a password-protected UI over https: login, wrong passwords, CSRF and the login limit;
+//! - an agent whose UI cannot start (its port is taken) still captures.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -220,5 +221,25 @@ async fn calibration_in_a_browser_is_applied_recorded_by_the_control_plane_and_u
         Ok(nodes.iter().any(|n| n["configVersion"].as_u64() == Some(version)).then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_ui_cannot_start_still_captures() -> Result<()> {
+    let cp = ControlPlane::start(Db::Sqlite, Blob::Local).await?;
+    // the port is taken
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port();
+    let agent = AgentBuilder::new(&cp, "site-ui-taken")
+        .local_ui_toml(&format!("listen = \"127.0.0.1:{port}\"\n"))
+        .start()?;
+    assert_eq!(agent.ui_url, None, "no UI was started");
+    cp.wait_for("a capture from the agent without its UI", || async {
+        let n = cp.all_captures().await?.iter().filter(|c| c["agentId"] == agent.id.as_str()).count();
+        Ok((n > 0).then_some(()))
+    })
+    .await?;
+    assert!(agent.proc.stderr().contains("local ui not started"), "the log says why");
+    drop(taken);
     Ok(())
 }
