@@ -10,12 +10,14 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod console;
+mod env;
 mod history;
 mod jobs;
 mod webhooks;
 
 pub use console::ConsoleConfig;
 use console::{FileConsole, validate_console};
+pub use env::Env;
 pub use history::HistoryConfig;
 use history::{FileHistory, validate_history};
 use jobs::{FileJobs, FileRetention, validate_jobs, validate_retention};
@@ -37,22 +39,6 @@ pub struct ConfigError {
 impl ConfigError {
     fn new(field: impl Into<String>, why: impl Into<String>) -> Self {
         Self { field: field.into(), why: why.into() }
-    }
-}
-
-/// Values from the process environment, read once by `main` and passed in.
-#[derive(Clone, Default)]
-pub struct Env {
-    pub aws_access_key_id: Option<String>,
-    pub aws_secret_access_key: Option<String>,
-}
-
-impl fmt::Debug for Env {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Env")
-            .field("aws_access_key_id", &self.aws_access_key_id.as_ref().map(|_| "<redacted>"))
-            .field("aws_secret_access_key", &self.aws_secret_access_key.as_ref().map(|_| "<redacted>"))
-            .finish()
     }
 }
 
@@ -485,7 +471,7 @@ impl FileConfig {
                 format!("{ttl_secs} is outside 1..={MAX_PRESIGN_TTL_SECS}"),
             ));
         }
-        let signing_key = match self.http.url_signing_key {
+        let signing_key = match self.http.url_signing_key.or_else(|| env.url_signing_key.clone()) {
             None => None,
             Some(key) if key.len() < 32 => {
                 return Err(ConfigError::new("http.url_signing_key", "must be at least 32 characters"));
@@ -725,7 +711,11 @@ max_chunk_bytes = 65536
 
     #[test]
     fn env_supplies_s3_credentials_and_overrides_apply() {
-        let env = Env { aws_access_key_id: Some("a".into()), aws_secret_access_key: Some("s".into()) };
+        let env = Env {
+            aws_access_key_id: Some("a".into()),
+            aws_secret_access_key: Some("s".into()),
+            ..Env::default()
+        };
         let c =
             Config::parse("version = 1\n[blob]\nkind = \"s3\"\nbucket = \"b\"", &Overrides::default(), &env)
                 .unwrap();

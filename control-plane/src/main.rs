@@ -108,6 +108,7 @@ fn main() -> ExitCode {
     let env = Env {
         aws_access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
         aws_secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+        url_signing_key: std::env::var("LANEWATCH_URL_SIGNING_KEY").ok().filter(|k| !k.is_empty()),
     };
     let config = match load_config(&args, &env) {
         Ok(config) => config,
