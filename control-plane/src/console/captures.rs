@@ -226,7 +226,12 @@ pub async fn browse_live(
     Query(f): Query<CaptureFilter>,
 ) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::capture_event, on_jobs: false, every: Duration::from_secs(30) };
+    let wake = Wake {
+        on_event: live::capture_event,
+        on_jobs: false,
+        every: Duration::from_secs(30),
+        event_seen: None,
+    };
     live::stream(&console, wake, move || {
         let (c, viewer, f) = (c.clone(), viewer.clone(), f.clone());
         async move {
@@ -374,7 +379,12 @@ pub async fn review(State(console): State<Console>, viewer: Viewer) -> Response 
 
 pub async fn review_live(State(console): State<Console>, viewer: Viewer) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::capture_event, on_jobs: false, every: Duration::from_secs(2) };
+    let wake = Wake {
+        on_event: live::capture_event,
+        on_jobs: false,
+        every: Duration::from_secs(2),
+        event_seen: None,
+    };
     live::stream(&console, wake, move || {
         let (c, viewer) = (c.clone(), viewer.clone());
         async move {

@@ -3,6 +3,8 @@
 //! logs with a level filter, and the commands of live introspection: restart, pause, resume, a
 //! test capture, diagnostics).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -102,7 +104,13 @@ struct Row {
     rollout: Option<(i64, String)>,
 }
 
-async fn rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Result<Vec<Row>, String> {
+/// How stale the live overview's rollout column may get without an event.
+const ROLLOUT_EVERY: Duration = Duration::from_secs(10);
+
+/// Each agent's rollout state of its site's newest config version: (version, state) by agent.
+type Rollouts = std::collections::HashMap<String, (i64, String)>;
+
+async fn agents(console: &Console, viewer: &Viewer) -> Result<Vec<AgentRow>, String> {
     let data: FleetData = console
         .api(
             viewer,
@@ -111,10 +119,16 @@ async fn rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Resul
         )
         .await
         .map_err(|e| e.message)?;
-    let mut sites: Vec<String> = data.agents.iter().map(|a| a.site.clone()).collect();
-    sites.sort();
+    Ok(data.agents)
+}
+
+/// The rollout column: a query per site, so the live view re-reads it only when an event says a
+/// config or a session changed.
+async fn rollouts(console: &Console, viewer: &Viewer, agents: &[AgentRow]) -> Result<Rollouts, String> {
+    let mut sites: Vec<&str> = agents.iter().map(|a| a.site.as_str()).collect();
+    sites.sort_unstable();
     sites.dedup();
-    let mut rollouts = std::collections::HashMap::new();
+    let mut rollouts = Rollouts::new();
     for site in sites {
         let config: SiteConfigData = console
             .api(
@@ -130,9 +144,13 @@ async fn rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Resul
             }
         }
     }
+    Ok(rollouts)
+}
+
+/// The table's rows: the agents under the filter, in its order, with their rollout state.
+fn rows(agents: Vec<AgentRow>, rollouts: &Rollouts, filter: &FleetFilter) -> Vec<Row> {
     let q = filter.q.to_lowercase();
-    let mut rows: Vec<Row> = data
-        .agents
+    let mut rows: Vec<Row> = agents
         .into_iter()
         .filter(|a| {
             q.is_empty()
@@ -145,7 +163,7 @@ async fn rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Resul
             "offline" => !a.online,
             _ => true,
         })
-        .map(|a| Row { rollout: rollouts.remove(&a.id), agent: a })
+        .map(|a| Row { rollout: rollouts.get(&a.id).cloned(), agent: a })
         .collect();
     rows.sort_by(|x, y| {
         let (a, b) = (&x.agent, &y.agent);
@@ -165,7 +183,14 @@ async fn rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Resul
     if filter.desc.is_some() {
         rows.reverse();
     }
-    Ok(rows)
+    rows
+}
+
+/// The rows of a page load: agents and rollouts read now.
+async fn read_rows(console: &Console, viewer: &Viewer, filter: &FleetFilter) -> Result<Vec<Row>, String> {
+    let agents = agents(console, viewer).await?;
+    let rollouts = rollouts(console, viewer, &agents).await?;
+    Ok(rows(agents, &rollouts, filter))
 }
 
 fn summary(rows: &[Row]) -> Markup {
@@ -217,7 +242,7 @@ pub async fn overview(
     viewer: Viewer,
     Query(filter): Query<FleetFilter>,
 ) -> Response {
-    let rows = rows(&console, &viewer, &filter).await;
+    let rows = read_rows(&console, &viewer, &filter).await;
     let now = Utc::now();
     let body = html! {
         form.filters method="get" action="/" role="search" {
@@ -263,11 +288,34 @@ pub async fn overview_live(
     Query(filter): Query<FleetFilter>,
 ) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::fleet_event, on_jobs: false, every: Duration::from_secs(2) };
+    // agents every period (last seen, backlog); the rollout column (a query per site) when an
+    // event woke the view
+    let event_seen = Arc::new(AtomicBool::new(true));
+    let wake = Wake {
+        on_event: live::fleet_event,
+        on_jobs: false,
+        every: Duration::from_secs(2),
+        event_seen: Some(event_seen.clone()),
+    };
+    // (when read, the column): re-read on an event, and at the latest every ROLLOUT_EVERY, for a
+    // state recorded just after the event that woke the view
+    let cached: Arc<tokio::sync::Mutex<(Option<tokio::time::Instant>, Rollouts)>> = Arc::default();
     live::stream(&console, wake, move || {
         let (c, viewer, filter) = (c.clone(), viewer.clone(), filter.clone());
+        let (event_seen, cached) = (event_seen.clone(), cached.clone());
         async move {
-            match rows(&c, &viewer, &filter).await {
+            let result = async {
+                let agents = agents(&c, &viewer).await?;
+                let mut cached = cached.lock().await;
+                let stale = cached.0.is_none_or(|at| at.elapsed() >= ROLLOUT_EVERY);
+                if event_seen.swap(false, Ordering::SeqCst) || stale {
+                    *cached =
+                        (Some(tokio::time::Instant::now()), self::rollouts(&c, &viewer, &agents).await?);
+                }
+                Ok::<_, String>(rows(agents, &cached.1, &filter))
+            }
+            .await;
+            match result {
                 Ok(rows) => vec![
                     ("fleet-summary", summary(&rows).into_string()),
                     ("fleet", table_body(&rows, Utc::now()).into_string()),
@@ -523,7 +571,12 @@ pub async fn agent_live(
     let c = console.clone();
     // components come from live introspection, asked of the agent: a short period, so that a
     // restart shows within half a second
-    let wake = Wake { on_event: live::fleet_event, on_jobs: false, every: Duration::from_millis(250) };
+    let wake = Wake {
+        on_event: live::fleet_event,
+        on_jobs: false,
+        every: Duration::from_millis(250),
+        event_seen: None,
+    };
     live::stream(&console, wake, move || {
         let (c, viewer, id, level) = (c.clone(), viewer.clone(), id.clone(), q.level.clone());
         async move {

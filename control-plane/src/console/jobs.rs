@@ -261,7 +261,8 @@ pub async fn page(State(console): State<Console>, viewer: Viewer, Query(f): Quer
 
 pub async fn live(State(console): State<Console>, viewer: Viewer, Query(f): Query<JobFilter>) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::no_event, on_jobs: true, every: Duration::from_secs(1) };
+    let wake =
+        Wake { on_event: live::no_event, on_jobs: true, every: Duration::from_secs(1), event_seen: None };
     live::stream(&console, wake, move || {
         let (c, viewer, f) = (c.clone(), viewer.clone(), f.clone());
         async move {

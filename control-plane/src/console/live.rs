@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -23,6 +24,9 @@ pub struct Wake {
     pub on_jobs: bool,
     /// At the latest after this long.
     pub every: Duration,
+    /// Set when a bus event (not the period) woke the view: for a view that re-reads some of its
+    /// data only when an event says it changed.
+    pub event_seen: Option<Arc<AtomicBool>>,
 }
 
 struct BusWake {
@@ -33,25 +37,27 @@ struct BusWake {
 
 impl lanewatch_web::live::Wake for BusWake {
     async fn changed(&mut self) {
-        {
-            let on_event = self.wake.on_event;
-            let events = &mut self.events;
-            let relevant = async move {
-                loop {
-                    match events.recv().await {
-                        Ok(event) if on_event(&event.kind) => return,
-                        Ok(_) => {}
-                        // fell behind: something surely changed
-                        Err(RecvError::Lagged(_)) => return,
-                        Err(RecvError::Closed) => std::future::pending::<()>().await,
-                    }
+        let on_event = self.wake.on_event;
+        let events = &mut self.events;
+        let relevant = async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) if on_event(&event.kind) => return,
+                    Ok(_) => {}
+                    // fell behind: something surely changed
+                    Err(RecvError::Lagged(_)) => return,
+                    Err(RecvError::Closed) => std::future::pending::<()>().await,
                 }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(self.wake.every) => {}
-                () = relevant => {}
-                () = self.jobs.notified(), if self.wake.on_jobs => {}
             }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(self.wake.every) => {}
+            () = relevant => {
+                if let Some(seen) = &self.wake.event_seen {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            }
+            () = self.jobs.notified(), if self.wake.on_jobs => {}
         }
     }
 }

@@ -232,7 +232,8 @@ pub async fn site(State(console): State<Console>, viewer: Viewer, Path(site): Pa
 
 pub async fn site_live(State(console): State<Console>, viewer: Viewer, Path(site): Path<String>) -> Response {
     let c = console.clone();
-    let wake = Wake { on_event: live::site_event, on_jobs: false, every: Duration::from_secs(5) };
+    let wake =
+        Wake { on_event: live::site_event, on_jobs: false, every: Duration::from_secs(5), event_seen: None };
     live::stream(&console, wake, move || {
         let (c, viewer, site) = (c.clone(), viewer.clone(), site.clone());
         async move {
