@@ -137,6 +137,17 @@ if [[ ! -x "$TOOLS/bin/helm" ]]; then
   rm -rf "$work"
 fi
 
+# --- OTLP collector (trace tests and the tracing bench): rotel-agent, the binary inside the
+# PyPI wheel rotel
+ROTEL_VERSION=0.0.1a15
+if [[ ! -x "$TOOLS/bin/rotel-agent" ]] || ! "$TOOLS/bin/rotel-agent" --version 2>/dev/null | grep -q .; then
+  log "extracting rotel-agent from rotel $ROTEL_VERSION (PyPI)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$TOOLS/cache" "rotel==$ROTEL_VERSION"
+  wheel=$(ls "$TOOLS/cache"/rotel-"$ROTEL_VERSION"-*.whl | head -n1)
+  unzip -p "$wheel" rotel/rotel-agent > "$TOOLS/bin/rotel-agent.tmp"
+  chmod +x "$TOOLS/bin/rotel-agent.tmp" && mv "$TOOLS/bin/rotel-agent.tmp" "$TOOLS/bin/rotel-agent"
+fi
+
 # --- chart checks: kubernetes-validate and checkov (PyPI) in a private environment
 K8S_VENV="$TOOLS/k8s-venv"
 if ! "$K8S_VENV/bin/python" -c "import kubernetes_validate, checkov" 2>/dev/null; then

@@ -10,7 +10,8 @@
 //! plane passes [`RemoteHost`] and leaves those checks to the agent's staging of the push.
 //!
 //! This file holds the schema; `validate.rs` the parser and validator, `vision.rs` the
-//! `[vision]` section.
+//! `[vision]` section, `local_ui.rs` the `[local_ui]` one, `telemetry.rs` the `[telemetry]` one
+//! (which the control plane's config file has too).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,9 +19,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod local_ui;
+mod telemetry;
 mod validate;
 mod vision;
 pub use local_ui::*;
+pub use telemetry::*;
 pub use validate::*;
 pub use vision::*;
 
@@ -58,6 +61,10 @@ pub struct AgentConfig {
     /// The agent's web UI.
     #[serde(default)]
     pub local_ui: LocalUiConfig,
+    /// Traces of captures exported over OTLP; off by default. The exporter is built when the
+    /// agent starts: a pushed change to this section applies at the next start.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -232,6 +232,7 @@ pub fn validate(c: &AgentConfig, host: &dyn HostChecks) -> Vec<(String, String)>
     range_check(&mut out, "supervision.backoff_max_ms", s.backoff_max_ms, s.backoff_min_ms.max(1), 3_600_000);
 
     crate::local_ui::validate_local_ui(&c.local_ui, host, &mut out);
+    out.extend(c.telemetry.problems("telemetry"));
 
     range_check(&mut out, "site.lanes", c.site.lanes, 1, 8);
     range_check(&mut out, "site.lane_width_m", c.site.lane_width_m, 2.0, 6.0);

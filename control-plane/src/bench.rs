@@ -540,6 +540,7 @@ async fn open_session(url: &str, index: usize, images: &[Bytes]) -> anyhow::Resu
                 detected_at: Some(now.into()),
                 config_version: 0,
                 test: false,
+                traceparent: String::new(),
             };
             let start = In::CaptureStart(pb::CaptureStart {
                 meta: Some(meta),

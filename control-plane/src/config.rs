@@ -1,12 +1,13 @@
 //! Control-plane configuration: the typed TOML file, command-line overrides, and validation
 //! that runs once at start-up and names the offending field. The `[history]` section is in
 //! `config/history.rs`, `[jobs]` and `[retention]` in `config/jobs.rs`, `[webhooks]` in `config/webhooks.rs`,
-//! `[console]` in `config/console.rs`.
+//! `[console]` in `config/console.rs`; `[telemetry]` is the agent's section type (`agent-config`).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use lanewatch_agent_config::{OtlpProtocol, TelemetryConfig};
 use serde::Deserialize;
 
 mod console;
@@ -68,6 +69,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
     pub console: ConsoleConfig,
+    /// Traces over OTLP (`[telemetry]`, the section the agent's file has too); off by default.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
@@ -238,6 +241,8 @@ struct FileConfig {
     retention: FileRetention,
     #[serde(default)]
     webhooks: FileWebhooks,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
     #[serde(default)]
     console: FileConsole,
 }
@@ -414,6 +419,10 @@ impl FileConfig {
         if self.shutdown_grace_secs > 3600 {
             return Err(ConfigError::new("shutdown_grace_secs", "must be at most 3600"));
         }
+        if let Some((field, why)) = self.telemetry.problems("telemetry").into_iter().next() {
+            return Err(ConfigError::new(field, why));
+        }
+        let telemetry = self.telemetry.clone();
 
         let grpc_listen_text = overrides.grpc_listen.clone().unwrap_or(self.grpc.listen);
         let grpc_listen = parse_addr("grpc.listen", &grpc_listen_text)?;
@@ -522,6 +531,7 @@ impl FileConfig {
             retention,
             webhooks,
             console,
+            telemetry,
         })
     }
 }

@@ -235,6 +235,9 @@ pub struct Capture {
     pub received_at: DateTime<Utc>,
     /// What the lane's HOV policy makes of the occupancy, decided at ingest.
     pub decision: Decision,
+    /// The `traceparent` of its ingest span (when the control plane traces), which the jobs the
+    /// capture starts (webhook deliveries) carry to continue its trace; never stored with the row.
+    pub trace_parent: Option<String>,
 }
 
 /// The blob key of a capture's image:

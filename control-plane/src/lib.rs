@@ -19,4 +19,5 @@ pub mod links;
 pub mod metrics;
 pub mod rollout;
 pub mod sessions;
+pub mod traces;
 pub mod webhooks;

@@ -33,6 +33,7 @@ use lanewatch_control_plane::jobs::{Cron, JobsRuntime, Worker};
 use lanewatch_control_plane::links::ImageLinks;
 use lanewatch_control_plane::metrics::Metrics;
 use lanewatch_control_plane::webhooks::client::{Cidr, ClientOptions, DeliveryClient};
+use lanewatch_telemetry::Telemetry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -100,7 +101,6 @@ enum CliRole {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     // Both rustls back ends are compiled into the workspace (the AWS SDK brings aws-lc-rs), so
     // rustls cannot pick one by itself: choose ring, the one tonic's TLS is built with.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -124,6 +124,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // traces are exported by the server only, never by the one-shot commands
+    let telemetry = match &args.command {
+        Some(_) => None,
+        None => {
+            let _runtime = runtime.enter(); // the gRPC exporter's channel needs the runtime
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "lanewatch-control".to_owned());
+            match Telemetry::install(&config.telemetry, "lanewatch-control", &instance) {
+                Ok(telemetry) => telemetry,
+                Err(e) => {
+                    eprintln!("error: invalid control-plane config: telemetry: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    init_tracing(telemetry.as_ref());
+    lanewatch_control_plane::traces::configure(Duration::from_secs(config.telemetry.late_after_secs));
     if let Some(Command::Bench(bench::BenchCommand::Api(api))) = &args.command {
         return bench::run_api(&runtime, &config.database.url, api);
     }
@@ -157,7 +174,15 @@ fn main() -> ExitCode {
         let req = KeyRequest { name, role, agency_id: agency, all_captures };
         return runtime.block_on(create_api_key(&config, req));
     }
-    match runtime.block_on(run(config, args.ready_file)) {
+    let result = runtime.block_on(run(config, args.ready_file));
+    if let Some(telemetry) = telemetry
+        && let Err(e) = runtime
+            .block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })
+            .unwrap_or_else(|e| Err(e.to_string()))
+    {
+        tracing::warn!(error = %e, "traces: the last spans were not exported");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "control plane failed");
@@ -215,11 +240,19 @@ async fn create_api_key(config: &Config, req: KeyRequest) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Log lines on stderr (`RUST_LOG`, else `info`) and, with `[telemetry]` on, the capture
+/// trace's spans exported over OTLP (`traces.rs`).
+fn init_tracing(telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let lines =
+        tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter);
+    let traces = telemetry.map(lanewatch_control_plane::traces::layer);
+    tracing_subscriber::registry().with(lines).with(traces).init();
 }
 
 fn load_config(args: &Args, env: &Env) -> Result<Config, String> {

@@ -194,6 +194,7 @@ async fn store(app: &App, blobs_dir: &std::path::Path, m: CaptureMeta) -> Uuid {
     let id = m.id;
     let capture = Capture {
         decision: domain::decide(&m, policy.as_ref()),
+        trace_parent: None,
         meta: m,
         agent_id: "agent".into(),
         image_key,

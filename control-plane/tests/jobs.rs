@@ -361,6 +361,7 @@ async fn capture(
         image_content_type: ImageContentType::Jpeg,
         received_at: now,
         decision,
+        trace_parent: None,
     };
     db.insert_capture(&c).await.unwrap();
     id

@@ -194,6 +194,7 @@ async fn capture(db: &Db, site: &str, decision: Decision) -> Uuid {
         image_content_type: ImageContentType::Jpeg,
         received_at: Utc::now(),
         decision,
+        trace_parent: None,
     };
     db.insert_capture(&c).await.unwrap();
     id

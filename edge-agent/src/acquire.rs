@@ -46,6 +46,7 @@ struct Pending {
     speed_kmh: Option<f64>,
     frame: Option<Frame>,
     finalized: Option<(f32, f32, VehicleClass)>,
+    requested_at: Option<DateTime<Utc>>,
 }
 
 /// Frame ring plus pending acquisitions; pure apart from the clock passed in.
@@ -69,6 +70,8 @@ pub struct Ready {
     pub speed_kmh: Option<f32>,
     /// An operator's test capture: its id, and where to say it was made.
     pub test: Option<(Uuid, TestReply)>,
+    /// When the trigger's request arrived (a trace's `detect` ends, its `trigger` starts).
+    pub requested_at: Option<DateTime<Utc>>,
 }
 
 impl Acquirer {
@@ -91,8 +94,16 @@ impl Acquirer {
     pub fn request(&mut self, request: AcquireRequest) {
         match request {
             AcquireRequest::Take { track, lane, detected_at, trigger_at, speed_kmh } => {
-                let pending =
-                    Pending { lane, detected_at, trigger_at, speed_kmh, frame: None, finalized: None };
+                let requested_at = Some(Utc::now());
+                let pending = Pending {
+                    lane,
+                    detected_at,
+                    trigger_at,
+                    speed_kmh,
+                    frame: None,
+                    finalized: None,
+                    requested_at,
+                };
                 self.pending.insert(track, pending);
             }
             AcquireRequest::Finalize { track, max_height_m, width_m, class } => {
@@ -148,6 +159,7 @@ impl Acquirer {
                     class,
                     speed_kmh: p.speed_kmh.map(|v| v as f32),
                     test: None,
+                    requested_at: p.requested_at,
                 });
             } else if stale || (force && p.frame.is_none()) {
                 tracing::warn!(track, has_frame = p.frame.is_some(), "acquisition dropped incomplete");
@@ -181,6 +193,7 @@ impl Acquirer {
                 class: VehicleClass::Unknown,
                 speed_kmh: None,
                 test: Some((capture_id, reply)),
+                requested_at: None,
             })
             .collect()
     }
@@ -230,6 +243,8 @@ pub struct AcquireComponent {
     pub tests: Arc<AtomicU64>,
     pub input: Inlet<AcquireRequest>,
     pub output: Outlet<Capture>,
+    /// The agent traces captures: each carries its stage marks (`traces.rs`).
+    pub trace: bool,
 }
 
 /// How often the acquire component publishes its state.
@@ -247,6 +262,7 @@ impl Component for AcquireComponent {
         let (camera_id, site_id, config_version, ring_frames) =
             (self.camera_id.clone(), self.site_id.clone(), self.config_version, self.ring_frames);
         let (stall_after, stalls, tests) = (self.stall_after, self.stalls.clone(), self.tests.clone());
+        let trace = self.trace;
         Box::pin(async move {
             let mut input = input.lock().await;
             let mut source = open().with_context(|| format!("camera {camera_id}: opening its source"))?;
@@ -317,7 +333,9 @@ impl Component for AcquireComponent {
                     let test = ready.test.as_ref().map(|(_, reply)| reply.clone());
                     let capture = tokio::task::spawn_blocking({
                         let (camera_id, site_id, busy) = (camera_id.clone(), site_id.clone(), busy.clone());
-                        move || busy.measure(|| build_capture(ready, &camera_id, &site_id, config_version))
+                        move || {
+                            busy.measure(|| build_capture(ready, &camera_id, &site_id, config_version, trace))
+                        }
                     })
                     .await
                     .context("capture encode task")??;
@@ -348,6 +366,7 @@ fn build_capture(
     camera_id: &str,
     site_id: &str,
     config_version: u64,
+    trace: bool,
 ) -> anyhow::Result<Capture> {
     let (image, content_type) = encode_frame(&ready.frame)?;
     Ok(Capture {
@@ -368,8 +387,10 @@ fn build_capture(
             value_class: ValueClass::from_occupancy(OccupancyStatus::Unknown),
             speed_kmh: ready.speed_kmh,
             test: ready.test.is_some(),
+            trace_parent: None,
         },
         image,
+        trace: trace.then(|| crate::domain::StageMarks::made(ready.requested_at)),
     })
 }
 
@@ -415,7 +436,7 @@ mod tests {
             matches!(&r.frame.payload, FramePayload::Encoded { bytes, .. } if bytes[..] == [2]),
             "the newest"
         );
-        let capture = build_capture(ready.into_iter().next().unwrap(), "front", "site-a", 3).unwrap();
+        let capture = build_capture(ready.into_iter().next().unwrap(), "front", "site-a", 3, false).unwrap();
         assert!(capture.meta.test);
         assert_eq!(capture.meta.capture_id, capture_id, "the id the answer names");
         assert!(rx.try_recv().is_err(), "answered only once the capture is handed on");
@@ -459,7 +480,7 @@ mod tests {
         let ready = a.poll(t0 + ms(400), false);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].frame.t, t0 + ms(100), "nearest to 140 ms");
-        let capture = build_capture(ready.into_iter().next().unwrap(), "front", "site-a", 3).unwrap();
+        let capture = build_capture(ready.into_iter().next().unwrap(), "front", "site-a", 3, false).unwrap();
         assert_eq!(capture.image, Bytes::from(vec![1u8]), "encoded bytes pass through unchanged");
         assert_eq!(capture.meta.content_type, "image/png");
         assert_eq!(capture.meta.occupancy, OccupancyStatus::Unknown);
@@ -534,6 +555,7 @@ mod tests {
             tests: Default::default(),
             input: Arc::new(Mutex::new(rx)),
             output: Outlet::closed(),
+            trace: false,
         };
         let registry = crate::supervisor::Registry::default();
         let ctx = ComponentCtx::new("acquire-front", &registry, tokio::sync::watch::channel(false).1);

@@ -222,6 +222,11 @@ pub struct CaptureMeta {
     /// statistics, never a violation candidate.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub test: bool,
+    /// The W3C `traceparent` of the capture's roadside trace (`traces.rs`), set as the buffer
+    /// stores it when the agent traces, kept with it until the upload, which continues it (or
+    /// links to it when late). Absent without tracing and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
 }
 
 /// Why the agent deleted a capture the control plane never acknowledged.
@@ -246,11 +251,34 @@ pub struct DeletionReceipt {
     pub bytes: u64,
 }
 
+/// Instants of one capture's way through the stages, carried with it (never stored) while the
+/// agent traces (`traces.rs` turns them into spans).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageMarks {
+    /// The trigger's request for this vehicle reached the camera's acquire stage.
+    pub requested_at: Option<DateTime<Utc>>,
+    /// Acquire had the frame and the vehicle's exit, and encoded the image.
+    pub made_at: Option<DateTime<Utc>>,
+    /// Vision took the capture in.
+    pub vision_started: Option<DateTime<Utc>>,
+    /// Vision released it (all the vehicle's cameras fused, the lane's policy applied).
+    pub vision_released: Option<DateTime<Utc>>,
+}
+
+impl StageMarks {
+    /// Marks of a capture acquire just made, `requested_at` being when its request arrived.
+    pub fn made(requested_at: Option<DateTime<Utc>>) -> Box<Self> {
+        Box::new(Self { requested_at, made_at: Some(Utc::now()), ..Self::default() })
+    }
+}
+
 /// A capture: one vehicle, one camera image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capture {
     pub meta: CaptureMeta,
     pub image: Bytes,
+    /// When the stages handled it, while the agent traces (`traces.rs`); never stored.
+    pub trace: Option<Box<StageMarks>>,
 }
 
 impl Capture {
@@ -275,8 +303,10 @@ impl Capture {
                 value_class: ValueClass::Compliant,
                 speed_kmh: None,
                 test: false,
+                trace_parent: None,
             },
             image,
+            trace: None,
         }
     }
 }

@@ -100,6 +100,7 @@ impl Generation {
             paused: uploads_paused.clone(),
             clock: Default::default(),
             test_cameras: pipeline.test_cameras,
+            tracer: options.tracer.clone(),
         }));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (escalate_tx, escalations) = mpsc::unbounded_channel();

@@ -27,6 +27,7 @@ pub mod stage;
 pub mod state;
 pub mod supervisor;
 pub mod test_capture;
+pub mod traces;
 pub mod trigger;
 pub mod ui;
 pub mod uplink;

@@ -17,9 +17,11 @@ use lanewatch_edge_agent::metrics::{AgentMetrics, StageMetrics};
 use lanewatch_edge_agent::pipeline;
 use lanewatch_edge_agent::sim::sick_server;
 use lanewatch_edge_agent::supervisor::Escalation;
+use lanewatch_edge_agent::traces::CaptureTracer;
 use lanewatch_edge_agent::ui;
 use lanewatch_edge_agent::uplink::write_atomically;
 use lanewatch_edge_agent::view::SiteView;
+use lanewatch_telemetry::Telemetry;
 use tokio::sync::{mpsc, watch};
 
 const EXIT_CONFIG: u8 = 2;
@@ -142,6 +144,10 @@ enum BenchCommand {
         /// Do not run deface (no deface_speedup).
         #[arg(long)]
         skip_deface: bool,
+        /// An OTLP/gRPC collector (e.g. `http://127.0.0.1:4317`): the pipeline also runs with
+        /// every capture traced and exported there (`tracing_overhead_ratio`).
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
         /// Build the cabins from the tuning photos (for tuning) instead of the held-out ones.
         #[arg(long)]
         tuning: bool,
@@ -317,6 +323,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // 3b. traces ([telemetry]): one exporter for the process; a pushed change applies at the
+    // next start
+    let telemetry = {
+        let _runtime = runtime.enter(); // the gRPC exporter's channel needs the runtime
+        match Telemetry::install(&config.telemetry, "lanewatch-agent", &config.agent_id) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                eprintln!("error: telemetry: {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let tracer = telemetry.as_ref().map(CaptureTracer::new);
     let code = match runtime.block_on(run(
         config,
         config_path,
@@ -324,6 +343,7 @@ fn main() -> ExitCode {
         cli.detections_out,
         cli.accepted_log,
         logs,
+        tracer,
     )) {
         Ok(code) => code,
         Err(err) => {
@@ -331,6 +351,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    // the spans still pending go out before the exporter stops
+    if let Some(telemetry) = telemetry {
+        let flushed = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+        if let Ok(Err(e)) = flushed {
+            tracing::warn!(error = %e, "traces: the last spans were not exported");
+        }
+    }
     // Dropping the runtime drops what its tasks still held (cameras among them); then every
     // camera thread must leave OpenCV/Aravis before exit destroys their C++ statics.
     drop(runtime);
@@ -392,6 +419,7 @@ async fn run(
     detections_out: Option<PathBuf>,
     accepted_log: Option<PathBuf>,
     logs: Logs,
+    tracer: Option<Arc<CaptureTracer>>,
 ) -> anyhow::Result<ExitCode> {
     let config_dir = config_path.parent().map(Path::to_path_buf);
     let ort_dylib_path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
@@ -403,6 +431,7 @@ async fn run(
         ort_dylib_path,
         view: view.clone(),
         metrics: stage_metrics.clone(),
+        tracer,
     };
     // the buffer (and everything in it not yet acked) outlives the generations of components
     let buffer = pipeline::open_buffer(&config, config_dir.as_deref())?;
@@ -655,6 +684,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             seed,
             tools_dir,
             skip_deface,
+            otlp_endpoint,
             tuning,
             input_max_side,
             count_threshold,
@@ -675,6 +705,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 model,
                 tools_dir,
                 skip_deface,
+                otlp_endpoint,
             };
             let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
             let report = bench::vision::run(&options, ort.as_deref())?;

@@ -55,6 +55,8 @@ pub struct BuildOptions {
     pub view: crate::view::SiteView,
     /// The latency histograms the stages observe; kept across generations.
     pub metrics: crate::metrics::StageMetrics,
+    /// Traces of captures (`[telemetry]` on); `None`: nothing is marked or emitted.
+    pub tracer: Option<std::sync::Arc<crate::traces::CaptureTracer>>,
 }
 
 /// Builds the pipeline stages (not the uplink) from a validated config.
@@ -184,6 +186,7 @@ pub fn build_on(
             tests: Default::default(),
             input: req_in,
             output: Outlet::new(cap_tx.clone()),
+            trace: options.tracer.is_some(),
         }));
     }
     drop(cap_tx);
@@ -223,6 +226,7 @@ pub fn build_on(
     components.push(Arc::new(BufferWriterComponent {
         buffer: buffer.clone(),
         metrics: options.metrics.clone(),
+        tracer: options.tracer.clone(),
         input: cap_in,
         retry: Default::default(),
         accepted_log,
@@ -359,6 +363,8 @@ pub struct BufferWriterComponent {
     pub buffer: Buffer,
     /// Observes trigger-to-durable time per capture.
     pub metrics: crate::metrics::StageMetrics,
+    /// Emits each stored capture's trace (`traces.rs`) when the agent traces.
+    pub tracer: Option<Arc<crate::traces::CaptureTracer>>,
     pub input: Inlet<Capture>,
     pub retry: Arc<std::sync::Mutex<Vec<Capture>>>,
     pub sweep_every: std::time::Duration,
@@ -417,6 +423,7 @@ impl Component for BufferWriterComponent {
         let (buffer, input, retry) = (self.buffer.clone(), self.input.clone(), self.retry.clone());
         let accepted_log = self.accepted_log.clone();
         let metrics = self.metrics.clone();
+        let tracer = self.tracer.clone();
         let sweep_every = self.sweep_every;
         Box::pin(async move {
             let mut input = input.lock().await;
@@ -453,6 +460,15 @@ impl Component for BufferWriterComponent {
                         Err(_) => break,
                     }
                 }
+                // traced: each capture's root span starts, and its traceparent is stored with it
+                // (a retried write keeps the one it got)
+                let roots: Vec<Option<crate::traces::Root>> = match &tracer {
+                    Some(tracer) => batch
+                        .iter_mut()
+                        .map(|c| c.meta.trace_parent.is_none().then(|| tracer.begin(c)))
+                        .collect(),
+                    None => Vec::new(),
+                };
                 let b = buffer.clone();
                 let captures = batch.clone();
                 let busy = ctx.busy();
@@ -474,10 +490,15 @@ impl Component for BufferWriterComponent {
                                 .context("accepted log task")?
                                 .context("writing accepted log")?;
                         }
+                        let mut roots = roots.into_iter();
                         for (capture, outcome) in batch.iter().zip(outcomes) {
                             let capture_id = capture.meta.capture_id;
+                            let root = roots.next().flatten();
                             match outcome {
                                 AppendOutcome::Stored { seq, evicted } => {
+                                    if let (Some(tracer), Some(root)) = (&tracer, root) {
+                                        tracer.stored(root, &capture.meta);
+                                    }
                                     tracing::debug!(%capture_id, seq, evicted, lane = capture.meta.lane, "capture buffered");
                                     // captured_at: the frame taken at the trigger instant
                                     let since = chrono::Utc::now() - capture.meta.captured_at;

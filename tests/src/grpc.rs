@@ -168,6 +168,7 @@ pub fn meta(site: &str) -> CaptureMeta {
         detected_at: Some(now.into()),
         config_version: 0,
         test: false,
+        traceparent: String::new(),
     }
 }
 

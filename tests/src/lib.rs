@@ -9,6 +9,7 @@
 //! in the README does).
 
 mod agent;
+pub mod collector;
 pub mod grpc;
 pub mod proxy;
 pub mod services;

@@ -458,6 +458,7 @@ fn capture_from_row(r: captures::Model) -> Result<Capture, DbError> {
         image_bytes: to_u64(r.image_bytes),
         image_content_type: content_type,
         received_at: r.received_at,
+        trace_parent: None,
     })
 }
 

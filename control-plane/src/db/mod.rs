@@ -277,6 +277,7 @@ pub(crate) mod tests {
             image_content_type: ImageContentType::Jpeg,
             received_at: Utc::now(),
             decision: Decision::Compliant,
+            trace_parent: None,
         }
     }
 

@@ -116,7 +116,12 @@ pub fn push_jobs(
             };
             for &event in &events {
                 if visible && e.wants(event, Some(&c.meta.site_id)) {
-                    jobs.push(delivery_job(e.id, event, Some(c.meta.id), serde_json::Value::Null));
+                    let mut job = delivery_job(e.id, event, Some(c.meta.id), serde_json::Value::Null);
+                    // the delivery continues the capture's trace (`traces::job_span`)
+                    if let Some(traceparent) = &c.trace_parent {
+                        job.args[crate::traces::TRACEPARENT_ARG] = traceparent.clone().into();
+                    }
+                    jobs.push(job);
                 }
             }
         }

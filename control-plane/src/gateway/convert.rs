@@ -21,6 +21,8 @@ pub struct StartRequest {
     pub content_type: ImageContentType,
     pub size_bytes: u64,
     pub sha256: [u8; 32],
+    /// The agent's upload span (`traceparent`), when it traces; a malformed one is ignored later.
+    pub traceparent: Option<String>,
 }
 
 /// Site ids become part of blob keys, so they are plain path segments.
@@ -195,6 +197,7 @@ pub fn capture_start(
         content_type,
         size_bytes: s.image_size_bytes,
         sha256,
+        traceparent: (!m.traceparent.is_empty()).then(|| m.traceparent.clone()),
     })
 }
 
@@ -475,6 +478,7 @@ mod tests {
                 detected_at: None,
                 config_version: 4,
                 test: false,
+                traceparent: String::new(),
             }),
             image_size_bytes: 3,
             image_sha256: sha2::Sha256::digest(b"abc").to_vec(),

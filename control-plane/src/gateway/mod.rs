@@ -36,6 +36,7 @@ use crate::error::{Error, ErrorKind};
 use crate::events::{EventKind, Events};
 use crate::ingest::{Assembled, Progress, Upload};
 use crate::metrics::Metrics;
+use crate::traces;
 use requests::{Reply, config_key, logs_key};
 
 /// HTTP/2 flow-control windows of the gateway's server. h2's default of 64 KiB per stream makes a
@@ -451,6 +452,8 @@ impl Gateway {
     ) -> Result<End, Error> {
         let limits = self.shared.limits;
         let mut upload: Option<Upload> = None;
+        // the trace spans of the capture being received: its ingest, and the receive under it
+        let mut upload_spans: Option<(tracing::Span, tracing::Span)> = None;
         let mut stopping = false;
         let history_agent: Arc<str> = Arc::from(hello.agent_id.as_str());
         let mut history_at = chrono::DateTime::<Utc>::MIN_UTC;
@@ -545,6 +548,14 @@ impl Gateway {
                         )));
                     }
                     let req = convert::capture_start(&start, &hello.site_id, &limits)?;
+                    let ingest = traces::ingest_span(
+                        &req.meta,
+                        &hello.agent_id,
+                        req.traceparent.as_deref(),
+                        Utc::now(),
+                    );
+                    let receive = tracing::debug_span!(target: traces::TARGET, parent: &ingest, "capture.receive", bytes = req.size_bytes);
+                    upload_spans = Some((ingest, receive));
                     upload = Some(Upload::new(req.meta, req.content_type, req.size_bytes, req.sha256));
                 }
                 In::CaptureChunk(chunk) => {
@@ -559,9 +570,13 @@ impl Gateway {
                         Progress::Complete(assembled) => {
                             let gateway = self.clone();
                             let agent_id = hello.agent_id.clone();
-                            stores.spawn(tracing::Instrument::in_current_span(async move {
-                                gateway.store(&agent_id, session_id, assembled).await
-                            }));
+                            // received and verified: the ingest span goes on into the store
+                            let ingest = upload_spans.take().map(|(ingest, _receive)| ingest);
+                            let ingest = ingest.unwrap_or_else(tracing::Span::none);
+                            stores.spawn(tracing::Instrument::instrument(
+                                async move { gateway.store(&agent_id, session_id, assembled).await },
+                                ingest,
+                            ));
                         }
                     }
                 }
@@ -657,7 +672,9 @@ impl Gateway {
         let id = a.meta.id;
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
             metrics.ingested("failed");
-            Error::unavailable(format!("cannot store capture {id}: {what}: {e}"))
+            let message = format!("cannot store capture {id}: {what}: {e}");
+            traces::failed(&tracing::Span::current(), &message);
+            Error::unavailable(message)
         };
         let policy = self
             .shared
@@ -668,11 +685,10 @@ impl Gateway {
         let image_key = domain::image_key(&a.meta, a.content_type, &a.sha256);
         let image_bytes = a.data.len() as u64;
         let decision = domain::decide(&a.meta, policy.as_ref());
-        self.shared
-            .blobs
-            .put_verified(&image_key, a.data, a.content_type.mime(), a.sha256)
-            .await
-            .map_err(|e| unavailable("blob store", &e))?;
+        tracing::Span::current().record("capture.decision", decision.as_str());
+        let put = self.shared.blobs.put_verified(&image_key, a.data, a.content_type.mime(), a.sha256);
+        let span = tracing::debug_span!(target: traces::TARGET, "blob.put", otel.kind = "client", bytes = image_bytes);
+        tracing::Instrument::instrument(put, span).await.map_err(|e| unavailable("blob store", &e))?;
         let capture = Capture {
             meta: a.meta,
             agent_id: agent_id.to_owned(),
@@ -682,11 +698,12 @@ impl Gateway {
             image_content_type: a.content_type,
             received_at: Utc::now(),
             decision,
+            trace_parent: traces::traceparent_of(&tracing::Span::current()),
         };
-        let outcome = match self
-            .shared
-            .writer
-            .insert(capture.clone())
+        // the row commits with others' in one transaction (group commit): this waits for it
+        let commit = self.shared.writer.insert(capture.clone());
+        let span = tracing::debug_span!(target: traces::TARGET, "db.commit", otel.kind = "client");
+        let outcome = match tracing::Instrument::instrument(commit, span)
             .await
             .map_err(|e| unavailable("database", &e))?
         {

@@ -66,6 +66,7 @@ async fn captures_page_through_opaque_cursors_newest_first() {
             image_content_type: ImageContentType::Png,
             received_at: Utc::now(),
             decision: domain::Decision::Unreadable,
+            trace_parent: None,
         };
         db.insert_capture(&capture).await.unwrap();
     }

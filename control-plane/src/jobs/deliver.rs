@@ -195,8 +195,23 @@ impl Deliver {
         let pace = self.pace(&endpoint);
         let _permit = pace.in_flight.acquire().await.map_err(|_| JobError::Retry("pacing closed".into()))?;
         pace.slot().await;
+        let span = tracing::debug_span!(
+            target: crate::traces::TARGET,
+            "webhook.deliver",
+            otel.kind = "client",
+            webhook.endpoint = %endpoint_id,
+            webhook.message = %message_id,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        // the receiver may continue the trace (W3C trace context; the signature covers the body)
+        if let Some(traceparent) = crate::traces::traceparent_of(&span) {
+            all_headers.push(("traceparent", traceparent));
+        }
         let started = std::time::Instant::now();
-        let outcome = self.client.post(&endpoint.url, &all_headers, Bytes::from(body.clone())).await;
+        let post = self.client.post(&endpoint.url, &all_headers, Bytes::from(body.clone()));
+        let outcome = tracing::Instrument::instrument(post, span.clone()).await;
         let last = job.attempt >= job.max_attempts;
         let (status, snippet, error, permanent) = match &outcome {
             Ok(r) => (Some(r.status), r.body_snippet.clone(), None, false),
@@ -208,6 +223,14 @@ impl Deliver {
             Err(e) => (None, String::new(), Some(e.to_string()), false),
         };
         let ok = status.is_some_and(|s| (200..300).contains(&s));
+        if let Some(code) = status {
+            span.record("http.response.status_code", code);
+        }
+        if !ok {
+            let why = error.clone().unwrap_or_else(|| format!("receiver answered {}", status.unwrap_or(0)));
+            crate::traces::failed(&span, &why);
+        }
+        drop(span);
         // a failure extends the endpoint's streak; past its period the endpoint is disabled
         let failing_since =
             if ok { None } else { Some(self.db.endpoint_failed(endpoint_id, now).await.map_err(db_err)?) };

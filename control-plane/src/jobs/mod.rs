@@ -218,9 +218,15 @@ async fn produce(ctx: Arc<Shared>, queue: String, mut shutdown: watch::Receiver<
 async fn execute(ctx: Arc<Shared>, job: Job) {
     let started = std::time::Instant::now();
     let now = || Utc::now();
+    let span = crate::traces::job_span(&job);
     let outcome = match ctx.workers.get(job.worker.as_str()) {
         None => Err((JobError::Discard(format!("no worker named {:?} on this replica", job.worker)), None)),
-        Some(worker) => match tokio::time::timeout(worker.timeout(), worker.perform(&job)).await {
+        Some(worker) => match tracing::Instrument::instrument(
+            tokio::time::timeout(worker.timeout(), worker.perform(&job)),
+            span.clone(),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err((e, Some(worker.clone()))),
             Err(_) => Err((
@@ -230,6 +236,10 @@ async fn execute(ctx: Arc<Shared>, job: Job) {
         },
     };
     ctx.metrics.job_duration_seconds.observe(started.elapsed().as_secs_f64());
+    if let Err((error, _)) = &outcome {
+        crate::traces::failed(&span, &error.to_string());
+    }
+    drop(span);
     let recorded = match &outcome {
         Ok(()) => {
             ctx.metrics.job_attempt(&job.queue, &job.worker, "completed");

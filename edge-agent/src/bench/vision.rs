@@ -54,6 +54,8 @@ pub struct VisionBenchOptions {
     /// `.tools` of the workspace: onnxruntime/, models/, faces/, deface-venv/.
     pub tools_dir: PathBuf,
     pub skip_deface: bool,
+    /// Where traced passes export their spans (OTLP/gRPC); `None`: no traced passes.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +68,12 @@ pub struct VisionReport {
     pub anonymization_recall: f64,
     pub deface_speedup: Option<f64>,
     pub inference_bound_ratio: f64,
+    /// The pipeline's frame rate with every capture traced (stage marks, spans, OTLP export to
+    /// `--otlp-endpoint`) over its rate with tracing off, in alternating passes of the same run;
+    /// `None` without a collector.
+    pub tracing_overhead_ratio: Option<f64>,
+    /// Spans the traced passes handed to the exporter.
+    pub traced_spans: Option<u64>,
     /// Exact counts over the vehicles the pipeline counted (not unreadable) whose glass is
     /// clear; `exact_count_accuracy` is over all clear-glass vehicles (unreadable ones count
     /// as wrong).
@@ -192,6 +200,63 @@ fn truth(rng: &mut rand::rngs::StdRng, id: u64) -> GroundTruth {
     }
 }
 
+/// The traced passes: every capture marked, its spans built as the buffer stage builds them and
+/// exported in batches over OTLP/gRPC, sampling everything (the most tracing can cost).
+struct Traced {
+    runtime: tokio::runtime::Runtime,
+    telemetry: lanewatch_telemetry::Telemetry,
+    tracer: std::sync::Arc<crate::traces::CaptureTracer>,
+    spans: std::sync::atomic::AtomicU64,
+}
+
+impl Traced {
+    fn start(endpoint: &str) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let config = lanewatch_telemetry::TelemetryConfig {
+            enabled: true,
+            endpoint: endpoint.to_owned(),
+            sample_ratio: 1.0,
+            ..Default::default()
+        };
+        let problems = config.problems("--otlp-endpoint");
+        if let Some((_, why)) = problems.first() {
+            anyhow::bail!("--otlp-endpoint {endpoint:?}: {why}");
+        }
+        let telemetry = {
+            let _enter = runtime.enter();
+            lanewatch_telemetry::Telemetry::install(&config, "lanewatch-agent-bench", "bench")?
+                .context("telemetry is enabled")?
+        };
+        let tracer = crate::traces::CaptureTracer::new(&telemetry);
+        Ok(Self { runtime, telemetry, tracer, spans: Default::default() })
+    }
+
+    fn process(&self, vision: &Vision, mut capture: Capture) {
+        let now = chrono::Utc::now();
+        let mut marks = crate::domain::StageMarks::made(Some(now));
+        marks.vision_started = Some(now);
+        capture.trace = Some(marks);
+        let (Processed::Released { mut capture, .. } | Processed::Quarantined { mut capture, .. }) =
+            vision.process(capture);
+        if let Some(marks) = capture.trace.as_mut() {
+            marks.vision_released = Some(chrono::Utc::now());
+        }
+        let root = self.tracer.begin(&mut capture);
+        self.tracer.stored(root, &capture.meta);
+        // the root and its five stages: detect, trigger, acquire, vision, buffer
+        self.spans.fetch_add(6, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Exports what is pending and stops the exporter.
+    fn finish(self) -> anyhow::Result<u64> {
+        let Self { runtime, telemetry, spans, .. } = self;
+        runtime
+            .block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()))?
+            .map_err(|e| anyhow::anyhow!("stopping the bench's exporter: {e}"))?;
+        Ok(spans.into_inner())
+    }
+}
+
 fn capture(camera: &str, jpeg: Bytes) -> Capture {
     Capture::synthetic("bench", 0, camera, jpeg)
 }
@@ -276,7 +341,8 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
     let workers = vision.detector.sessions();
     parallel(workers * 2, workers, |_| Ok(vision.detector.time_inference(tw, th, 1).map(drop)?))?; // warm-up
     let slots: Vec<std::sync::Mutex<Option<Processed>>> = frames.iter().map(|_| Default::default()).collect();
-    let (mut pipeline_secs, mut first_secs, mut bare_secs) = (0.0, 0.0, 0.0);
+    let traced = o.otlp_endpoint.as_deref().map(Traced::start).transpose()?;
+    let (mut pipeline_secs, mut first_secs, mut bare_secs, mut traced_secs) = (0.0, 0.0, 0.0, 0.0);
     for round in 0..2 {
         pipeline_secs += parallel(frames.len(), workers, |i| {
             let p = vision.process(capture(frames[i].camera, frames[i].raw_jpeg.clone()));
@@ -285,6 +351,12 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
             }
             Ok(())
         })?;
+        if let Some(traced) = &traced {
+            traced_secs += parallel(frames.len(), workers, |i| {
+                traced.process(&vision, capture(frames[i].camera, frames[i].raw_jpeg.clone()));
+                Ok(())
+            })?;
+        }
         first_secs += parallel(frames.len(), workers, |i| {
             let frame = crate::vision::decode(&frames[i].raw_jpeg, "image/jpeg")?;
             vision.detector.detect(&frame, config.anonymize.threshold)?;
@@ -459,6 +531,8 @@ pub fn run(o: &VisionBenchOptions, ort_dylib_path: Option<&Path>) -> anyhow::Res
         anonymization_recall,
         deface_speedup: deface.as_ref().map(|d| against_deface / d.fps),
         inference_bound_ratio: pipeline_fps / bare_inference_fps,
+        tracing_overhead_ratio: traced.as_ref().map(|_| (passes / traced_secs) / pipeline_fps),
+        traced_spans: traced.map(Traced::finish).transpose()?,
         vehicles: truths.len(),
         frames: frames.len(),
         inference_input: format!("{tw}x{th}"),

@@ -186,7 +186,7 @@ pub(super) fn decode_capture(payload: &[u8]) -> Result<Capture, String> {
     let len = u32::from_be_bytes(len_bytes) as usize;
     let meta_bytes = payload.get(4..4 + len).ok_or("meta length out of range")?;
     let meta: CaptureMeta = serde_json::from_slice(meta_bytes).map_err(|e| e.to_string())?;
-    Ok(Capture { meta, image: Bytes::copy_from_slice(&payload[4 + len..]) })
+    Ok(Capture { meta, image: Bytes::copy_from_slice(&payload[4 + len..]), trace: None })
 }
 
 /// Reads `len` bytes at `offset`.

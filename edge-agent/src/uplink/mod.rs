@@ -32,7 +32,7 @@
 pub mod throttle;
 pub mod wire;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -97,6 +97,8 @@ pub struct UplinkComponent {
     pub clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
     /// The cameras of this generation, for `TriggerTestCapture` commands.
     pub test_cameras: TestCameras,
+    /// Traces each upload (`traces.rs`) when the agent traces.
+    pub tracer: Option<Arc<crate::traces::CaptureTracer>>,
 }
 
 /// The results of the last [`RecentCommands::CAPACITY`] commands, oldest first.
@@ -150,6 +152,7 @@ impl crate::supervisor::Component for UplinkComponent {
             paused: self.paused.clone(),
             clock: self.clock.clone(),
             test_cameras: self.test_cameras.clone(),
+            tracer: self.tracer.clone(),
             link,
             bucket: throttle::TokenBucket::new(self.control_plane.max_upload_bytes_per_sec),
         };
@@ -223,6 +226,7 @@ struct Uplink {
     paused: Arc<AtomicBool>,
     clock: Arc<std::sync::Mutex<Option<wire::ClockOffset>>>,
     test_cameras: TestCameras,
+    tracer: Option<Arc<crate::traces::CaptureTracer>>,
     /// What the state says about the session ([`publish_state`]).
     link: watch::Sender<Link>,
     /// Shared by the sessions of one run, so reconnecting does not refill the burst.
@@ -249,6 +253,8 @@ struct Session {
     max_image_bytes: u64,
     /// `None` when the control plane does not take deletion receipts.
     receipts_in_flight: Option<HashSet<Uuid>>,
+    /// The traced uploads awaiting their ack; those of a session that ends unacked end with it.
+    uploads: HashMap<Uuid, crate::traces::UploadSpan>,
 }
 
 impl Session {
@@ -380,6 +386,7 @@ impl Uplink {
             },
             max_image_bytes: welcome.max_image_bytes,
             receipts_in_flight: welcome.accepts_deletion_receipts.then(HashSet::new),
+            uploads: HashMap::new(),
         };
         if let Some((config_version, error)) = &self.apply_failure {
             // the control plane records it idempotently; sent each session until a config applies
@@ -432,7 +439,15 @@ impl Uplink {
                 continue;
             }
             let id_text = id.to_string();
-            session.send(agent_message::Body::CaptureStart(wire::capture_start(&capture))).await?;
+            let (upload, traceparent) = match &self.tracer {
+                Some(tracer) => tracer.upload(&capture.meta),
+                None => (None, None),
+            };
+            let start = wire::capture_start(&capture, traceparent.as_deref());
+            session.send(agent_message::Body::CaptureStart(start)).await?;
+            if let Some(upload) = upload {
+                session.uploads.insert(id, upload);
+            }
             // under a cap, a chunk is at most one second of it, so the control plane keeps
             // hearing from us while we wait for tokens
             let chunk_bytes = match self.cp.max_upload_bytes_per_sec {
@@ -488,6 +503,9 @@ impl Uplink {
                 let id = Uuid::parse_str(&ack.capture_id)
                     .with_context(|| format!("ack for malformed capture id {:?}", ack.capture_id))?;
                 session.in_flight.remove(&id);
+                if let Some(upload) = session.uploads.remove(&id) {
+                    crate::traces::acked(upload, outcome.as_str_name());
+                }
                 match outcome {
                     pb::AckOutcome::Stored | pb::AckOutcome::Duplicate => {
                         let buffer = self.buffer.clone();

@@ -134,6 +134,7 @@ fn start_uplink_in(
         paused: Default::default(),
         clock: Default::default(),
         test_cameras: Default::default(),
+        tracer: None,
     };
     let ctx = ComponentCtx::new("uplink", &registry, shutdown);
     tokio::spawn(crate::supervisor::Component::run(&uplink, ctx))

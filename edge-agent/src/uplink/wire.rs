@@ -57,8 +57,9 @@ fn occupancy(status: &OccupancyStatus) -> pb::Occupancy {
     }
 }
 
-/// The `CaptureStart` announcing a capture: metadata, exact size, SHA-256 and content type.
-pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
+/// The `CaptureStart` announcing a capture: metadata, exact size, SHA-256 and content type, and
+/// the trace context of the upload's span when it is traced.
+pub fn capture_start(capture: &Capture, traceparent: Option<&str>) -> pb::CaptureStart {
     let m = &capture.meta;
     pb::CaptureStart {
         meta: Some(pb::CaptureMeta {
@@ -75,6 +76,7 @@ pub fn capture_start(capture: &Capture) -> pb::CaptureStart {
             detected_at: Some(timestamp(m.detected_at)),
             config_version: m.config_version,
             test: m.test,
+            traceparent: traceparent.unwrap_or_default().to_owned(),
         }),
         image_size_bytes: capture.image.len() as u64,
         image_sha256: Sha256::digest(&capture.image).to_vec(),
@@ -424,7 +426,7 @@ mod tests {
     #[test]
     fn capture_start_has_size_hash_and_unknown_occupancy() {
         let capture = crate::buffer::tests::capture(b"abc");
-        let start = capture_start(&capture);
+        let start = capture_start(&capture, None);
         assert_eq!(start.image_size_bytes, 3);
         assert_eq!(
             hex::encode(&start.image_sha256),
@@ -448,12 +450,12 @@ mod tests {
             confidence: 0.7,
             model: "m.onnx@abc".into(),
         };
-        let o = capture_start(&capture).meta.unwrap().occupancy.unwrap();
+        let o = capture_start(&capture, None).meta.unwrap().occupancy.unwrap();
         assert_eq!((o.status, o.occupants), (pb::OccupancyStatus::Counted as i32, 2));
         assert_eq!((o.confidence, o.model_version.as_str()), (Some(0.7), "m.onnx@abc"));
         assert_eq!(o.sections[0].confidence, 0.8);
         capture.meta.occupancy = OccupancyStatus::Unreadable { model: "m.onnx@abc".into() };
-        let o = capture_start(&capture).meta.unwrap().occupancy.unwrap();
+        let o = capture_start(&capture, None).meta.unwrap().occupancy.unwrap();
         assert_eq!((o.confidence, o.model_version.as_str()), (None, "m.onnx@abc"));
     }
 }

@@ -433,7 +433,10 @@ impl Component for VisionComponent {
                 let processed = tokio::select! {
                     next = input.recv(), if open && processing.len() < workers => {
                         match next {
-                            Some(capture) => {
+                            Some(mut capture) => {
+                                if let Some(marks) = capture.trace.as_mut() {
+                                    marks.vision_started = Some(chrono::Utc::now());
+                                }
                                 let (v, busy, timer) = (vision.clone(), ctx.busy(), frame_seconds.clone());
                                 processing.push_back(tokio::task::spawn_blocking(move || {
                                     let started = std::time::Instant::now();
@@ -562,6 +565,9 @@ async fn release(
         };
         capture.meta.occupancy = occupancy.clone();
         capture.meta.value_class = decision.value_class();
+        if let Some(marks) = capture.trace.as_mut() {
+            marks.vision_released = Some(chrono::Utc::now());
+        }
         {
             let mut s = stats.lock().unwrap();
             s.released += 1;

@@ -38,6 +38,12 @@ pub struct CaptureMeta {
     /// statistics, never a violation.
     #[prost(bool, tag = "13")]
     pub test: bool,
+    /// W3C trace context (`traceparent`, version 00) of the span this capture's upload continues:
+    /// the agent's uplink span, a child of the capture's roadside trace or, for a late upload, a
+    /// new trace that links to it. Empty when the agent does not trace; a malformed value is
+    /// ignored, never a reason to refuse the capture.
+    #[prost(string, tag = "14")]
+    pub traceparent: ::prost::alloc::string::String,
 }
 /// Occupants of the vehicle as the agent's vision saw them.
 #[derive(Clone, PartialEq, ::prost::Message)]

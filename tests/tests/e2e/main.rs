@@ -28,4 +28,5 @@ mod terraform;
 mod test_capture;
 mod tidy;
 mod top;
+mod traces;
 mod vision;

@@ -25,7 +25,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_opens_with_a_module_doc() {
     let root = lanewatch_tests::workspace_root();
     let mut files = Vec::new();
-    for krate in ["proto", "agent-config", "edge-agent", "control-plane", "cli", "tests"] {
+    for krate in ["proto", "agent-config", "web", "telemetry", "edge-agent", "control-plane", "cli", "tests"]
+    {
         rust_files(&root.join(krate), &mut files);
     }
     assert!(files.len() > 10, "found the sources");
@@ -60,6 +61,10 @@ fn deployables_never_depend_on_each_other() {
         assert!(!config.lines().any(|l| l.starts_with(heavy)), "{heavy} stays out of agent-config");
     }
     assert!(!manifest("cli").contains("lanewatch-"), "the CLI drives the binaries, it links none");
+    // traces: of ours only the config contract, whose `[telemetry]` type it builds from
+    let telemetry = manifest("telemetry");
+    let ours: Vec<&str> = telemetry.lines().filter(|l| l.starts_with("lanewatch-")).collect();
+    assert_eq!(ours, ["lanewatch-agent-config.workspace = true"], "telemetry depends only on agent-config");
     for heavy in ["aws-sdk-s3", "sea-orm", "async-graphql"] {
         assert!(!manifest("edge-agent").contains(heavy), "{heavy} stays out of the edge agent");
     }
