@@ -353,7 +353,8 @@ fn main() -> ExitCode {
     };
     // the spans still pending go out before the exporter stops
     if let Some(telemetry) = telemetry {
-        let flushed = runtime.block_on(tokio::task::spawn_blocking(move || telemetry.shutdown()));
+        let flushed =
+            runtime.block_on(async move { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
         if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "traces: the last spans were not exported");
         }

@@ -38,9 +38,8 @@ impl ShouldSample for CaptureSampler {
             .any(|kv| kv.key.as_str() == VALUE_CLASS && kv.value.as_str() == "violation_candidate");
         if violation {
             use opentelemetry::trace::TraceContextExt as _;
-            let trace_state = parent_context
-                .map(|cx| cx.span().span_context().trace_state().clone())
-                .unwrap_or_default();
+            let trace_state =
+                parent_context.map(|cx| cx.span().span_context().trace_state().clone()).unwrap_or_default();
             return SamplingResult {
                 decision: SamplingDecision::RecordAndSample,
                 attributes: Vec::new(),

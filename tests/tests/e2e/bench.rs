@@ -1,6 +1,7 @@
 //! The benches run end to end on small sets and print one JSON object with finite figures:
 //! `lanewatch-control bench api` (a fresh PostgreSQL database, SeaweedFS started by the bench
-//! itself) and `lanewatch bench introspection` (a real control plane and agent). Only the shape
+//! itself), `lanewatch bench introspection` (a real control plane and agent) and `lanewatch-agent
+//! bench vision` with a real OTLP collector (rotel). Only the shape
 //! is checked: timings are not asserted.
 
 use anyhow::{Context, Result};
@@ -117,5 +118,42 @@ fn bench_introspection_smoke() -> Result<()> {
         let v = report[key].as_f64().with_context(|| format!("{key} missing: {report}"))?;
         assert!(v.is_finite() && v > 0.0, "{key} = {v}: {report}");
     }
+    Ok(())
+}
+
+/// `lanewatch-agent bench vision --otlp-endpoint` on a few vehicles with a real collector: the
+/// report carries `tracing_overhead_ratio`, and every span the traced passes built reached the
+/// collector. Shape only: the ratio itself is not asserted.
+#[test]
+fn bench_vision_measures_tracing_against_a_collector() -> Result<()> {
+    let collector = lanewatch_tests::collector::Collector::start()?;
+    let tools = lanewatch_tests::tools();
+    let tools = tools.to_str().context("tools path")?;
+    let args = [
+        "bench",
+        "vision",
+        "--json",
+        "--vehicles",
+        "3",
+        "--skip-deface",
+        "--tools-dir",
+        tools,
+        "--otlp-endpoint",
+        collector.grpc_endpoint.as_str(),
+    ];
+    let (status, stdout, stderr) =
+        run_to_exit_with_stdout("lanewatch-agent", &args, Duration::from_secs(300))?;
+    assert!(status.success(), "bench failed: {status}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    let ratio = report["tracing_overhead_ratio"].as_f64().with_context(|| format!("no ratio: {report}"))?;
+    assert!(ratio.is_finite() && ratio > 0.0, "{report}");
+    let built = report["traced_spans"].as_u64().context("traced_spans")?;
+    let frames = report["frames"].as_u64().context("frames")?;
+    assert_eq!(built, frames * 2 * 6, "two traced passes, six spans per capture: {report}");
+    let received = collector.wait_for("the bench's spans", Duration::from_secs(30), |spans| {
+        let n = spans.iter().filter(|s| s.service == "lanewatch-agent-bench").count() as u64;
+        (n >= built).then_some(n)
+    })?;
+    assert_eq!(received, built, "every span exported once");
     Ok(())
 }
