@@ -80,6 +80,43 @@ pub fn ingest_span(
     span
 }
 
+/// The spans of a capture being received: its ingest and, under it, the receive (the chunks and
+/// the SHA-256 check).
+pub struct Receiving {
+    ingest: tracing::Span,
+    _receive: tracing::Span,
+}
+
+impl Receiving {
+    /// Received and verified: the receive ends; the ingest goes on into the store.
+    pub fn received(self) -> tracing::Span {
+        self.ingest
+    }
+}
+
+/// The spans of a capture of `bytes` announced by `agent_id` at `now`, continuing `traceparent`.
+pub fn receiving(
+    meta: &CaptureMeta,
+    bytes: u64,
+    agent_id: &str,
+    traceparent: Option<&str>,
+    now: DateTime<Utc>,
+) -> Receiving {
+    let ingest = ingest_span(meta, agent_id, traceparent, now);
+    let receive = tracing::debug_span!(target: TARGET, parent: &ingest, "capture.receive", bytes);
+    Receiving { ingest, _receive: receive }
+}
+
+/// Putting a capture's image in the blob store, under the current (ingest) span.
+pub fn blob_put(bytes: u64) -> tracing::Span {
+    tracing::debug_span!(target: TARGET, "blob.put", otel.kind = "client", bytes)
+}
+
+/// Waiting for a capture's row to commit (with others', one transaction), under the ingest span.
+pub fn db_commit() -> tracing::Span {
+    tracing::debug_span!(target: TARGET, "db.commit", otel.kind = "client")
+}
+
 /// The span of one attempt of `job`: a child of the trace its arguments name, if any.
 pub fn job_span(job: &Job) -> tracing::Span {
     let span = tracing::debug_span!(

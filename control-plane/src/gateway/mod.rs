@@ -453,7 +453,7 @@ impl Gateway {
         let limits = self.shared.limits;
         let mut upload: Option<Upload> = None;
         // the trace spans of the capture being received: its ingest, and the receive under it
-        let mut upload_spans: Option<(tracing::Span, tracing::Span)> = None;
+        let mut upload_spans: Option<traces::Receiving> = None;
         let mut stopping = false;
         let history_agent: Arc<str> = Arc::from(hello.agent_id.as_str());
         let mut history_at = chrono::DateTime::<Utc>::MIN_UTC;
@@ -548,14 +548,10 @@ impl Gateway {
                         )));
                     }
                     let req = convert::capture_start(&start, &hello.site_id, &limits)?;
-                    let ingest = traces::ingest_span(
-                        &req.meta,
-                        &hello.agent_id,
-                        req.traceparent.as_deref(),
-                        Utc::now(),
-                    );
-                    let receive = tracing::debug_span!(target: traces::TARGET, parent: &ingest, "capture.receive", bytes = req.size_bytes);
-                    upload_spans = Some((ingest, receive));
+                    let (traceparent, now) = (req.traceparent.as_deref(), Utc::now());
+                    let spans =
+                        traces::receiving(&req.meta, req.size_bytes, &hello.agent_id, traceparent, now);
+                    upload_spans = Some(spans);
                     upload = Some(Upload::new(req.meta, req.content_type, req.size_bytes, req.sha256));
                 }
                 In::CaptureChunk(chunk) => {
@@ -571,8 +567,9 @@ impl Gateway {
                             let gateway = self.clone();
                             let agent_id = hello.agent_id.clone();
                             // received and verified: the ingest span goes on into the store
-                            let ingest = upload_spans.take().map(|(ingest, _receive)| ingest);
-                            let ingest = ingest.unwrap_or_else(tracing::Span::none);
+                            let ingest = upload_spans
+                                .take()
+                                .map_or_else(tracing::Span::none, traces::Receiving::received);
                             stores.spawn(tracing::Instrument::instrument(
                                 async move { gateway.store(&agent_id, session_id, assembled).await },
                                 ingest,
@@ -687,8 +684,9 @@ impl Gateway {
         let decision = domain::decide(&a.meta, policy.as_ref());
         tracing::Span::current().record("capture.decision", decision.as_str());
         let put = self.shared.blobs.put_verified(&image_key, a.data, a.content_type.mime(), a.sha256);
-        let span = tracing::debug_span!(target: traces::TARGET, "blob.put", otel.kind = "client", bytes = image_bytes);
-        tracing::Instrument::instrument(put, span).await.map_err(|e| unavailable("blob store", &e))?;
+        tracing::Instrument::instrument(put, traces::blob_put(image_bytes))
+            .await
+            .map_err(|e| unavailable("blob store", &e))?;
         let capture = Capture {
             meta: a.meta,
             agent_id: agent_id.to_owned(),
@@ -702,8 +700,7 @@ impl Gateway {
         };
         // the row commits with others' in one transaction (group commit): this waits for it
         let commit = self.shared.writer.insert(capture.clone());
-        let span = tracing::debug_span!(target: traces::TARGET, "db.commit", otel.kind = "client");
-        let outcome = match tracing::Instrument::instrument(commit, span)
+        let outcome = match tracing::Instrument::instrument(commit, traces::db_commit())
             .await
             .map_err(|e| unavailable("database", &e))?
         {
