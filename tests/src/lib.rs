@@ -640,3 +640,32 @@ pub fn tail(s: &str, n: usize) -> &str {
     }
     &s[start..]
 }
+
+/// Reads one HTTP/1.1 request (the head, then the body its `content-length` announces) from a
+/// test receiver's connection; `None` when the peer closed it first. Header lookups on the
+/// result: [`header`].
+pub async fn read_http_request(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        let n = stream.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length: usize =
+                header(&text[..head_end], "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if buf.len() >= head_end + 4 + length {
+                return Some(text);
+            }
+        }
+    }
+}
+
+/// The value of header `name` (any case) in an HTTP request's text.
+pub fn header(request: &str, name: &str) -> Option<String> {
+    let head = request.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}

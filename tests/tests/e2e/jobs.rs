@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use lanewatch_tests::grpc::{Session, meta};
 use lanewatch_tests::{Blob, ControlPlane, Db, Postgres};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A receiver on 127.0.0.1 that holds its first request open (up to a minute) and answers the
 /// others 200; the `webhook-id` of each request it got.
@@ -24,37 +24,8 @@ async fn holding_receiver() -> Result<(String, Arc<Mutex<Vec<String>>>)> {
         while let Ok((mut stream, _)) = listener.accept().await {
             let got = got.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // the head, then the body its content-length announces
-                loop {
-                    let Ok(n) = stream.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(head_end) = text.find("\r\n\r\n") {
-                        let length = text[..head_end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= head_end + 4 + length {
-                            break;
-                        }
-                    }
-                }
-                let text = String::from_utf8_lossy(&buf).to_string();
-                let id = text
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase().strip_prefix("webhook-id:").map(|v| v.trim().to_owned())
-                    })
-                    .unwrap_or_default();
+                let Some(request) = lanewatch_tests::read_http_request(&mut stream).await else { return };
+                let id = lanewatch_tests::header(&request, "webhook-id").unwrap_or_default();
                 let first = {
                     let mut ids = got.lock().unwrap();
                     ids.push(id);

@@ -14,7 +14,7 @@ use lanewatch_tests::collector::{Collector, Span};
 use lanewatch_tests::grpc::{Session, meta};
 use lanewatch_tests::{AgentBuilder, Blob, ControlPlane, Db};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A webhook receiver on 127.0.0.1 answering 200; the `traceparent` header of each request.
 async fn receiver() -> Result<(String, Arc<Mutex<Vec<String>>>)> {
@@ -26,35 +26,13 @@ async fn receiver() -> Result<(String, Arc<Mutex<Vec<String>>>)> {
         while let Ok((mut stream, _)) = listener.accept().await {
             let got = got.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = stream.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some(head_end) = text.find("\r\n\r\n") else { continue };
-                    let head = text[..head_end].to_ascii_lowercase();
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-                        })
-                        .unwrap_or(0usize);
-                    if buf.len() < head_end + 4 + length {
-                        continue;
-                    }
-                    let traceparent = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("traceparent:").map(|v| v.trim().to_owned()));
-                    got.lock().unwrap().push(traceparent.unwrap_or_default());
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                    return;
-                }
+                let Some(request) = lanewatch_tests::read_http_request(&mut stream).await else { return };
+                got.lock()
+                    .unwrap()
+                    .push(lanewatch_tests::header(&request, "traceparent").unwrap_or_default());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
             });
         }
     });
