@@ -78,7 +78,9 @@ fn ids(buf: &Buffer) -> Vec<Uuid> {
 fn append_reopen_list_delete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/buffer");
-    let (a, b, c) = (capture(b"aaa"), capture(b"bbbb"), capture(b"c"));
+    let (a, mut b, c) = (capture(b"aaa"), capture(b"bbbb"), capture(b"c"));
+    // a traced capture's context is stored with it, for the upload that continues its trace
+    b.meta.trace_parent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     {
         let buf = Buffer::open(&path, opts(1 << 20)).unwrap();
         for cap in [&a, &b, &c] {
