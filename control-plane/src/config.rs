@@ -1,7 +1,7 @@
 //! Control-plane configuration: the typed TOML file, command-line overrides, and validation
 //! that runs once at start-up and names the offending field. The `[history]` section is in
 //! `config/history.rs`, `[jobs]` and `[retention]` in `config/jobs.rs`, `[webhooks]` in `config/webhooks.rs`,
-//! `[console]` in `config/console.rs`.
+//! `[console]` in `config/console.rs`, `[kubernetes]` and `[leader]` in `config/kubernetes.rs`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ mod console;
 mod env;
 mod history;
 mod jobs;
+mod kubernetes;
 mod webhooks;
 
 pub use console::ConsoleConfig;
@@ -22,6 +23,8 @@ pub use history::HistoryConfig;
 use history::{FileHistory, validate_history};
 use jobs::{FileJobs, FileRetention, validate_jobs, validate_retention};
 pub use jobs::{JobsConfig, QueueLimits, RetentionConfig, RetentionDays};
+use kubernetes::{FileKubernetes, FileLeader, validate_kubernetes, validate_leader};
+pub use kubernetes::{KubernetesConfig, LeaderLockKind};
 pub use webhooks::WebhooksConfig;
 use webhooks::{FileWebhooks, validate_webhooks};
 
@@ -68,6 +71,9 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub webhooks: WebhooksConfig,
     pub console: ConsoleConfig,
+    pub kubernetes: KubernetesConfig,
+    /// `[leader] lock`: what elects the replica that runs the singleton loops.
+    pub leader_lock: LeaderLockKind,
 }
 
 /// Time-limited image links: presigned S3 URLs, or HMAC-signed `/images/{id}` URLs.
@@ -240,6 +246,10 @@ struct FileConfig {
     webhooks: FileWebhooks,
     #[serde(default)]
     console: FileConsole,
+    #[serde(default)]
+    kubernetes: FileKubernetes,
+    #[serde(default)]
+    leader: FileLeader,
 }
 
 #[derive(Deserialize, Default)]
@@ -495,6 +505,8 @@ impl FileConfig {
         let retention = validate_retention(&self.retention)?;
         let webhooks = validate_webhooks(&self.webhooks)?;
         let console = validate_console(&self.console)?;
+        let kubernetes = validate_kubernetes(&self.kubernetes)?;
+        let leader_lock = validate_leader(&self.leader, &kubernetes, self.cluster.enabled, is_postgres)?;
         let loopback = http_listen.ip().is_loopback();
         let allow_anonymous_local = match self.auth.allow_anonymous_local {
             None => loopback,
@@ -522,6 +534,8 @@ impl FileConfig {
             retention,
             webhooks,
             console,
+            kubernetes,
+            leader_lock,
         })
     }
 }
