@@ -57,6 +57,24 @@ pub fn validate(site_id: &str, text: &str) -> Result<AgentConfig, Error> {
     Ok(config)
 }
 
+/// Refuses a change made outside Kubernetes (GraphQL, an agent's local UI) to a site that a
+/// LanewatchSite custom resource manages: the resource is the site's one source of truth.
+pub async fn ensure_not_managed(db: &Db, site_id: &str) -> Result<(), Error> {
+    let manager = db
+        .site_manager(site_id)
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+    match manager {
+        None => Ok(()),
+        Some(m) => Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "site {site_id:?} is managed by Kubernetes ({m}): change that resource (e.g. in git) instead"
+            ),
+        )),
+    }
+}
+
 /// Stores `text` as the site's next version (after validating it) and offers it to the site's
 /// agents; returns once every online agent of the site answered (or [`SETTLE_TIMEOUT`]).
 pub async fn publish(
@@ -117,6 +135,7 @@ pub async fn record_local_edit(
     text: &str,
 ) -> Result<Option<SiteConfigVersion>, Error> {
     validate(site_id, text)?;
+    ensure_not_managed(db, site_id).await?;
     // an agent that reconnects before it staged the recorded version sends the same edit again
     let newest = db
         .site_config(site_id, None)
@@ -132,6 +151,7 @@ pub async fn record_local_edit(
         rolled_back_from: None,
         created_by: &actor,
         created_at: Utc::now(),
+        fence: None,
     };
     let stored = db
         .insert_site_config(&new, |version| lanewatch_agent_config::stamp_config_version(text, version))
