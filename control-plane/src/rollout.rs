@@ -300,6 +300,21 @@ kind = "simulator"
         assert_eq!(db.site_config("s1", None).await.unwrap().unwrap().version, 2);
     }
 
+    #[tokio::test]
+    async fn a_site_managed_by_a_resource_refuses_other_edits_naming_it() {
+        use crate::db::leader::{ManagedSite, SiteManager};
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        assert!(ensure_not_managed(&db, "s1").await.is_ok());
+        let fence = db.begin_leader_term("singletons", "r1", Utc::now()).await.unwrap();
+        let manager = SiteManager { site_id: "s1".into(), namespace: "lw".into(), name: "north".into() };
+        let site = ManagedSite { manager: &manager, jurisdiction: None, lanes: &[] };
+        db.claim_managed_site(&fence, &site, Utc::now()).await.unwrap().unwrap();
+        let err = record_local_edit(&db, "a1", "s1", VALID).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+        assert!(err.message.contains("managed by Kubernetes (LanewatchSite lw/north)"), "{}", err.message);
+        assert_eq!(db.site_config("s1", None).await.unwrap(), None, "the local edit stored nothing");
+    }
+
     #[test]
     fn file_checks_are_left_to_the_device() {
         let text =

@@ -1,6 +1,6 @@
 //! The LanewatchSite controller against a real Kubernetes cluster: ignored by default (no
 //! kube-apiserver can be installed here, see docs/OPERATIONS.md); run it with `KUBECONFIG` set
-//! and `--run-ignored all`. It applies the CRD (server-side apply), creates a resource in
+//! and `--run-ignored ignored-only`. It applies the CRD (server-side apply), creates a resource in
 //! `LANEWATCH_TEST_NAMESPACE` (default `default`), runs the controller over a fresh SQLite
 //! database until the resource is Ready with its config stored, then deletes the resource.
 
@@ -42,7 +42,7 @@ kind = "simulator"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a real cluster: set KUBECONFIG and pass --run-ignored all"]
+#[ignore = "needs a real cluster: set KUBECONFIG and pass --run-ignored ignored-only"]
 async fn a_site_on_a_real_cluster_is_stored_and_becomes_ready() {
     if std::env::var_os("KUBECONFIG").is_none() {
         eprintln!("skipped: KUBECONFIG is not set, so there is no cluster to test against");
