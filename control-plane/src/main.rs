@@ -289,7 +289,8 @@ async fn run(config: Config, ready_file: Option<PathBuf>, pod_name: Option<Strin
     };
     let identity = pod_name.unwrap_or_else(|| replica.clone());
     let lock = leader_lock(&config, &db, kube_client.as_ref(), &identity).await?;
-    let (leadership, election) = leader::elect(lock, db.clone(), identity, shutdown_rx.clone());
+    let epoch = metrics.leader_epoch.clone();
+    let (leadership, election) = leader::elect(lock, db.clone(), identity, epoch, shutdown_rx.clone());
     // component history: the gateway hands heartbeats' component lines to the writer; one task
     // rolls them up and deletes what is past retention (one replica at a time)
     let history = config.history.enabled.then(|| {

@@ -59,11 +59,13 @@ async fn a_deposed_leaders_write_is_fenced_off() {
     let key = SINGLETONS_KEY ^ i64::from(rand_key());
     let (stop_a, shutdown_a) = watch::channel(false);
     let lock_a = AdvisoryLock::new(pool.clone(), key, EVERY);
-    let (mut leader_a, task_a) = elect(Box::new(lock_a), db.clone(), "a".into(), shutdown_a);
+    let (mut leader_a, task_a) =
+        elect(Box::new(lock_a), db.clone(), "a".into(), Default::default(), shutdown_a);
     let term_a = leader_a.gained().await.unwrap();
     let (stop_b, shutdown_b) = watch::channel(false);
     let lock_b = AdvisoryLock::new(pool.clone(), key, EVERY);
-    let (mut leader_b, task_b) = elect(Box::new(lock_b), db.clone(), "b".into(), shutdown_b);
+    let (mut leader_b, task_b) =
+        elect(Box::new(lock_b), db.clone(), "b".into(), Default::default(), shutdown_b);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(leader_b.current(), None, "b waits while a leads");
     stop_a.send(true).unwrap();

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::BoxFuture;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -122,15 +123,29 @@ impl Leadership {
 /// How long [`elect`] waits after a lock error before asking again.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(2);
 
-/// Drives `lock` until shutdown, publishing this replica's leadership; on shutdown the term
-/// ends (`None`) and the lock is released. `holder` names this replica in `leader_terms`.
+/// Drives `lock` until shutdown, publishing this replica's leadership (and its epoch on
+/// `epoch_gauge`, 0 while it does not lead); on shutdown the term ends (`None`) and the lock is
+/// released. `holder` names this replica in `leader_terms`.
 pub fn elect(
     mut lock: Box<dyn LeaderLock>,
     db: Db,
     holder: String,
+    epoch_gauge: Gauge,
     mut shutdown: watch::Receiver<bool>,
 ) -> (Leadership, JoinHandle<()>) {
     let (tx, rx) = watch::channel(None::<Term>);
+    let gauge = epoch_gauge.clone();
+    let mut shown = rx.clone();
+    tokio::spawn(async move {
+        loop {
+            let epoch = shown.borrow_and_update().as_ref().map_or(0, |t| t.fence.epoch);
+            gauge.set(epoch);
+            if shown.changed().await.is_err() {
+                gauge.set(0);
+                return;
+            }
+        }
+    });
     let task = tokio::spawn(async move {
         loop {
             let changed = tokio::select! {
@@ -248,7 +263,9 @@ mod tests {
         let released = Arc::new(AtomicUsize::new(0));
         let (shutdown_tx, shutdown) = watch::channel(false);
         let lock = Scripted { rx, released: released.clone() };
-        let (leadership, election) = elect(Box::new(lock), db.clone(), "r1".into(), shutdown.clone());
+        let gauge = Gauge::default();
+        let (leadership, election) =
+            elect(Box::new(lock), db.clone(), "r1".into(), gauge.clone(), shutdown.clone());
         let (runs_tx, mut runs) = tokio::sync::mpsc::unbounded_channel();
         let singleton = tokio::spawn(while_leader(
             "test",
@@ -270,6 +287,8 @@ mod tests {
         assert_eq!(leadership.current(), None);
         script.send(Ok(true)).unwrap();
         assert_eq!(runs.recv().await, Some(("started", 2)));
+        tokio::task::yield_now().await;
+        assert_eq!(gauge.get(), 2, "the epoch is exported while leading");
         // the first term's late write is fenced off
         let manager =
             crate::db::leader::SiteManager { site_id: "s".into(), namespace: "n".into(), name: "c".into() };
@@ -291,7 +310,8 @@ mod tests {
     async fn always_leads_from_the_start() {
         let (_dir, db) = temp_db().await;
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let (mut leadership, task) = elect(Box::new(Always::new()), db, "r1".into(), shutdown);
+        let (mut leadership, task) =
+            elect(Box::new(Always::new()), db, "r1".into(), Gauge::default(), shutdown);
         let term = leadership.gained().await.unwrap();
         assert_eq!(term.fence, Fence { lock: "singletons".into(), epoch: 1 });
         shutdown_tx.send(true).unwrap();

@@ -174,6 +174,8 @@ async fn lanewatch_sites_from_the_emulated_api_are_rolled_out_with_their_status(
     let lease =
         kmock.get("/apis/coordination.k8s.io/v1/namespaces/lw/leases/lanewatch-control-plane").await?;
     assert_eq!(lease["spec"]["holderIdentity"], "control-0", "{lease}");
+    let metrics = kmock.http.get(cp.http_url("/metrics")).send().await?.text().await?;
+    assert!(metrics.lines().any(|l| l == "lanewatch_leader_epoch 1"), "the first term leads:\n{metrics}");
     if cp.proc.stderr().contains("panicked") {
         bail!("the control plane panicked:\n{}", cp.proc.stderr());
     }
