@@ -60,7 +60,11 @@ pub async fn reconcile(site: Arc<LanewatchSite>, ctx: Arc<Context>) -> Result<Ac
     if let Outcome::Refused { reason, message } = &outcome {
         tracing::warn!(resource = %format!("{namespace}/{name}"), reason, message, "LanewatchSite refused; nothing stored");
     }
-    patch_status(&ctx, &namespace, &name, &status).await?;
+    // an unchanged status is not written again: the write's own watch event would wake this
+    // reconciliation once more (a real API server skips a no-op apply; an emulator may not)
+    if site.status.as_ref() != Some(&status) {
+        patch_status(&ctx, &namespace, &name, &status).await?;
+    }
     Ok(Action::requeue(decide::requeue_after(&status)))
 }
 

@@ -196,21 +196,33 @@ async fn the_config_comes_from_a_configmap_and_a_missing_one_is_degraded() {
 }
 
 #[tokio::test]
-async fn a_second_resource_for_the_same_site_is_refused_and_a_deposed_leader_writes_nothing() {
+async fn a_second_resource_for_the_same_site_is_refused_an_unchanged_status_is_not_rewritten_and_a_deposed_leader_writes_nothing()
+ {
     let (h, mut api) = harness().await;
     let north = site("north", "s1", inline(VALID));
     let other = site("south", "s1", inline(VALID));
     let (echo_n, echo_s) =
         (serde_json::to_value(north.as_ref()).unwrap(), serde_json::to_value(other.as_ref()).unwrap());
     let server = tokio::spawn(async move {
-        expect(&mut api, Method::PATCH, STATUS_PATH, StatusCode::OK, echo_n).await;
+        let first = expect(&mut api, Method::PATCH, STATUS_PATH, StatusCode::OK, echo_n).await;
         let south = "/apis/lanewatch.io/v1alpha1/namespaces/lw/lanewatchsites/south/status";
         let patch = expect(&mut api, Method::PATCH, south, StatusCode::OK, echo_s).await;
-        (patch, api)
+        (first, patch, api)
     });
     reconcile(north.clone(), h.ctx.clone()).await.unwrap();
     reconcile(other, h.ctx.clone()).await.unwrap();
-    let (patch, _api) = server.await.unwrap();
+    let (first, patch, mut api) = server.await.unwrap();
+    // north as it reads back with the status written: reconciling it again writes nothing
+    let mut written = (*north).clone();
+    written.status = Some(serde_json::from_value(first["status"].clone()).unwrap());
+    // (a write would wait for the mock's answer, which never comes)
+    let again =
+        tokio::time::timeout(std::time::Duration::from_secs(5), reconcile(Arc::new(written), h.ctx.clone()));
+    assert!(again.await.expect("an unchanged status must not be patched again").is_ok());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), api.next_request()).await.is_err(),
+        "no request was made"
+    );
     let degraded = condition(&patch, "Degraded");
     assert_eq!(degraded["reason"], "SiteConflict");
     assert!(degraded["message"].as_str().unwrap().contains("LanewatchSite lw/north"), "{degraded}");
