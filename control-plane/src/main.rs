@@ -1,6 +1,7 @@
 //! `lanewatch-control`: the control plane's composition root. Reads top to bottom: tracing,
 //! arguments, config, database, blob store, servers, ready file, signal, drain, exit; and the
-//! `create-api-key` bootstrap command, which prints a new key's secret once; `bench` (bench.rs)
+//! `create-api-key` bootstrap command, which prints a new key's secret once; `crd` prints the
+//! LanewatchSite CRD generated from the Rust types; `bench` (bench.rs)
 //! measures the API against a real PostgreSQL and S3, and component history's write path.
 
 mod bench;
@@ -16,7 +17,7 @@ use clap::Parser;
 use lanewatch_control_plane::auth::{self, KeyRequest};
 use lanewatch_control_plane::blob::BlobStore;
 use lanewatch_control_plane::cluster::Cluster;
-use lanewatch_control_plane::config::{Config, Env, Overrides, TlsConfig};
+use lanewatch_control_plane::config::{Config, Env, LeaderLockKind, Overrides, TlsConfig};
 use lanewatch_control_plane::console::{Console, ConsoleSettings};
 use lanewatch_control_plane::db::Db;
 use lanewatch_control_plane::db::history::run_history_maintenance;
@@ -29,7 +30,9 @@ use lanewatch_control_plane::graphql::{self, ApiContext};
 use lanewatch_control_plane::http::{self, AppState};
 use lanewatch_control_plane::jobs::deliver::Deliver;
 use lanewatch_control_plane::jobs::retention::{self, PruneJobs, RetentionSweep};
-use lanewatch_control_plane::jobs::{Cron, JobsRuntime, Worker};
+use lanewatch_control_plane::jobs::{Cron, Crons, JobsRuntime, Worker};
+use lanewatch_control_plane::k8s;
+use lanewatch_control_plane::leader::{self, Leadership};
 use lanewatch_control_plane::links::ImageLinks;
 use lanewatch_control_plane::metrics::Metrics;
 use lanewatch_control_plane::webhooks::client::{Cidr, ClientOptions, DeliveryClient};
@@ -74,6 +77,8 @@ struct Args {
 enum Command {
     /// Applies the database migrations and exits (the Helm chart's pre-install/pre-upgrade hook).
     Migrate,
+    /// Prints the LanewatchSite CustomResourceDefinition (YAML), generated from the Rust types.
+    Crd,
     /// Measures the API (`bench api`) or component history's write path (`bench history`).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -109,7 +114,12 @@ fn main() -> ExitCode {
         aws_access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
         aws_secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
         url_signing_key: std::env::var("LANEWATCH_URL_SIGNING_KEY").ok().filter(|k| !k.is_empty()),
+        pod_name: std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()),
     };
+    if let Some(Command::Crd) = args.command {
+        print!("{}", k8s::crd_yaml());
+        return ExitCode::SUCCESS;
+    }
     let config = match load_config(&args, &env) {
         Ok(config) => config,
         Err(message) => {
@@ -129,7 +139,7 @@ fn main() -> ExitCode {
         Some(_) => None,
         None => {
             let _runtime = runtime.enter(); // the gRPC exporter's channel needs the runtime
-            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "lanewatch-control".to_owned());
+            let instance = env.pod_name.clone().unwrap_or_else(|| "lanewatch-control".to_owned());
             match Telemetry::install(&config.telemetry, "lanewatch-control", &instance) {
                 Ok(telemetry) => telemetry,
                 Err(e) => {
@@ -174,7 +184,7 @@ fn main() -> ExitCode {
         let req = KeyRequest { name, role, agency_id: agency, all_captures };
         return runtime.block_on(create_api_key(&config, req));
     }
-    let result = runtime.block_on(run(config, args.ready_file));
+    let result = runtime.block_on(run(config, args.ready_file, env.pod_name));
     if let Some(telemetry) = telemetry
         && let Err(e) = runtime
             .block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })
@@ -274,7 +284,7 @@ fn load_config(args: &Args, env: &Env) -> Result<Config, String> {
     }
 }
 
-async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(config: Config, ready_file: Option<PathBuf>, pod_name: Option<String>) -> anyhow::Result<()> {
     tracing::info!(?config, "starting control plane");
     let db = Db::connect(&config.database.url).await.context("cannot open the database")?;
     let db = db.with_history(config.history);
@@ -300,12 +310,36 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
 
     let gateway =
         Gateway::new(db.clone(), blobs.clone(), config.limits, metrics.clone(), shutdown_rx.clone());
+    // the singleton loops (cron scheduling, history maintenance, the LanewatchSite controller)
+    // run on the replica that holds the leader lock, for as long as it holds it
+    let replica = format!("replica-{}", uuid::Uuid::now_v7());
+    let kube_client = if config.kubernetes.enabled {
+        Some(kube::Client::try_default().await.context(
+            "cannot configure the kubernetes client (kubernetes.enabled: in-cluster service account or KUBECONFIG)",
+        )?)
+    } else {
+        None
+    };
+    let identity = pod_name.unwrap_or_else(|| replica.clone());
+    let lock = leader_lock(&config, &db, kube_client.as_ref(), &identity).await?;
+    let epoch = metrics.leader_epoch.clone();
+    let (leadership, election) = leader::elect(lock, db.clone(), identity, epoch, shutdown_rx.clone());
     // component history: the gateway hands heartbeats' component lines to the writer; one task
     // rolls them up and deletes what is past retention (one replica at a time)
     let history = config.history.enabled.then(|| {
         let (writer, task) = HistoryWriter::spawn(db.clone(), config.history.queue_samples, metrics.clone());
         gateway.attach_history(writer);
-        (task, tokio::spawn(run_history_maintenance(db.clone(), shutdown_rx.clone())))
+        let db = db.clone();
+        let maintain = move |_term, stop| run_history_maintenance(db.clone(), stop);
+        (
+            task,
+            tokio::spawn(leader::while_leader(
+                "history maintenance",
+                leadership.clone(),
+                shutdown_rx.clone(),
+                maintain,
+            )),
+        )
     });
     let mut grpc_server = lanewatch_control_plane::gateway::server_builder();
     match &config.grpc.tls {
@@ -347,10 +381,30 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
     let secure_cookies = public_url.starts_with("https://");
     let links = ImageLinks::new(public_url, &config.image_links, blobs.clone());
     // the job queue: webhook deliveries, and retention and pruning as cron jobs
-    let replica = format!("replica-{}", uuid::Uuid::now_v7());
-    let jobs = start_jobs(&config, &db, &blobs, &links, &metrics, replica, shutdown_rx.clone())
+    let me = JobsReplica { name: replica, leadership: leadership.clone() };
+    let jobs = start_jobs(&config, &db, &blobs, &links, &metrics, me, shutdown_rx.clone())
         .await
         .context("cannot start the job queue")?;
+    let sites = kube_client.map(|client| {
+        let (db, sessions, k) = (db.clone(), gateway.clone(), config.kubernetes.clone());
+        let controller = move |term: leader::Term, stop| {
+            let ctx = k8s::Context {
+                client: client.clone(),
+                db: db.clone(),
+                sessions: Arc::new(sessions.clone()),
+                namespace: k.namespace.clone(),
+                field_manager: k.field_manager.clone(),
+                fence: term.fence,
+            };
+            k8s::reconcile_sites(ctx, stop)
+        };
+        tokio::spawn(leader::while_leader(
+            "LanewatchSite controller",
+            leadership.clone(),
+            shutdown_rx.clone(),
+            controller,
+        ))
+    });
     let events = gateway.events().clone();
     let schema =
         graphql::schema(ApiContext { db: db.clone(), gateway, blobs: blobs.clone(), links: links.clone() });
@@ -397,6 +451,11 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
         }
         // running jobs finish; what is cut off by the grace period is rescued later
         jobs.finish().await;
+        if let Some(sites) = sites {
+            let _ = sites.await;
+        }
+        // the singletons have stopped: give the leader lock up for the next replica
+        let _ = election.await;
     })
     .await;
     match drained {
@@ -406,6 +465,13 @@ async fn run(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// This replica in the job queue: its name, and its leadership (only the leader schedules
+/// cron jobs).
+struct JobsReplica {
+    name: String,
+    leadership: Leadership,
+}
+
 /// The job queue's runtime with this control plane's workers and cron jobs.
 async fn start_jobs(
     config: &Config,
@@ -413,7 +479,7 @@ async fn start_jobs(
     blobs: &BlobStore,
     links: &ImageLinks,
     metrics: &Metrics,
-    replica: String,
+    me: JobsReplica,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JobsRuntime> {
     let keep = Duration::from_secs(config.jobs.history_retention_secs);
@@ -445,9 +511,49 @@ async fn start_jobs(
         let every = Duration::from_secs(config.retention.sweep_interval_secs);
         crons.push(cron("retention.sweep", every, retention::SWEEP));
     }
-    tracing::info!(%replica, queues = ?config.jobs.queues.keys().collect::<Vec<_>>(), enabled = config.jobs.enabled, "job queue");
-    Ok(JobsRuntime::start(db.clone(), replica, &config.jobs, workers, crons, metrics.clone(), shutdown)
+    tracing::info!(replica = %me.name, queues = ?config.jobs.queues.keys().collect::<Vec<_>>(), enabled = config.jobs.enabled, "job queue");
+    let crons = Crons { list: crons, leader: me.leadership };
+    Ok(JobsRuntime::start(db.clone(), me.name, &config.jobs, workers, crons, metrics.clone(), shutdown)
         .await?)
+}
+
+/// The lock that elects the replica running the singleton loops (`[leader] lock`).
+async fn leader_lock(
+    config: &Config,
+    db: &Db,
+    client: Option<&kube::Client>,
+    identity: &str,
+) -> anyhow::Result<Box<dyn leader::LeaderLock>> {
+    Ok(match (config.leader_lock, client) {
+        (LeaderLockKind::Lease, Some(client)) => {
+            let k = &config.kubernetes;
+            let settings = leader::lease::LeaseSettings {
+                namespace: k.namespace.clone(),
+                lease_name: k.lease_name.clone(),
+                identity: identity.to_owned(),
+                duration_secs: k.lease_duration_secs,
+                grace_secs: k.lease_grace_secs,
+                field_manager: k.field_manager.clone(),
+            };
+            tracing::info!(lease = %k.lease_name, namespace = %k.namespace, %identity, "leader election by kubernetes lease");
+            Box::new(
+                leader::lease::LeaseLock::new(client.clone(), &settings)
+                    .await
+                    .context("cannot set up the leader lease")?,
+            )
+        }
+        (LeaderLockKind::Postgres, _) => {
+            let pool = db.postgres_pool().context("leader.lock = \"postgres\" needs postgresql")?.clone();
+            tracing::info!(%identity, "leader election by postgresql advisory lock");
+            Box::new(leader::postgres::AdvisoryLock::new(
+                pool,
+                leader::postgres::SINGLETONS_KEY,
+                Duration::from_secs(2),
+            ))
+        }
+        (LeaderLockKind::Lease, None) => anyhow::bail!("leader.lock = \"lease\" needs kubernetes.enabled"),
+        (LeaderLockKind::None, _) => Box::new(leader::Always::new()),
+    })
 }
 
 /// When the first certificate of a PEM file expires (Unix seconds).

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
     /// Each webhook delivery attempt, from request to answer (or failure).
     pub webhook_delivery_seconds: Histogram,
+    /// The epoch of this replica's leader term; 0 while it does not lead (`leader`).
+    pub leader_epoch: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,12 @@ impl Metrics {
         let webhook_endpoints = Family::<StateLabels, Gauge>::default();
         let tls_certificate_expiry = Family::<CertificateLabels, Gauge>::default();
         let webhook_delivery_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let leader_epoch = Gauge::default();
+        registry.register(
+            "leader_epoch",
+            "The epoch of this replica's leader term (it runs the singleton loops); 0 while it does not lead",
+            leader_epoch.clone(),
+        );
         registry.register(
             "webhook_delivery_seconds",
             "Time of one webhook delivery attempt, from the request to the answer or the failure",
@@ -194,6 +202,7 @@ impl Metrics {
             retention_deleted,
             webhook_endpoints,
             tls_certificate_expiry,
+            leader_epoch,
             webhook_delivery_seconds,
         }
     }

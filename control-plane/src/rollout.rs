@@ -57,6 +57,24 @@ pub fn validate(site_id: &str, text: &str) -> Result<AgentConfig, Error> {
     Ok(config)
 }
 
+/// Refuses a change made outside Kubernetes (GraphQL, an agent's local UI) to a site that a
+/// LanewatchSite custom resource manages: the resource is the site's one source of truth.
+pub async fn ensure_not_managed(db: &Db, site_id: &str) -> Result<(), Error> {
+    let manager = db
+        .site_manager(site_id)
+        .await
+        .map_err(|e| Error::unavailable(format!("database unavailable: {e}")))?;
+    match manager {
+        None => Ok(()),
+        Some(m) => Err(Error::new(
+            ErrorKind::FailedPrecondition,
+            format!(
+                "site {site_id:?} is managed by Kubernetes ({m}): change that resource (e.g. in git) instead"
+            ),
+        )),
+    }
+}
+
 /// Stores `text` as the site's next version (after validating it) and offers it to the site's
 /// agents; returns once every online agent of the site answered (or [`SETTLE_TIMEOUT`]).
 pub async fn publish(
@@ -117,6 +135,7 @@ pub async fn record_local_edit(
     text: &str,
 ) -> Result<Option<SiteConfigVersion>, Error> {
     validate(site_id, text)?;
+    ensure_not_managed(db, site_id).await?;
     // an agent that reconnects before it staged the recorded version sends the same edit again
     let newest = db
         .site_config(site_id, None)
@@ -132,6 +151,7 @@ pub async fn record_local_edit(
         rolled_back_from: None,
         created_by: &actor,
         created_at: Utc::now(),
+        fence: None,
     };
     let stored = db
         .insert_site_config(&new, |version| lanewatch_agent_config::stamp_config_version(text, version))
@@ -278,6 +298,21 @@ kind = "simulator"
         assert_eq!(second.version, 2);
         assert!(record_local_edit(&db, "a1", "s1", &VALID.replace("= 900", "= 0")).await.is_err());
         assert_eq!(db.site_config("s1", None).await.unwrap().unwrap().version, 2);
+    }
+
+    #[tokio::test]
+    async fn a_site_managed_by_a_resource_refuses_other_edits_naming_it() {
+        use crate::db::leader::{ManagedSite, SiteManager};
+        let db = Db::connect("sqlite::memory:").await.unwrap();
+        assert!(ensure_not_managed(&db, "s1").await.is_ok());
+        let fence = db.begin_leader_term("singletons", "r1", Utc::now()).await.unwrap();
+        let manager = SiteManager { site_id: "s1".into(), namespace: "lw".into(), name: "north".into() };
+        let site = ManagedSite { manager: &manager, jurisdiction: None, lanes: &[] };
+        db.claim_managed_site(&fence, &site, Utc::now()).await.unwrap().unwrap();
+        let err = record_local_edit(&db, "a1", "s1", VALID).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::FailedPrecondition);
+        assert!(err.message.contains("managed by Kubernetes (LanewatchSite lw/north)"), "{}", err.message);
+        assert_eq!(db.site_config("s1", None).await.unwrap(), None, "the local edit stored nothing");
     }
 
     #[test]

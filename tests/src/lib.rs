@@ -187,6 +187,8 @@ pub struct ControlPlane {
     ready_path: PathBuf,
     /// Starts so far (1 + restarts), to keep each run's logs.
     starts: u32,
+    /// Environment variables the process gets besides the test's (e.g. `KUBECONFIG`).
+    env: Vec<(String, String)>,
 }
 
 impl ControlPlane {
@@ -196,13 +198,19 @@ impl ControlPlane {
 
     /// Starts with extra TOML appended to the generated config (e.g. a `[limits]` table).
     pub async fn start_with(db: Db, blob: Blob, extra_toml: &str) -> Result<Self> {
-        Self::start_inner(db, blob, "", extra_toml).await
+        Self::start_inner(db, blob, "", extra_toml, Vec::new()).await
+    }
+
+    /// [`ControlPlane::start_with`], the process also given `env` (e.g. `KUBECONFIG`).
+    pub async fn start_with_env(db: Db, blob: Blob, extra_toml: &str, env: &[(&str, &str)]) -> Result<Self> {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::start_inner(db, blob, "", extra_toml, env).await
     }
 
     /// Starts with TLS on the agent gateway, serving `cert_pem`/`key_pem` (files in `tls_dir`).
     pub async fn start_tls(db: Db, blob: Blob, cert: &Path, key: &Path) -> Result<Self> {
         let grpc = format!("tls = {{ cert_path = {cert:?}, key_path = {key:?} }}\n");
-        let mut cp = Self::start_inner(db, blob, &grpc, "").await?;
+        let mut cp = Self::start_inner(db, blob, &grpc, "", Vec::new()).await?;
         cp.tls = true;
         Ok(cp)
     }
@@ -218,7 +226,7 @@ impl ControlPlane {
     ) -> Result<Self> {
         let grpc =
             format!("tls = {{ cert_path = {cert:?}, key_path = {key:?}, client_ca_path = {client_ca:?} }}\n");
-        let mut cp = Self::start_inner(db, blob, &grpc, "").await?;
+        let mut cp = Self::start_inner(db, blob, &grpc, "", Vec::new()).await?;
         cp.tls = true;
         Ok(cp)
     }
@@ -351,7 +359,13 @@ impl ControlPlane {
         response.json().await.context("graphql response is JSON")
     }
 
-    async fn start_inner(db: Db, blob: Blob, grpc_extra: &str, extra_toml: &str) -> Result<Self> {
+    async fn start_inner(
+        db: Db,
+        blob: Blob,
+        grpc_extra: &str,
+        extra_toml: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("lanewatch-cp-").tempdir()?;
         let db_url = match db {
             Db::Sqlite => format!("sqlite://{}/lanewatch.db?mode=rwc", dir.path().display()),
@@ -373,7 +387,7 @@ impl ControlPlane {
         let config_path = dir.path().join("control.toml");
         std::fs::write(&config_path, config)?;
         let ready_path = dir.path().join("ready.json");
-        let mut proc = Self::spawn(&config_path, &ready_path, dir.path(), "lanewatch-control", &[])?;
+        let mut proc = Self::spawn(&config_path, &ready_path, dir.path(), "lanewatch-control", &[], &env)?;
         let ready = tokio::task::block_in_place(|| wait_ready_file(&ready_path, &mut proc))?;
         let addr = |key: &str| -> Result<SocketAddr> {
             ready[key]
@@ -392,10 +406,18 @@ impl ControlPlane {
             config_path,
             ready_path,
             starts: 1,
+            env,
         })
     }
 
-    fn spawn(config: &Path, ready: &Path, dir: &Path, name: &str, extra: &[String]) -> Result<Proc> {
+    fn spawn(
+        config: &Path,
+        ready: &Path,
+        dir: &Path,
+        name: &str,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> Result<Proc> {
         let _ = std::fs::remove_file(ready);
         Proc::spawn(
             name,
@@ -405,6 +427,7 @@ impl ControlPlane {
                 .arg("--ready-file")
                 .arg(ready)
                 .args(extra)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("RUST_LOG", "info"),
             dir,
         )
@@ -425,7 +448,8 @@ impl ControlPlane {
             [format!("--grpc-listen={}", self.grpc_addr), format!("--http-listen={}", self.http_addr)];
         let deadline = Instant::now() + WAIT;
         loop {
-            let mut proc = Self::spawn(&self.config_path, &self.ready_path, self.dir.path(), &name, &extra)?;
+            let mut proc =
+                Self::spawn(&self.config_path, &self.ready_path, self.dir.path(), &name, &extra, &self.env)?;
             match tokio::task::block_in_place(|| wait_ready_file(&self.ready_path, &mut proc)) {
                 Ok(_) => {
                     self.proc = proc;

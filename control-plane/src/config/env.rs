@@ -1,7 +1,8 @@
 //! Values from the process environment, read once by `main` and passed to validation: the S3
 //! credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) and the image-link signing key
 //! (`LANEWATCH_URL_SIGNING_KEY`), so that secrets can come from a Kubernetes Secret rather than
-//! the config file. A value in the file wins. `Debug` never prints them.
+//! the config file. A value in the file wins. `Debug` never prints them. `POD_NAME` (the
+//! downward API) names this replica as a leader-lock holder.
 
 use std::fmt;
 
@@ -11,6 +12,8 @@ pub struct Env {
     pub aws_secret_access_key: Option<String>,
     /// `http.url_signing_key` when the file has none.
     pub url_signing_key: Option<String>,
+    /// This replica's pod, its identity in the leader Lease (not a secret).
+    pub pod_name: Option<String>,
 }
 
 impl fmt::Debug for Env {
@@ -20,6 +23,7 @@ impl fmt::Debug for Env {
             .field("aws_access_key_id", &redacted(&self.aws_access_key_id))
             .field("aws_secret_access_key", &redacted(&self.aws_secret_access_key))
             .field("url_signing_key", &redacted(&self.url_signing_key))
+            .field("pod_name", &self.pod_name)
             .finish()
     }
 }

@@ -23,6 +23,9 @@ pub struct NewSiteConfig<'a> {
     pub rolled_back_from: Option<u64>,
     pub created_by: &'a str,
     pub created_at: DateTime<Utc>,
+    /// A singleton's write (the LanewatchSite reconciler): stored only while this leader term
+    /// is the newest ([`super::leader::check_fence`], in the same transaction).
+    pub fence: Option<&'a super::leader::Fence>,
 }
 
 /// How many times an insert retries when a concurrent edit took the same version number.
@@ -54,6 +57,9 @@ impl Db {
         text: &impl Fn(u64) -> String,
     ) -> Result<SiteConfigVersion, DbError> {
         let txn = self.conn.begin().await?;
+        if let Some(fence) = new.fence {
+            super::leader::check_fence(&txn, fence).await?;
+        }
         let newest = site_configs::Entity::find()
             .filter(site_configs::Column::SiteId.eq(new.site_id))
             .order_by_desc(site_configs::Column::Version)
@@ -283,6 +289,7 @@ mod tests {
             rolled_back_from,
             created_by: "key-1",
             created_at: Utc::now(),
+            fence: None,
         }
     }
 

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod console;
 mod history;
 mod jobs;
+mod leader;
 mod webhooks;
 
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(jobs::M0008Jobs),
             Box::new(webhooks::M0009Webhooks),
             Box::new(console::M0010ConsoleSessions),
+            Box::new(leader::M0011LeaderAndSiteManagers),
         ]
     }
 }

@@ -7,9 +7,10 @@
 //! the conversions every table shares. The queries are `impl Db` blocks, one file per domain:
 //! `captures` (captures, violations and their review, statistics), `receipts` (deletion
 //! receipts), `fleet` (agents, their revocation, cameras, sites), `admin` (lane policies,
-//! agencies, API keys, the audit log), `configs` (site configs and their rollout) and `history`
-//! (component history: samples, rollups, retention and its background task); `writer` batches
-//! ingest's inserts and history's samples; `entities` and `migration` are the tables.
+//! agencies, API keys, the audit log), `configs` (site configs and their rollout), `history`
+//! (component history: samples, rollups, retention and its background task) and `leader` (leader
+//! terms' fencing tokens, CR-managed sites); `writer` batches ingest's inserts and history's
+//! samples; `entities` and `migration` are the tables.
 
 mod admin;
 mod captures;
@@ -18,6 +19,7 @@ mod entities;
 mod fleet;
 pub mod history;
 pub mod jobs;
+pub mod leader;
 mod migration;
 mod receipts;
 pub mod retention;
@@ -44,6 +46,10 @@ pub enum DbError {
     Dir { path: String, source: std::io::Error },
     #[error("stored row {table}/{id} is malformed: {why}")]
     Malformed { table: &'static str, id: String, why: String },
+    #[error(
+        "fenced off: this replica's term (epoch {epoch}) of leader lock {lock:?} is over; another replica leads"
+    )]
+    Fenced { lock: String, epoch: i64 },
 }
 
 #[derive(Debug, Clone)]

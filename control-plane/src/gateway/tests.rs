@@ -365,6 +365,7 @@ async fn newest_config_is_pushed_on_hello_and_a_rejected_one_never_again() {
         rolled_back_from: None,
         created_by: "key-1",
         created_at: Utc::now(),
+        fence: None,
     };
     let text = |v: u64| format!("config_version = {v}\n");
     for _ in 0..2 {

@@ -114,6 +114,7 @@ impl AdminMutation {
         let (api, who) = parts(ctx)?;
         let result = async {
             who.authorize(Action::Administer)?;
+            crate::rollout::ensure_not_managed(&api.db, &site).await?;
             let jurisdiction = jurisdiction.as_deref().map(str::trim);
             if jurisdiction == Some("") {
                 return Err(Error::invalid("jurisdiction must not be empty; pass null to clear it"));
@@ -138,6 +139,7 @@ impl AdminMutation {
         let (api, who) = parts(ctx)?;
         let result = async {
             who.authorize(Action::Administer)?;
+            crate::rollout::ensure_not_managed(&api.db, &site).await?;
             if !(1..=9).contains(&min_occupants) {
                 return Err(Error::invalid(format!(
                     "minOccupants must be between 1 and 9, got {min_occupants}"

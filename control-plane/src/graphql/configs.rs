@@ -1,6 +1,7 @@
 //! Site configs: the `siteConfig` and `siteConfigHistory` queries, the audited
 //! `updateSiteConfig` and `rollbackSiteConfig` mutations (published through `rollout`), and the
-//! GraphQL objects of config versions and of each agent's rollout state.
+//! GraphQL objects of config versions and of each agent's rollout state. A site managed by a
+//! LanewatchSite custom resource refuses both mutations, naming the resource.
 
 use async_graphql::{ComplexObject, Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -60,6 +61,7 @@ impl ConfigsMutation {
         let (api, who) = parts(ctx)?;
         let result = async {
             who.authorize(Action::ConfigureSites)?;
+            crate::rollout::ensure_not_managed(&api.db, &site_id).await?;
             let actor = who.actor();
             let new = new_site_config(&site_id, comment.as_deref(), None, &actor);
             crate::rollout::publish(&api.db, &api.gateway, &new, &toml).await.map(SiteConfig::from)
@@ -81,6 +83,7 @@ impl ConfigsMutation {
         let (api, who) = parts(ctx)?;
         let result = async {
             who.authorize(Action::ConfigureSites)?;
+            crate::rollout::ensure_not_managed(&api.db, &site_id).await?;
             let earlier =
                 api.db.site_config(&site_id, Some(version)).await.map_err(storage)?.ok_or_else(|| {
                     Error::not_found(format!("site {site_id:?} has no config version {version}"))
@@ -108,6 +111,7 @@ fn new_site_config<'a>(
         rolled_back_from,
         created_by: actor,
         created_at: Utc::now(),
+        fence: None,
     }
 }
 

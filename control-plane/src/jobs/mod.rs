@@ -14,7 +14,8 @@
 //! every producer within one poll. The **maintenance** task beats this replica's row in
 //! `job_replicas`, stages due jobs, inserts each cron job's current slot (unique key
 //! `cron:<name>:<slot>`: every replica may try, one row results), rescues the jobs of replicas
-//! not seen for `jobs.rescue_after_secs`, and refreshes the `jobs{queue,state}` gauges.
+//! not seen for `jobs.rescue_after_secs`, and refreshes the `jobs{queue,state}` gauges. Only the
+//! leader (`leader`, [`Crons`]) inserts cron slots.
 //!
 //! On shutdown producers stop claiming and wait for their running jobs (bounded by the caller's
 //! grace period); a job still running when the process ends stays `executing` until rescued.
@@ -85,6 +86,22 @@ pub struct Cron {
     pub job: NewJob,
 }
 
+/// The cron jobs and whether this replica schedules them now: only the leader inserts cron
+/// slots (`leader`); a plain list is scheduled always (one replica, and tests).
+#[derive(Debug, Clone)]
+pub struct Crons {
+    pub list: Vec<Cron>,
+    pub leader: crate::leader::Leadership,
+}
+
+impl From<Vec<Cron>> for Crons {
+    fn from(list: Vec<Cron>) -> Self {
+        let always =
+            crate::leader::Term { fence: crate::db::leader::Fence { lock: "none".into(), epoch: 0 } };
+        Self { list, leader: crate::leader::Leadership::fixed(Some(always)) }
+    }
+}
+
 /// Inserts jobs and wakes this replica's producers; cheap to clone.
 #[derive(Clone)]
 pub struct Jobs {
@@ -114,10 +131,11 @@ impl JobsRuntime {
         replica: String,
         config: &JobsConfig,
         workers: Vec<Arc<dyn Worker>>,
-        crons: Vec<Cron>,
+        crons: impl Into<Crons>,
         metrics: Metrics,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, DbError> {
+        let crons = crons.into();
         let notify = db.jobs_inserted();
         let jobs = Jobs { db: db.clone() };
         let mut tasks = JoinSet::new();
@@ -273,7 +291,7 @@ async fn execute(ctx: Arc<Shared>, job: Job) {
 /// The maintenance task: replica beat, settings, due jobs, cron slots, rescue, gauges.
 async fn maintain(
     ctx: Arc<Shared>,
-    crons: Vec<Cron>,
+    crons: Crons,
     rescue_after: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -293,7 +311,10 @@ async fn maintain(
             tracing::warn!(error = %e, "cannot beat this replica's job row");
         }
         refresh_settings(&ctx).await;
-        match insert_cron_slots(&ctx.db, &crons, now).await {
+        // cron slots are unique per slot, so a deposed leader's late insert adds nothing
+        let leading = crons.leader.current().is_some() && !crons.list.is_empty();
+        let inserted = if leading { insert_cron_slots(&ctx.db, &crons.list, now).await } else { Ok(0) };
+        match inserted {
             Ok(0) => {}
             Ok(_) => ctx.notify.notify_waiters(),
             Err(e) => tracing::warn!(error = %e, "cannot insert cron jobs"),

@@ -4,7 +4,8 @@
 //! rendering valid for Kubernetes (`kubernetes-validate --strict`) and clean for `checkov` (each
 //! skip justified in the chart); the default rendering as committed in `rendered/default.yaml`
 //! (`LANEWATCH_BLESS=1` updates it); the `PrometheusRule` exactly the tested rule file and the
-//! dashboards ConfigMap holding every dashboard, only where the operator's CRDs exist.
+//! dashboards ConfigMap holding every dashboard, only where the operator's CRDs exist; the
+//! rendered `control.toml` accepted by the control plane's config validation.
 
 use std::process::Command;
 
@@ -49,6 +50,35 @@ fn the_chart_lints_and_ships_the_tested_rules_and_the_dashboards() -> Result<()>
     }
     let without = helm(&["template", "t", "helm/lanewatch"])?;
     assert!(document(&without, "PrometheusRule").is_none(), "no PrometheusRule without the operator's CRDs");
+    Ok(())
+}
+
+/// The `control.toml` of a rendering's ConfigMap passes the control plane's own validation (it
+/// gets as far as connecting to a database that does not exist): e.g. numbers that Helm would
+/// print as `2.592e+06` are refused there.
+fn control_toml_is_accepted(name: &str, rendered: &str, dir: &std::path::Path) -> Result<()> {
+    let map = document(rendered, "ConfigMap").context("the ConfigMap")?;
+    let (_, body) = map.split_once("  control.toml: |\n").context("control.toml in the ConfigMap")?;
+    let toml: String = body
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let path = dir.join(format!("{name}.control.toml"));
+    std::fs::write(&path, &toml)?;
+    let out = Command::new(lanewatch_tests::bin("lanewatch-control"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--database-url", "postgres://nobody@127.0.0.1:1/none", "migrate"])
+        .env("AWS_ACCESS_KEY_ID", "a")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .env("LANEWATCH_URL_SIGNING_KEY", "k".repeat(32))
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot migrate the database"),
+        "{name}: the chart's control.toml is refused:\n{said}\n{toml}"
+    );
     Ok(())
 }
 
@@ -123,6 +153,12 @@ fn every_rendering_is_valid_kubernetes_clean_for_checkov_and_as_committed() -> R
         checkov.status,
         String::from_utf8_lossy(&checkov.stderr)
     );
+
+    for (name, rendered) in
+        [("default", default.clone()), ("high-availability", render(Some("high-availability"))?)]
+    {
+        control_toml_is_accepted(name, &rendered, dir.path())?;
+    }
 
     let committed = root.join("helm/lanewatch/rendered/default.yaml");
     if std::env::var_os("LANEWATCH_BLESS").is_some() {

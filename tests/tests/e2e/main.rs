@@ -18,6 +18,7 @@ mod demo;
 mod faults;
 mod history;
 mod jobs;
+mod kube;
 mod lifecycle;
 mod local_ui;
 mod metrics;
