@@ -136,6 +136,8 @@ mod tests {
         assert_eq!(config.simulator.flow_veh_h_per_lane, 900);
         assert_eq!(config.buffer, BufferConfig::default(), "example shows the buffer defaults");
         assert_eq!(config.simulator, SimulatorConfig::default(), "example shows the simulator defaults");
+        let telemetry = lanewatch_agent_config::TelemetryConfig::default();
+        assert_eq!(config.telemetry, telemetry, "example shows the telemetry defaults");
         let vision = config.vision.expect("the example documents [vision]");
         assert_eq!(vision.anonymize, AnonymizeConfig::default(), "example shows the anonymize defaults");
     }
