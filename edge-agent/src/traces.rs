@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use lanewatch_telemetry::opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanContext, SpanKind, TraceContextExt as _, Tracer as _,
+    Span as _, SpanBuilder, SpanKind, TraceContextExt as _, Tracer as _,
 };
 use lanewatch_telemetry::opentelemetry::{Context, KeyValue};
 use lanewatch_telemetry::opentelemetry_sdk::trace::{SdkTracer, Span};
@@ -51,7 +51,7 @@ impl CaptureTracer {
     /// `traceparent` on the metadata, so the buffer stores it. Call just before the write.
     pub fn begin(&self, capture: &mut Capture) -> Root {
         let meta = &capture.meta;
-        let attributes = vec![
+        let mut attributes = vec![
             KeyValue::new("capture.id", meta.capture_id.to_string()),
             KeyValue::new("site.id", meta.site_id.clone()),
             KeyValue::new("camera.id", meta.camera_id.clone()),
@@ -61,7 +61,6 @@ impl CaptureTracer {
             KeyValue::new("config.version", meta.config_version as i64),
             KeyValue::new("test", meta.test),
         ];
-        let mut attributes = attributes;
         if let OccupancyStatus::Counted { occupants, .. } = &meta.occupancy {
             attributes.push(KeyValue::new("occupants", i64::from(*occupants)));
         }
@@ -102,14 +101,13 @@ impl CaptureTracer {
             let mut child = self.tracer.build_with_context(builder, &parent);
             child.end_with_timestamp(SystemTime::from(end.max(start)));
         }
-        span.set_attribute(KeyValue::new(VALUE_CLASS, meta.value_class.as_str()));
         span.end_with_timestamp(SystemTime::from(now));
     }
 
     /// The span of sending a buffered capture, ended by its ack (dropping it ends it too), and
     /// the `traceparent` the control plane continues: the upload span's when it is recorded,
     /// else the capture's own (which carries the sampler's "not sampled" on).
-    pub fn upload(&self, meta: &CaptureMeta) -> (Option<Span>, Option<String>) {
+    pub fn upload(&self, meta: &CaptureMeta) -> (Option<UploadSpan>, Option<String>) {
         let Some(stored) = meta.trace_parent.as_deref() else { return (None, None) };
         let Some(capture_span) = lanewatch_telemetry::parse(stored) else { return (None, None) };
         if !capture_span.is_sampled() {
@@ -133,14 +131,9 @@ impl CaptureTracer {
 }
 
 /// Ends an upload span with the control plane's answer.
-pub fn acked(mut span: Span, outcome: &str) {
+pub fn acked(mut span: UploadSpan, outcome: &str) {
     span.set_attribute(KeyValue::new("ack.outcome", outcome.to_owned()));
     span.end();
-}
-
-/// The span context `meta` was traced under, if any (tests and the local UI).
-pub fn capture_span(meta: &CaptureMeta) -> Option<SpanContext> {
-    meta.trace_parent.as_deref().and_then(lanewatch_telemetry::parse)
 }
 
 #[cfg(test)]
@@ -148,7 +141,13 @@ mod tests {
     use super::*;
     use crate::domain::ValueClass;
     use lanewatch_telemetry::TelemetryConfig;
+    use lanewatch_telemetry::opentelemetry::trace::SpanContext;
     use lanewatch_telemetry::opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+
+    /// The span context `meta` was traced under, if any.
+    fn capture_span(meta: &CaptureMeta) -> Option<SpanContext> {
+        meta.trace_parent.as_deref().and_then(lanewatch_telemetry::parse)
+    }
 
     fn tracer(ratio: f64) -> (Telemetry, Arc<CaptureTracer>, InMemorySpanExporter) {
         let exporter = InMemorySpanExporter::default();
