@@ -240,10 +240,11 @@ async fn try_reconcile(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const VALID: &str = r#"version = 1
+    /// A site config the validator accepts (the site resource's tests use it too).
+    pub(crate) const VALID: &str = r#"version = 1
 agent_id = "a1"
 site_id = "s1"
 

@@ -16,30 +16,10 @@ use crate::config::{BlobConfig, Limits};
 use crate::db::Db;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+// a site config the validator accepts: the rollout tests' own
+use crate::rollout::tests::VALID;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-const VALID: &str = r#"version = 1
-agent_id = "a1"
-site_id = "s1"
-
-[control_plane]
-url = "http://127.0.0.1:1"
-
-[site]
-lanes = 2
-
-[simulator]
-seed = 1
-flow_veh_h_per_lane = 900
-
-[[cameras]]
-id = "front"
-lanes = [0, 1]
-
-[cameras.source]
-kind = "simulator"
-"#;
 
 struct Harness {
     _dir: tempfile::TempDir,
