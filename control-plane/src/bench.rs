@@ -639,6 +639,9 @@ impl Weed {
             .arg("-s3")
             .arg(format!("-s3.port={}", ports[6]))
             .arg(format!("-s3.port.grpc={}", ports[7]))
+            // its Iceberg and Lance listeners default to fixed ports (8181, 9101): off, or two
+            // servers started side by side collide
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .arg(format!("-s3.config={}", dir.join("s3.json").display()))
             .arg("-master.telemetry=false")
             .arg("-master.volumeSizeLimitMB=1024")

@@ -385,6 +385,9 @@ fn has_echo(range_m: f32) -> bool {
 
 /// Slowest vehicle a speed trap pairs, km/h.
 const SPEED_TRAP_MIN_KMH: f64 = 5.0;
+/// Fastest: a pairing that would mean more is another vehicle's upstream entry (in dense traffic
+/// the right one may have been taken by a neighbour's straddler), never a measurement.
+const SPEED_TRAP_MAX_KMH: f64 = 300.0;
 
 impl SpeedTrap {
     pub fn new(distance_m: f64) -> Self {
@@ -409,7 +412,13 @@ impl SpeedTrap {
     /// Entry was given to [`SpeedTrap::main`] and paired: what the trigger can use at entry time.
     pub fn entry_speed_kmh(&self, track: u64) -> Option<f64> {
         let (_, _, dt) = self.paired.iter().find(|p| p.0 == track)?;
-        (*dt > 0.0).then(|| self.distance_m / dt * 3.6)
+        self.speed_kmh(*dt)
+    }
+
+    /// The speed of a vehicle that took `dt` seconds between the planes, when plausible.
+    fn speed_kmh(&self, dt: f64) -> Option<f64> {
+        let kmh = self.distance_m / dt * 3.6;
+        (dt > 0.0 && kmh <= SPEED_TRAP_MAX_KMH).then_some(kmh)
     }
 
     /// An event of the main plane's detector; on a main exit, the vehicle's speed in km/h when
@@ -420,10 +429,12 @@ impl SpeedTrap {
         match event {
             Detection::Entry { track, lane, t } => {
                 self.upstream.retain(|u| secs(*t - u.2) <= max_dt);
-                let pick =
-                    self.upstream.iter().position(|u| u.0 == *lane && u.2 < *t).or_else(|| {
-                        self.upstream.iter().position(|u| u.0.abs_diff(*lane) == 1 && u.2 < *t)
-                    })?;
+                // only an upstream entry early enough for a plausible speed can be this vehicle's
+                let min_dt = self.distance_m / (SPEED_TRAP_MAX_KMH / 3.6);
+                let plausible = |u: &UpstreamTrack| secs(*t - u.2) >= min_dt;
+                let pick = self.upstream.iter().position(|u| u.0 == *lane && plausible(u)).or_else(|| {
+                    self.upstream.iter().position(|u| u.0.abs_diff(*lane) == 1 && plausible(u))
+                })?;
                 let (_, up_track, up_entry, up_exit) = self.upstream.remove(pick);
                 if let Some(exit) = up_exit {
                     self.upstream_exits.push((up_track, exit));
@@ -439,11 +450,9 @@ impl SpeedTrap {
                     .iter()
                     .position(|e| e.0 == up_track)
                     .map(|i| self.upstream_exits.remove(i).1);
-                let dt = match up_exit {
-                    Some(exit) => (entry_dt + secs(*t - exit)) / 2.0,
-                    None => entry_dt,
-                };
-                (dt > 0.0).then(|| self.distance_m / dt * 3.6)
+                // the exits' interval refines the entries' unless it is implausible itself
+                let averaged = up_exit.and_then(|exit| self.speed_kmh((entry_dt + secs(*t - exit)) / 2.0));
+                averaged.or_else(|| self.speed_kmh(entry_dt))
             }
         }
     }

@@ -349,6 +349,9 @@ fn spawn_weed(weed: &std::path::Path, dir: &TempDir, ports: &[u16], name: &str) 
         .arg("-s3")
         .arg(format!("-s3.port={s3_port}"))
         .arg(format!("-s3.port.grpc={}", ports[7]))
+        // its Iceberg and Lance listeners default to fixed ports (8181, 9101): off, or two
+        // servers started side by side collide
+        .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
         .arg(format!("-s3.config={}", iam_path.display()))
         .arg("-master.telemetry=false")
         .arg("-master.volumeSizeLimitMB=64")

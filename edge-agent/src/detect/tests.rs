@@ -191,6 +191,23 @@ fn speed_trap_measures_speed_from_two_planes() {
 }
 
 #[test]
+fn speed_trap_never_pairs_an_upstream_entry_too_recent_to_be_the_vehicle() {
+    use chrono::TimeDelta;
+    let t0 = chrono::Utc::now();
+    let at = |ms: i64| t0 + TimeDelta::milliseconds(ms);
+    let mut trap = SpeedTrap::new(4.0);
+    // the vehicle's own upstream entry went to another main track (a neighbour's straddler);
+    // the next one upstream entered 20 ms before this main entry: 720 km/h, not this vehicle
+    trap.upstream(&Detection::Entry { track: 7, lane: 1, t: at(0) });
+    assert_eq!(trap.main(&Detection::Entry { track: 1, lane: 1, t: at(20) }), None);
+    assert_eq!(trap.entry_speed_kmh(1), None, "not paired: no speed rather than a wrong one");
+    // the vehicle it is: 160 ms later, 90 km/h
+    assert_eq!(trap.main(&Detection::Entry { track: 2, lane: 1, t: at(160) }), None);
+    let speed = trap.entry_speed_kmh(2).expect("paired");
+    assert!((speed - 90.0).abs() < 0.1, "{speed}");
+}
+
+#[test]
 fn empty_road_with_noise_has_no_phantoms() {
     assert_eq!(run(&mut world(), 60.0), vec![]);
 }
