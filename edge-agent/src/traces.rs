@@ -74,11 +74,11 @@ impl CaptureTracer {
     }
 
     /// The capture is durable: emits its stage spans and ends the root (a no-op when it was not
-    /// sampled).
-    pub fn stored(&self, root: Root, meta: &CaptureMeta) {
+    /// sampled). Returns how many spans it emitted, the root included.
+    pub fn stored(&self, root: Root, meta: &CaptureMeta) -> usize {
         let Root { mut span, marks, buffer_started } = root;
         if !span.span_context().is_sampled() {
-            return;
+            return 0;
         }
         let now = Utc::now();
         let parent = Context::new().with_remote_span_context(span.span_context().clone());
@@ -96,12 +96,14 @@ impl CaptureTracer {
             stages.push(("vision", started, released));
         }
         stages.push(("buffer", buffer_started, now));
+        let emitted = stages.len() + 1;
         for (name, start, end) in stages {
             let builder = SpanBuilder::from_name(name).with_start_time(SystemTime::from(start));
             let mut child = self.tracer.build_with_context(builder, &parent);
             child.end_with_timestamp(SystemTime::from(end.max(start)));
         }
         span.end_with_timestamp(SystemTime::from(now));
+        emitted
     }
 
     /// The span of sending a buffered capture, ended by its ack (dropping it ends it too), and
@@ -183,7 +185,7 @@ mod tests {
         let root = tracer.begin(&mut c);
         assert!(c.trace.is_none(), "the marks leave the capture before it is stored");
         let traceparent = c.meta.trace_parent.clone().expect("stamped");
-        tracer.stored(root, &c.meta);
+        assert_eq!(tracer.stored(root, &c.meta), 6, "the root and five stages");
         let spans = finished(&telemetry, &exporter);
         let root = spans.iter().find(|s| s.name == "capture").unwrap();
         assert_eq!(lanewatch_telemetry::traceparent(&root.span_context).unwrap(), traceparent);
@@ -210,7 +212,7 @@ mod tests {
         let (telemetry, tracer, exporter) = tracer(0.0);
         let mut ordinary = capture(ValueClass::Compliant);
         let root = tracer.begin(&mut ordinary);
-        tracer.stored(root, &ordinary.meta);
+        assert_eq!(tracer.stored(root, &ordinary.meta), 0, "not sampled: nothing emitted");
         assert!(ordinary.meta.trace_parent.as_deref().unwrap().ends_with("-00"), "not sampled, said so");
         let mut violation = capture(ValueClass::ViolationCandidate);
         let root = tracer.begin(&mut violation);

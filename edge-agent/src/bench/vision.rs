@@ -242,9 +242,8 @@ impl Traced {
             marks.vision_released = Some(chrono::Utc::now());
         }
         let root = self.tracer.begin(&mut capture);
-        self.tracer.stored(root, &capture.meta);
-        // the root and its five stages: detect, trigger, acquire, vision, buffer
-        self.spans.fetch_add(6, std::sync::atomic::Ordering::Relaxed);
+        let emitted = self.tracer.stored(root, &capture.meta);
+        self.spans.fetch_add(emitted as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until the collector took every span built so far.
